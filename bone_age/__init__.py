@@ -1,0 +1,1 @@
+"""bone-age: bone age estimation from whole-body bone scintigraphy."""
