@@ -1,0 +1,117 @@
+"""On-disk cache of preprocessed studies: each study is decoded and resized once.
+
+An entry is keyed by the contents of the study's files, the views read and the preprocessing
+settings, so a changed file or setting simply misses the cache. Entries are written to a
+temporary name and renamed into place (atomic on POSIX), so several sweep jobs can share one
+cache. A study that cannot be read leaves a small ``.err`` entry with the reason, so later runs
+report it without decoding again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from bone_age.data.dicom import DicomReadError, read_dataset, read_view
+from bone_age.data.manifest import Problem, Study
+from bone_age.data.preprocess import Preprocess
+
+CACHE_VERSION = 1
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("wb") as f:
+        write(f)
+    os.replace(tmp, path)
+
+
+class StudyCache:
+    """Preprocessed (views, H, W) float16 count images, one ``.npy`` file per study."""
+
+    def __init__(self, root: str | Path, preprocess: Preprocess, views: Sequence[str]) -> None:
+        self.root = Path(root)
+        self.preprocess = preprocess
+        self.views = tuple(views)
+        settings = {"version": CACHE_VERSION, "views": self.views, **preprocess.settings()}
+        self._settings = json.dumps(settings, sort_keys=True)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def key(self, study: Study) -> str:
+        h = hashlib.blake2b(self._settings.encode(), digest_size=20)
+        for view in self.views:
+            h.update(f"{view}:{file_digest(getattr(study, view))}".encode())
+        return h.hexdigest()
+
+    def entry(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.npy"
+
+    def _build_one(self, study: Study, key: str) -> str | None:
+        """Decode + preprocess one study into the cache; returns an error message or None."""
+        target = self.entry(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            datasets = {}
+            views = {}
+            for view in self.views:
+                path = getattr(study, view)
+                ds = datasets.setdefault(path, read_dataset(path))
+                counts = read_view(path, view, ds)
+                if not np.isfinite(counts).all() or counts.max() <= 0:
+                    raise DicomReadError(path, f"{view} view is empty or not finite")
+                views[view] = counts
+            image = self.preprocess(views)
+        except DicomReadError as err:
+            message = str(err)
+            _atomic_write(target.with_suffix(".err"), lambda f: f.write(message.encode()))
+            return message
+        _atomic_write(target, lambda f: np.save(f, image))
+        return None
+
+    def build(
+        self, studies: Sequence[Study], workers: int = 0, progress: bool = True
+    ) -> list[str]:
+        """Fill the cache for ``studies``; returns the keys, in order."""
+        keys = [self.key(s) for s in studies]
+        todo = [
+            (s, k) for s, k in zip(studies, keys, strict=True)
+            if not self.entry(k).exists() and not self.entry(k).with_suffix(".err").exists()
+        ]
+        if todo:
+            bar = tqdm(total=len(todo), desc="caching studies", disable=not progress)
+            if workers > 1 and len(todo) > 8:
+                with ProcessPoolExecutor(workers) as pool:
+                    for _ in pool.map(self._build_one, *zip(*todo, strict=True), chunksize=8):
+                        bar.update()
+            else:
+                for study, key in todo:
+                    self._build_one(study, key)
+                    bar.update()
+            bar.close()
+        return keys
+
+    def problems(self, studies: Iterable[Study], keys: Iterable[str]) -> list[Problem]:
+        """Studies whose files could not be read, with the reason recorded at build time."""
+        out = []
+        for study, key in zip(studies, keys, strict=True):
+            err = self.entry(key).with_suffix(".err")
+            if err.exists():
+                out.append(
+                    Problem("cache", study.row, study.subject_id, "unreadable", err.read_text())
+                )
+        return out

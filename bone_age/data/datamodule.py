@@ -1,0 +1,192 @@
+"""The LightningDataModule of one cross-validation fold of a manifest cohort."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from bone_age.data.cache import StudyCache
+from bone_age.data.folds import fold_indices
+from bone_age.data.manifest import Problem, Study, read_manifest
+from bone_age.data.preprocess import Preprocess
+from bone_age.data.transforms import BatchAugment, CountNormalize
+
+log = logging.getLogger(__name__)
+
+
+class DataError(ValueError):
+    """The cohort cannot be trained on as configured (the message lists why)."""
+
+
+class CachedStudies(Dataset):
+    """Studies read from the preprocessed cache: count images, age, sex and manifest index."""
+
+    def __init__(self, entries: Sequence[Path], studies: Sequence[Study], index: np.ndarray):
+        self.entries, self.studies, self.index = entries, studies, index
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        j = int(self.index[i])
+        study = self.studies[j]
+        age = float("nan") if study.age is None else study.age
+        return {
+            "image": torch.from_numpy(np.load(self.entries[j])),
+            "age": torch.tensor(age, dtype=torch.float32),
+            "sex": torch.tensor(study.is_male),
+            "index": torch.tensor(j),
+        }
+
+
+class BoneAgeDataModule(pl.LightningDataModule):
+    """Fold ``fold`` of ``num_folds`` of a cohort, from a manifest or the built-in phantom.
+
+    Exactly one source: ``manifest`` (a manifest CSV) or ``subjects`` (a phantom cohort of that
+    size and ``seed`` generated into ``phantom_dir`` if it does not exist yet).
+    """
+
+    def __init__(
+        self,
+        manifest: str | None = None,
+        subjects: int | None = None,
+        phantom_dir: str = "data/phantom",
+        phantom_options: dict | None = None,
+        cache_dir: str = "data/cache",
+        fold: int = 0,
+        num_folds: int = 5,
+        val_fraction: float = 0.1,
+        seed: int = 0,
+        views: int = 2,
+        image_size: Sequence[int] = (224, 224),
+        resize: str = "stretch",
+        mirror_posterior: bool = True,
+        normalize: str = "percentile",
+        percentile: float = 99.0,
+        augment: BatchAugment | None = None,
+        age_range: Sequence[int] = (40, 80),
+        strict: bool = False,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        cache_workers: int | None = None,
+        progress: bool = True,
+    ) -> None:
+        super().__init__()
+        if (manifest is None) == (subjects is None):
+            raise DataError("data: set exactly one of data.manifest or data.subjects (phantom)")
+        if not 0 <= fold < num_folds:
+            raise DataError(f"data.fold must be in 0..{num_folds - 1}, got {fold}")
+        self.manifest, self.subjects = manifest, subjects
+        self.phantom_dir, self.phantom_options = Path(phantom_dir), dict(phantom_options or {})
+        self.fold, self.num_folds = fold, num_folds
+        self.val_fraction, self.seed = val_fraction, seed
+        self.view_names = ("anterior", "posterior")[:views]
+        self.cache = StudyCache(
+            cache_dir, Preprocess(tuple(image_size), resize, mirror_posterior), self.view_names
+        )
+        self.normalize = CountNormalize(normalize, percentile)
+        self.augment = augment or BatchAugment(enabled=False)
+        self.age_range = tuple(age_range)
+        self.strict = strict
+        self.batch_size, self.num_workers, self.progress = batch_size, num_workers, progress
+        self.cache_workers = (os.cpu_count() or 1) if cache_workers is None else cache_workers
+        self.studies: list[Study] = []
+        self.problems: list[Problem] = []
+        self.splits: dict[str, np.ndarray] = {}
+
+    # -- where the manifest is ------------------------------------------------------------
+    @property
+    def phantom_cohort(self) -> Path:
+        return self.phantom_dir / f"n{self.subjects}_seed{self.seed}"
+
+    def manifest_path(self, generate: bool = False) -> Path:
+        if self.manifest is not None:
+            return Path(self.manifest)
+        if generate:
+            from bone_age.phantom import ensure_cohort
+
+            return Path(
+                ensure_cohort(self.phantom_cohort, self.subjects, self.seed, **self.phantom_options)
+            )
+        return self.phantom_cohort / "manifest.csv"
+
+    # -- Lightning hooks -----------------------------------------------------------------
+    def prepare_data(self) -> None:
+        """Runs once per node: generate the phantom if needed and fill the cache."""
+        studies, _ = read_manifest(self.manifest_path(generate=True))
+        self.cache.build(studies, self.cache_workers, self.progress)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        studies, problems = read_manifest(self.manifest_path())
+        keys = self.cache.build(studies, self.cache_workers, self.progress)
+        unreadable = self.cache.problems(studies, keys)
+        bad = {p.subject_id for p in unreadable}
+        problems += unreadable
+        low, high = self.age_range
+        usable = []
+        for study, key in zip(studies, keys, strict=True):
+            if study.subject_id in bad:
+                continue
+            if study.age is None:
+                problems.append(Problem("manifest", study.row, study.subject_id, "no_age",
+                                        "no age: can be predicted, not trained or tested on"))
+            elif not low - 0.5 <= study.age <= high + 0.5:
+                problems.append(Problem("manifest", study.row, study.subject_id, "age_range",
+                                        f"age {study.age:g} outside the model's {low}-{high}"))
+            else:
+                usable.append((study, self.cache.entry(key)))
+        if problems:
+            listing = "\n".join(f"  {p}" for p in problems)
+            if self.strict:
+                raise DataError(f"{len(problems)} studies cannot be used:\n{listing}")
+            log.warning("leaving out %d studies (listed in excluded.csv):\n%s",
+                        len(problems), listing)
+        if len(usable) < 2 * self.num_folds:
+            raise DataError(f"{self.manifest_path()}: only {len(usable)} usable studies for "
+                            f"{self.num_folds}-fold cross-validation")
+        self.studies = [s for s, _ in usable]
+        self.entries = [e for _, e in usable]
+        self.problems = problems
+        self.splits = fold_indices(
+            [s.age for s in self.studies], [s.sex for s in self.studies],
+            [s.subject_id for s in self.studies], self.fold, self.num_folds,
+            self.val_fraction, self.seed,
+        )
+
+    def _loader(self, split: str, train: bool = False) -> DataLoader:
+        dataset = CachedStudies(self.entries, self.studies, self.splits[split])
+        return DataLoader(
+            dataset, batch_size=self.batch_size, shuffle=train, drop_last=train and
+            len(dataset) > self.batch_size, num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        """Augment (training only) and normalise whole batches on the training device."""
+        counts = batch["image"]
+        if self.trainer is not None and self.trainer.training:
+            counts = self.augment(counts)
+        batch["image"] = self.normalize(counts)
+        return batch
+
+    # -- facts about the fold, for the results --------------------------------------------
+    def ages(self, split: str) -> np.ndarray:
+        return np.array([self.studies[i].age for i in self.splits[split]], dtype=float)

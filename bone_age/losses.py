@@ -1,0 +1,116 @@
+"""The paper's three training losses, as plain functions of (network output, ages).
+
+Ages are in years. For the classification losses the K output logits stand for the one-year
+classes ``ages = min_age, min_age + 1, ..., max_age`` (paper: 40..80, K = 41). All losses are
+averaged over the batch (reduction "mean" over N), exactly as equations (2)-(4) and (6) write them.
+
+Equation (1) of the paper is ``L = Ls + Lm + Lv`` and mentions two weights it then drops; we keep
+them as ``lambda_mean`` and ``lambda_var`` with the defaults of the mean-variance loss paper it
+cites (Pan et al., CVPR 2018): 0.2 and 0.05.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+class AgeOutOfRangeError(ValueError):
+    """An age label lies outside the class range of the model."""
+
+
+def class_ages(min_age: int, max_age: int, device: torch.device | None = None) -> torch.Tensor:
+    """The age (years) that each output class stands for: min_age..max_age inclusive."""
+    return torch.arange(min_age, max_age + 1, dtype=torch.float32, device=device)
+
+
+def age_to_class(ages: torch.Tensor, min_age: int, max_age: int) -> torch.Tensor:
+    """Class index of each age (nearest one-year class); ages outside the range are an error."""
+    low, high = ages.min().item(), ages.max().item()
+    if low < min_age - 0.5 or high > max_age + 0.5:
+        raise AgeOutOfRangeError(
+            f"age label {low if low < min_age - 0.5 else high:g} is outside the model's class "
+            f"range {min_age}-{max_age} years; filter the cohort or widen the class range"
+        )
+    return torch.round(ages - min_age).long().clamp_(0, max_age - min_age)
+
+
+def distribution_moments(logits: torch.Tensor, ages: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Softmax p, its mean (paper eq. 5: the predicted age) and its variance, per sample."""
+    p = logits.softmax(dim=-1)
+    mean = p @ ages
+    var = (p * (ages.unsqueeze(0) - mean.unsqueeze(1)) ** 2).sum(dim=-1)
+    return p, mean, var
+
+
+def mse_loss(outputs: torch.Tensor, ages: torch.Tensor) -> torch.Tensor:
+    """Eq. (6): mean over the batch of (y_hat - y)^2, ``outputs`` of shape (N,) or (N, 1)."""
+    return F.mse_loss(outputs.reshape(-1), ages.float())
+
+
+def softmax_loss(
+    logits: torch.Tensor, ages: torch.Tensor, min_age: int = 40, max_age: int = 80
+) -> torch.Tensor:
+    """Eq. (2): mean over the batch of -log p_{i, y_i} (cross-entropy on one-year classes)."""
+    return F.cross_entropy(logits, age_to_class(ages, min_age, max_age))
+
+
+def mean_variance_loss(
+    logits: torch.Tensor,
+    ages: torch.Tensor,
+    min_age: int = 40,
+    max_age: int = 80,
+    lambda_mean: float = 0.2,
+    lambda_var: float = 0.05,
+) -> torch.Tensor:
+    """Eq. (1): Ls + lambda_mean * Lm + lambda_var * Lv.
+
+    Lm (eq. 3) = 1/(2N) sum_i (m_i - y_i)^2 with m_i = sum_j j p_ij, and Lv (eq. 4) =
+    1/N sum_i sum_j p_ij (j - m_i)^2, with j running over the class ages in years.
+    """
+    ls = softmax_loss(logits, ages, min_age, max_age)
+    _, mean, var = distribution_moments(logits, class_ages(min_age, max_age, logits.device))
+    lm = 0.5 * ((mean - ages.float()) ** 2).mean()
+    lv = var.mean()
+    return ls + lambda_mean * lm + lambda_var * lv
+
+
+@dataclass(frozen=True)
+class AgeLoss:
+    """A loss chosen by name (config group ``loss``), and how to read ages off the outputs."""
+
+    name: str = "mv"
+    min_age: int = 40
+    max_age: int = 80
+    lambda_mean: float = 0.2
+    lambda_var: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.name not in ("mse", "softmax", "mv"):
+            raise ValueError(f"loss.name: unknown loss {self.name!r}; use mse, softmax or mv")
+        if self.max_age <= self.min_age:
+            raise ValueError("loss.max_age must be greater than loss.min_age")
+
+    @property
+    def num_outputs(self) -> int:
+        """Output units of the network: one for regression, one per class otherwise."""
+        return 1 if self.name == "mse" else self.max_age - self.min_age + 1
+
+    def __call__(self, outputs: torch.Tensor, ages: torch.Tensor) -> torch.Tensor:
+        if self.name == "mse":
+            return mse_loss(outputs, ages)
+        if self.name == "softmax":
+            return softmax_loss(outputs, ages, self.min_age, self.max_age)
+        return mean_variance_loss(
+            outputs, ages, self.min_age, self.max_age, self.lambda_mean, self.lambda_var
+        )
+
+    def predict(self, outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Predicted age and the SD of the predicted distribution (None for regression)."""
+        if self.name == "mse":
+            return outputs.reshape(-1), None
+        ages = class_ages(self.min_age, self.max_age, outputs.device)
+        _, mean, var = distribution_moments(outputs.float(), ages)
+        return mean, var.clamp_min(0).sqrt()

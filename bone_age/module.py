@@ -1,0 +1,105 @@
+"""The LightningModule: one network, one loss, Adam + reduce-on-plateau, as in the paper."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torchmetrics import MeanAbsoluteError
+from torchmetrics.functional import mean_absolute_error, pearson_corrcoef
+
+from bone_age.losses import AgeLoss
+
+
+class BoneAgeModule(pl.LightningModule):
+    """Trains ``net`` with ``loss``; test predictions are gathered over all ranks.
+
+    Batches are dicts with ``image`` (N, V, 3, H, W), ``age`` (N,), ``sex`` (N,) and ``index``
+    (N,) (the study's row in the data module), normalised by the data module already.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        loss: AgeLoss,
+        optimizer: partial,
+        scheduler: partial | None = None,
+        monitor: str = "val/loss",
+    ) -> None:
+        super().__init__()
+        self.net, self.loss = net, loss
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.monitor = monitor
+        self.val_mae = MeanAbsoluteError()
+        self.best_val: float = float("inf")
+        self.best_epoch: int = -1
+        self._test_outputs: list[dict[str, torch.Tensor]] = []
+        self.test_predictions: dict[str, torch.Tensor] = {}
+
+    def forward(self, images: torch.Tensor, sex: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(images, sex)
+
+    def _step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        outputs = self(batch["image"], batch["sex"])
+        return outputs, self.loss(outputs, batch["age"])
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        _, loss = self._step(batch)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True,
+                 batch_size=len(batch["age"]))
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        outputs, loss = self._step(batch)
+        pred, _ = self.loss.predict(outputs)
+        self.val_mae(pred, batch["age"])
+        n = len(batch["age"])
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=n)
+        self.log("val/mae", self.val_mae, prog_bar=True, batch_size=n)
+
+    def on_validation_epoch_end(self) -> None:
+        value = self.trainer.callback_metrics.get(self.monitor)
+        if not self.trainer.sanity_checking and value is not None and value < self.best_val:
+            self.best_val, self.best_epoch = float(value), self.current_epoch
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        outputs = self(batch["image"], batch["sex"])
+        pred, sd = self.loss.predict(outputs)
+        self._test_outputs.append({
+            "index": batch["index"], "age": batch["age"], "pred_age": pred.float(),
+            "pred_sd": torch.full_like(pred, float("nan")) if sd is None else sd.float(),
+        })
+
+    def on_test_epoch_end(self) -> None:
+        local = {k: torch.cat([o[k] for o in self._test_outputs]) for k in self._test_outputs[0]}
+        self._test_outputs.clear()
+        gathered = {k: self.all_gather(v).reshape(-1) for k, v in local.items()}
+        # A distributed sampler pads with repeated samples: keep each study once.
+        order = torch.argsort(gathered["index"])
+        keep = torch.ones_like(order, dtype=torch.bool)
+        sorted_index = gathered["index"][order]
+        keep[1:] = sorted_index[1:] != sorted_index[:-1]
+        self.test_predictions = {k: v[order][keep].cpu() for k, v in gathered.items()}
+        pred, age = self.test_predictions["pred_age"], self.test_predictions["age"]
+        abs_err = (pred - age).abs()
+        metrics = {
+            "test/mae": mean_absolute_error(pred, age),
+            "test/mae_sd": abs_err.std() if len(abs_err) > 1 else torch.tensor(0.0),
+            "test/pearson_r": pearson_corrcoef(pred, age) if len(pred) > 1 else torch.nan,
+        }
+        self.log_dict({k: torch.as_tensor(v, dtype=torch.float32) for k, v in metrics.items()},
+                      rank_zero_only=True)
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
+        pred, sd = self.loss.predict(self(batch["image"], batch["sex"]))
+        return {"index": batch["index"], "pred_age": pred, "pred_sd": sd}
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor}}

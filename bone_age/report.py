@@ -1,0 +1,159 @@
+"""Table 1 from a sweep: ``python -m bone_age.report DIR`` -> DIR/table1.md and DIR/table1.csv.
+
+Every run below DIR that wrote ``metrics.json`` and ``predictions.csv`` is gathered. Each row is
+one model and loss, laid out like the paper's Table 1: "MAE (SD)" and Pearson r computed on the
+pooled out-of-fold predictions of all its folds, plus the per-fold mean +- SD of MAE and r.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+MODEL_ORDER = ["inception", "resnet50", "vgg16", "multi_vgg16"]
+MODEL_NAMES = {"inception": "InceptionV3", "resnet50": "ResNet50", "vgg16": "VGG16",
+               "multi_vgg16": "Multiple inputs VGG16"}
+LOSS_ORDER = ["mse", "softmax", "mv"]
+LOSS_NAMES = {"mse": "Mean squared loss", "softmax": "Softmax loss",
+              "mv": "Softmax + Mean-Variance loss"}
+DEFAULT_BACKBONES = {"inception": "inception_v3", "resnet50": "resnet50", "vgg16": "vgg16",
+                     "multi_vgg16": "vgg16"}
+
+
+def _read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    return (np.array([float(r["age"]) for r in rows]),
+            np.array([float(r["pred_age"]) for r in rows]))
+
+
+def collect_runs(root: Path) -> dict[tuple[str, str, str], dict[int, dict[str, Any]]]:
+    """Runs by (model, backbone, loss), then fold; a repeated fold keeps the newest run."""
+    cells: dict[tuple[str, str, str], dict[int, dict[str, Any]]] = defaultdict(dict)
+    for metrics_file in sorted(root.rglob("metrics.json"), key=lambda p: p.stat().st_mtime):
+        preds_file = metrics_file.with_name("predictions.csv")
+        if not preds_file.exists():
+            log.warning("%s: no predictions.csv beside it, left out", metrics_file.parent)
+            continue
+        m = json.loads(metrics_file.read_text())
+        key = (str(m.get("model")), str(m.get("backbone")), str(m.get("loss")))
+        fold = int(m.get("fold", 0))
+        if fold in cells[key]:
+            log.warning("%s fold %d appears twice; the newer run %s is used",
+                        "/".join(key), fold, metrics_file.parent)
+        age, pred = _read_predictions(preds_file)
+        cells[key][fold] = {"metrics": m, "age": age, "pred": pred, "dir": metrics_file.parent}
+    return cells
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a, b)[0, 1]) if len(a) > 1 and a.std() and b.std() else float("nan")
+
+
+def summarise(cells: dict) -> list[dict[str, Any]]:
+    rows = []
+    def order(key):
+        model, _, loss = key
+        return (MODEL_ORDER.index(model) if model in MODEL_ORDER else 99, model,
+                LOSS_ORDER.index(loss) if loss in LOSS_ORDER else 99, key[1])
+    for key in sorted(cells, key=order):
+        model, backbone, loss = key
+        folds = cells[key]
+        age = np.concatenate([f["age"] for f in folds.values()])
+        pred = np.concatenate([f["pred"] for f in folds.values()])
+        err = np.abs(pred - age)
+        fold_mae = np.array([np.mean(np.abs(f["pred"] - f["age"])) for f in folds.values()])
+        fold_r = np.array([_pearson(f["pred"], f["age"]) for f in folds.values()])
+        name = MODEL_NAMES.get(model, model)
+        if backbone != DEFAULT_BACKBONES.get(model, backbone):
+            name += f" [{backbone}]"
+        rows.append({
+            "model": name, "loss": LOSS_NAMES.get(loss, loss), "folds": len(folds),
+            "n": len(age), "mae": float(err.mean()),
+            "mae_sd": float(err.std(ddof=1)) if len(err) > 1 else 0.0,
+            "r": _pearson(pred, age),
+            "fold_mae_mean": float(fold_mae.mean()), "fold_mae_sd": float(fold_mae.std(ddof=1))
+            if len(fold_mae) > 1 else 0.0,
+            "fold_r_mean": float(np.nanmean(fold_r)) if np.isfinite(fold_r).any() else np.nan,
+            "fold_r_sd": float(np.nanstd(fold_r, ddof=1)) if np.isfinite(fold_r).sum() > 1
+            else 0.0,
+            "baseline_mae": float(np.mean([f["metrics"]["baseline_mae"]
+                                           for f in folds.values()])),
+        })
+    return rows
+
+
+def write_table(rows: list[dict[str, Any]], out_dir: Path) -> tuple[Path, Path]:
+    md, csv_path = out_dir / "table1.md", out_dir / "table1.csv"
+    lines = [
+        "| Model | Method | MAE (SD), years | r | folds | n | per-fold MAE | per-fold r "
+        "| baseline MAE |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    previous = None
+    for r in rows:
+        model = r["model"] if r["model"] != previous else ""
+        previous = r["model"]
+        lines.append(
+            f"| {model} | {r['loss']} | {r['mae']:.2f} ({r['mae_sd']:.2f}) | {r['r']:.2f} | "
+            f"{r['folds']} | {r['n']} | {r['fold_mae_mean']:.2f} ± {r['fold_mae_sd']:.2f} | "
+            f"{r['fold_r_mean']:.2f} ± {r['fold_r_sd']:.2f} | {r['baseline_mae']:.2f} |"
+        )
+    note = ("\nMAE (SD) and r on the pooled out-of-fold predictions; per-fold values are mean ± "
+            "SD over folds; baseline MAE predicts each fold's training mean age.\n")
+    md.write_text("\n".join(lines) + "\n" + note)
+    with csv_path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["model"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return md, csv_path
+
+
+def report(root: str | Path) -> Path | None:
+    """Gather the runs below ``root`` into its Table 1; returns the markdown file's path."""
+    root = Path(root)
+    cells = collect_runs(root)
+    if not cells:
+        log.warning("%s: no finished runs (metrics.json + predictions.csv) found", root)
+        return None
+    md, _ = write_table(summarise(cells), root)
+    return md
+
+
+class ReportCallback(Callback):
+    """Hydra callback: writes Table 1 into the sweep folder when a multirun ends."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        md = report(config.hydra.sweep.dir)
+        if md is not None:
+            print(f"\nTable 1 ({md}):\n{md.read_text()}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bone_age.report", description=__doc__)
+    parser.add_argument("dir", type=Path, help="a sweep (or any) folder holding finished runs")
+    args = parser.parse_args(argv)
+    if not args.dir.is_dir():
+        parser.error(f"{args.dir}: not a folder")
+    md = report(args.dir)
+    if md is None:
+        print(f"bone-age: no finished runs below {args.dir}", file=sys.stderr)
+        return 1
+    print(md.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""The three losses against hand-computed cases of the paper's equations."""
+
+import math
+
+import pytest
+import torch
+
+from bone_age.losses import (
+    AgeLoss,
+    AgeOutOfRangeError,
+    mean_variance_loss,
+    mse_loss,
+    softmax_loss,
+)
+
+
+def test_mse_matches_equation_6():
+    # ((42-40)^2 + (50-53)^2) / 2 = (4 + 9) / 2
+    assert mse_loss(torch.tensor([[42.0], [50.0]]), torch.tensor([40.0, 53.0])).item() == 6.5
+
+
+def test_softmax_loss_matches_equation_2():
+    # Three classes 40, 41, 42; logits log(p) so that p is known exactly.
+    p = torch.tensor([[0.2, 0.5, 0.3], [0.6, 0.3, 0.1]])
+    loss = softmax_loss(p.log(), torch.tensor([41.0, 40.0]), min_age=40, max_age=42)
+    assert loss.item() == pytest.approx(-(math.log(0.5) + math.log(0.6)) / 2, rel=1e-6)
+
+
+def test_mean_variance_loss_matches_equations_1_to_4():
+    p = torch.tensor([[0.2, 0.5, 0.3], [0.6, 0.3, 0.1]])
+    ages = torch.tensor([41.0, 42.0])
+    j = [40.0, 41.0, 42.0]
+    means = [sum(a * b for a, b in zip(row, j, strict=False)) for row in p.tolist()]  # 41.1, 40.5
+    variances = [sum(pk * (jk - m) ** 2 for pk, jk in zip(row, j, strict=False))
+                 for row, m in zip(p.tolist(), means, strict=False)]
+    ls = -(math.log(0.5) + math.log(0.1)) / 2
+    lm = ((means[0] - 41) ** 2 + (means[1] - 42) ** 2) / (2 * 2)
+    lv = sum(variances) / 2
+    got = mean_variance_loss(p.log(), ages, 40, 42, lambda_mean=0.2, lambda_var=0.05)
+    assert got.item() == pytest.approx(ls + 0.2 * lm + 0.05 * lv, rel=1e-5)
+
+
+def test_ages_outside_class_range_are_an_error():
+    logits = torch.zeros(2, 41)
+    with pytest.raises(AgeOutOfRangeError, match="81"):
+        softmax_loss(logits, torch.tensor([50.0, 81.0]))
+    with pytest.raises(AgeOutOfRangeError, match="39"):
+        mean_variance_loss(logits, torch.tensor([39.0, 50.0]))
+
+
+def test_prediction_is_expected_value_and_sd_of_distribution():
+    loss = AgeLoss("mv", min_age=40, max_age=42)
+    p = torch.tensor([[0.25, 0.5, 0.25]])
+    pred, sd = loss.predict(p.log())
+    assert pred.item() == pytest.approx(41.0)
+    assert sd.item() == pytest.approx(math.sqrt(0.5))
+    assert AgeLoss("mse").predict(torch.tensor([[55.0]]))[1] is None
+
+
+def test_output_sizes_and_names():
+    assert AgeLoss("mse").num_outputs == 1
+    assert AgeLoss("softmax").num_outputs == 41
+    with pytest.raises(ValueError, match="loss.name"):
+        AgeLoss("huber")
