@@ -1,0 +1,192 @@
+"""Cohort generation: parallel rendering + DICOM writing, manifest, truth table, yardsticks."""
+
+from __future__ import annotations
+
+import csv
+import json
+import multiprocessing as mp
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from filelock import FileLock
+from tqdm import tqdm
+
+from .dicom_writer import TRANSFER_SYNTAXES, write_study
+from .effects import Effects
+from .subject import FEMALE_TO_MALE, age_prior, render_subject, sample_subject
+from .yardsticks import bayes_mae_floor, oracle_mae
+
+VERSION = "1.0.0"
+LAYOUTS = ("two-frame", "single-frame")
+MANIFEST_COLUMNS = ["subject_id", "age", "sex", "anterior", "posterior", "study_uid"]
+EFFECT_COLUMNS = [k for k in Effects.__dataclass_fields__ if k not in ("deg_sites", "facet_sites")]
+DICOM_DIR = "dicom"
+DEFAULTS: dict[str, Any] = {
+    "sigma": 3.0,
+    "variability": 1.0,
+    "layout": "two-frame",
+    "transfer_syntax": "explicit",
+}
+
+
+def _options(subjects: int, seed: int, **options: Any) -> dict[str, Any]:
+    unknown = set(options) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown phantom option(s): {sorted(unknown)}")
+    opts = {**DEFAULTS, **options}
+    if subjects < 1:
+        raise ValueError(f"subjects must be >= 1, got {subjects}")
+    if opts["layout"] not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {opts['layout']!r}")
+    if opts["transfer_syntax"] not in TRANSFER_SYNTAXES:
+        raise ValueError(f"transfer_syntax must be one of {sorted(TRANSFER_SYNTAXES)}")
+    if opts["sigma"] < 0 or opts["variability"] < 0:
+        raise ValueError("sigma and variability must be >= 0")
+    return {"version": VERSION, "subjects": int(subjects), "seed": int(seed), **opts}
+
+
+def _work(job: tuple[int, dict[str, Any], str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Render + write one subject (runs in a worker); returns (manifest row, truth row)."""
+    index, opts, out = job
+    subj = sample_subject(opts["seed"], index, opts["sigma"], opts["variability"])
+    ant, post, c_ant, c_post = render_subject(subj)
+    a_rel, p_rel, uid = write_study(subj, ant, post, (c_ant, c_post), Path(out), DICOM_DIR,
+                                    opts["layout"], opts["transfer_syntax"])  # fmt: skip
+    row = {"subject_id": subj.subject_id, "age": subj.age, "sex": subj.sex,
+           "anterior": a_rel, "posterior": p_rel, "study_uid": uid}  # fmt: skip
+    nz, body = subj.nuisance, subj.body
+    truth = {"subject_id": subj.subject_id, "age": subj.age, "sex": subj.sex,
+             "b": round(subj.b, 4)}  # fmt: skip
+    truth.update({k: v if isinstance(v, int) else round(float(v), 5)
+                  for k, v in subj.effects.truth().items()})  # fmt: skip
+    truth.update(
+        n_metastases=nz.n_metastases,
+        injection_site=int(nz.injection is not None),
+        urine_contamination=int(nz.contamination is not None),
+        bladder_filling=round(nz.bladder, 4),
+        counts_ant=int(c_ant),
+        counts_post=int(c_post),
+        height_mm=round(body.stature_mm - subj.effects.height_loss_mm, 1),
+        stature_young_mm=round(body.stature_mm, 1),
+        arm_abduction_deg=round(body.arm_abduction, 2),
+        breast_scale=round(body.breast, 3),
+    )
+    return row, truth
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _summary(opts: dict[str, Any], truths: list[dict[str, Any]]) -> dict[str, Any]:
+    ages = np.array([t["age"] for t in truths])
+    n_f = sum(t["sex"] == "F" for t in truths)
+    feats = np.array([[t[k] for k in EFFECT_COLUMNS] + [t["sex"] == "F"] for t in truths], float)
+    prior_ages, prior = age_prior()
+    hist, edges = np.histogram(ages, bins=[40, 45, 50, 55, 60, 65, 70, 75, 81])
+    return {
+        "generator": "bone_age.phantom",
+        "version": VERSION,
+        "seed": opts["seed"],
+        "options": opts,
+        "n_subjects": len(truths),
+        "n_female": int(n_f),
+        "n_male": int(len(truths) - n_f),
+        "sex_ratio_f_to_m": round(n_f / max(len(truths) - n_f, 1), 3),
+        "sex_ratio_target": FEMALE_TO_MALE,
+        "age": {
+            "mean": round(float(ages.mean()), 2),
+            "sd": round(float(ages.std()), 2),
+            "min": int(ages.min()),
+            "max": int(ages.max()),
+            "quartiles": [float(q) for q in np.percentile(ages, [25, 50, 75])],
+            "histogram": {f"{int(a)}-{int(b) - 1}": int(h)
+                          for a, b, h in zip(edges[:-1], edges[1:], hist, strict=True)},
+        },  # fmt: skip
+        "bayes_mae_floor": round(bayes_mae_floor(prior_ages, prior, opts["sigma"]), 4),
+        "bayes_mae_floor_prior": "generating age prior, sex-pooled (age independent of sex)",
+        "oracle_mae": round(oracle_mae(feats, ages, seed=opts["seed"]), 4),
+        "oracle_features": EFFECT_COLUMNS + ["sex"],
+        "files": {"manifest": "manifest.csv", "truth": "truth.csv", "dicom_dir": DICOM_DIR},
+    }
+
+
+def generate_cohort(
+    out_dir: Path | str,
+    subjects: int,
+    seed: int,
+    workers: int | None = None,
+    progress: bool = True,
+    **options: Any,
+) -> Path:
+    """Generate a cohort into out_dir (created if needed); returns the manifest path.
+
+    options: sigma (latent bone-age SD, years), variability (scale of the per-subject
+    biological noise of every effect), layout ("two-frame" | "single-frame"),
+    transfer_syntax ("explicit" | "rle"). workers does not change the output.
+    """
+    opts = _options(subjects, seed, **options)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a directory")
+    (out / DICOM_DIR).mkdir(parents=True, exist_ok=True)
+    workers = max(1, min(workers or os.cpu_count() or 1, subjects))
+    jobs = [(i, opts, str(out)) for i in range(subjects)]
+    bar = tqdm(total=subjects, desc="phantom", unit="subj", disable=not progress, file=sys.stderr)
+    results = []
+    if workers == 1:
+        for job in jobs:
+            results.append(_work(job))
+            bar.update()
+    else:
+        with mp.get_context("fork").Pool(workers) as pool:
+            for res in pool.imap(_work, jobs, chunksize=8):
+                results.append(res)
+                bar.update()
+    bar.close()
+    _write_csv(out / "manifest.csv", [r for r, _ in results])
+    _write_csv(out / "truth.csv", [t for _, t in results])
+    info = _summary(opts, [t for _, t in results])
+    (out / "phantom_info.json").write_text(json.dumps(info, indent=2) + "\n")
+    return out / "manifest.csv"
+
+
+def ensure_cohort(out_dir: Path | str, subjects: int, seed: int, **options: Any) -> Path:
+    """Return out_dir/manifest.csv, generating the cohort only if missing or its options differ.
+
+    Safe for concurrent callers: a file lock beside out_dir serialises them, and the cohort is
+    built in a temporary sibling directory that is renamed into place only when complete.
+    Extra keyword ``workers`` / ``progress`` are passed to generate_cohort.
+    """
+    out = Path(out_dir)
+    run_kw = {k: options.pop(k) for k in ("workers", "progress") if k in options}
+    want = _options(subjects, seed, **options)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out.parent / f".{out.name}.lock")):
+        info = out / "phantom_info.json"
+        if info.exists():
+            try:
+                if json.loads(info.read_text()).get("options") == want:
+                    return out / "manifest.csv"
+            except (OSError, ValueError):
+                pass  # unreadable info: regenerate
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        try:
+            generate_cohort(tmp, subjects, seed, **run_kw, **options)
+            if out.exists():  # stale cohort with other options: move aside, then delete
+                old = out.parent / f".{out.name}.old-{os.getpid()}"
+                os.replace(out, old)
+                shutil.rmtree(old, ignore_errors=True)
+            os.replace(tmp, out)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return out / "manifest.csv"

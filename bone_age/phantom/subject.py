@@ -1,0 +1,131 @@
+"""One phantom subject: demographics, latent bone age, body, effects, nuisance; rendering.
+
+Each subject's randomness comes from ``np.random.SeedSequence([seed, index])`` only, so a
+subject is identical whatever the cohort size or number of worker processes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from dataclasses import dataclass
+
+import numpy as np
+
+from .anatomy import (
+    Body,
+    Geometry,
+    degenerative_sites,
+    draw_organs,
+    draw_skeleton,
+    draw_soft_tissue,
+    facet_sites,
+    sample_body,
+)
+from .effects import EffectNoise, Effects, realise_effects, sample_noise
+from .nuisance import Nuisance, draw_nuisance, sample_nuisance
+from .render import NCOLS, NROWS, Canvas, camera
+
+AGE_MIN, AGE_MAX = 40, 80
+FEMALE_TO_MALE = 1.69
+AGE_PEAK, AGE_SPREAD = 63.0, 10.0  # oncology population peaking in the 60s
+
+
+def age_prior() -> tuple[np.ndarray, np.ndarray]:
+    """Discrete cohort age prior (sex-pooled; age is drawn independently of sex)."""
+    ages = np.arange(AGE_MIN, AGE_MAX + 1)
+    w = np.exp(-0.5 * ((ages - AGE_PEAK) / AGE_SPREAD) ** 2)
+    return ages, w / w.sum()
+
+
+def sample_demographics(rng: np.random.Generator) -> tuple[int, str]:
+    ages, p = age_prior()
+    age = int(rng.choice(ages, p=p))
+    sex = "F" if rng.random() < FEMALE_TO_MALE / (1.0 + FEMALE_TO_MALE) else "M"
+    return age, sex
+
+
+@dataclass(frozen=True)
+class Subject:
+    seed: int
+    index: int
+    age: int
+    sex: str
+    b: float  # latent biological bone age
+    study_date: dt.date
+    birth_date: dt.date
+    body: Body
+    noise: EffectNoise
+    effects: Effects
+    nuisance: Nuisance
+
+    @property
+    def subject_id(self) -> str:
+        return f"PH{self.index:06d}"
+
+    def with_bone_age(self, b: float, variability: float = 1.0) -> Subject:
+        """Same person and nuisance, effects realised at another latent bone age."""
+        fx = realise_effects(b, self.sex, self.noise, variability)
+        return dataclasses.replace(self, b=float(b), effects=fx)
+
+
+def _years_before(d: dt.date, years: int) -> dt.date:
+    try:
+        return d.replace(year=d.year - years)
+    except ValueError:  # 29 February
+        return d.replace(year=d.year - years, day=28)
+
+
+def completed_years(birth: dt.date, on: dt.date) -> int:
+    return on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day))
+
+
+def _dates(rng: np.random.Generator, age: int) -> tuple[dt.date, dt.date]:
+    study = dt.date(2012, 1, 1) + dt.timedelta(days=int(rng.integers(0, 12 * 365)))
+    latest = _years_before(study, age)  # birthday today: exactly `age`
+    earliest = _years_before(study, age + 1) + dt.timedelta(days=1)
+    birth = earliest + dt.timedelta(days=int(rng.integers(0, (latest - earliest).days + 1)))
+    if completed_years(birth, study) != age:  # defensive: leap-day corner cases
+        birth = latest
+    return study, birth
+
+
+def sample_subject(seed: int, index: int, sigma: float = 3.0, variability: float = 1.0) -> Subject:
+    """Draw everything about one subject (no rendering)."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, index]))
+    age, sex = sample_demographics(rng)
+    b = float(age + rng.normal(0.0, sigma))
+    study, birth = _dates(rng, age)
+    body = sample_body(rng, sex)
+    noise = sample_noise(rng)
+    nuisance = sample_nuisance(rng)
+    fx = realise_effects(b, sex, noise, variability)
+    return Subject(seed, index, age, sex, b, study, birth, body, noise, fx, nuisance)
+
+
+def render_subject(subj: Subject) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Anterior and posterior uint16 count frames (as acquired) and their total counts."""
+    body, fx, nz = subj.body, subj.effects, subj.nuisance
+    g = Geometry(body, fx)
+    cv = Canvas()
+    draw_soft_tissue(cv, body, g)
+    draw_skeleton(cv, body, g, fx)
+    draw_organs(cv, g, fx, nz.bladder)
+    draw_nuisance(cv, body, g, nz)
+    sites = degenerative_sites(body)
+    for k in fx.deg_sites:
+        z, x, f, s = sites[k]
+        cv.gauss(g.row(z), g.col(x), g.px(s), 0.9 * fx.degenerative_intensity, f)
+    facets = facet_sites()
+    for k in fx.facet_sites:
+        z, x = facets[k]
+        cv.gauss(g.row(z), g.col(x), g.px(0.0045), 0.8 * fx.facet_intensity, 0.88)
+    soft_conc = 0.0022 * fx.soft_tissue_retention
+    fov = (
+        max(int(g.top) - 14, 0),
+        min(int(g.row(1.0)) + 14, NROWS),
+        max(int(body.center_col) - 114, 0),
+        min(int(body.center_col) + 115, NCOLS),
+    )
+    rng = np.random.default_rng(np.random.SeedSequence([subj.seed, subj.index, 1]))
+    return camera(cv, soft_conc, nz.counts_ant, nz.background, fov, rng)
