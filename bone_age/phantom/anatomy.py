@@ -97,7 +97,9 @@ def draw_soft_tissue(cv: Canvas, body: Body, g: Geometry) -> None:
     cv.body_ellipse(R(0.065), C(0), P(0.068), P(0.052), P(0.11) * PIXEL_MM)
     cv.body_capsule(R(0.12), C(0), R(0.18), C(0), P(0.032), P(0.036), 1.0)
     wt = body.shoulder * 0.92 * gi**0.5
-    cv.body_capsule(R(0.215), C(0), R(0.40), C(0), P(wt), P(wt * 0.95), body.depth_ratio)
+    # Start the trunk segment one radius below the shoulders so its rounded end sits there.
+    cv.body_capsule(R(0.19 + wt), C(0), R(0.40), C(0), P(wt), P(wt * 0.95), body.depth_ratio)
+    cv.body_ellipse(R(0.225), C(0), P(0.045), P(wt * 1.02), P(wt * 2 * body.depth_ratio) * PIXEL_MM)
     wp = (body.pelvis + 0.02) * gi**0.6
     cv.body_capsule(R(0.40), C(0), R(0.47), C(0), P(wp * 0.95), P(wp), body.depth_ratio * 0.95)
     for s in (-1, 1):
@@ -107,10 +109,10 @@ def draw_soft_tissue(cv: Canvas, body: Body, g: Geometry) -> None:
         cv.body_capsule(R(0.715), C(kx), R(0.96), C(ax), P(0.03 * gi**0.5), P(0.016), 1.0)
         cv.body_ellipse(R(0.975), C(ax), P(0.022), P(0.02), P(0.05) * PIXEL_MM)
         sh, el, wr, hd = _arm_points(body, s)
-        cv.body_capsule(R(sh[0]), C(sh[1]), R(el[0]), C(el[1]), P(0.028 * gi**0.7),
-                        P(0.022 * gi**0.7), 1.0)  # fmt: skip
-        cv.body_capsule(R(el[0]), C(el[1]), R(wr[0]), C(wr[1]), P(0.022 * gi**0.7),
-                        P(0.015), 1.0)  # fmt: skip
+        cv.body_capsule(R(sh[0]), C(sh[1]), R(el[0]), C(el[1]), P(0.034 * gi**0.7),
+                        P(0.028 * gi**0.7), 1.0)  # fmt: skip
+        cv.body_capsule(R(el[0]), C(el[1]), R(wr[0]), C(wr[1]), P(0.028 * gi**0.7),
+                        P(0.018), 1.0)  # fmt: skip
         cv.body_ellipse(R(hd[0]), C(hd[1]), P(0.045), P(0.018), P(0.025) * PIXEL_MM)
         if body.breast > 0:
             b = body.breast * gi
@@ -143,10 +145,10 @@ def draw_skeleton(cv: Canvas, body: Body, g: Geometry, fx: Effects) -> None:
     kf = 1.0 - 0.004 * max(fx.kyphosis - 40.0, 0.0)  # flexed head looks shorter
     # Skull: calvarium shell, facial bones, mandible.
     cv.shell(R(0.062), C(0), P(0.060) * kf, P(0.046), 1.2 * skull, 0.5, inner=0.82)
-    cv.ellipse(R(0.105), C(0), P(0.022), P(0.03), 0.5 * skull, 0.25)
+    cv.ellipse(R(0.1), C(0), P(0.026), P(0.032), 0.45 * skull, 0.25)  # maxilla / face
     for s in (-1, 1):
-        cv.capsule(R(0.112), C(s * 0.033), R(0.132), C(s * 0.008), P(0.006), P(0.006),
-                   0.8 * skull, 0.3)  # fmt: skip
+        cv.capsule(R(0.112), C(s * 0.033), R(0.13), C(s * 0.006), P(0.005), P(0.005),
+                   0.3 * skull, 0.3)  # fmt: skip
     # Spine: 7 cervical, 12 thoracic, 5 lumbar vertebrae; sacrum.
     levels = [(0.115 + i * (Z_T1 - 0.115) / 7, 0.011, 0.55) for i in range(7)]
     levels += [(Z_T1 + i * (Z_T12 - Z_T1) / 11, 0.014 + 0.0005 * i, 0.75) for i in range(12)]
@@ -219,8 +221,8 @@ def _draw_limbs(cv: Canvas, body: Body, g: Geometry, gu: float, shaft: float) ->
         cv.capsule(R(0.735), C(kx), R(0.95), C(ax), P(0.0075), P(0.0065), 0.5 * shaft, 0.4)
         cv.capsule(R(0.74), C(kx + s * 0.016), R(0.95), C(ax + s * 0.013), P(0.003),
                    P(0.003), 0.3 * shaft, 0.6)  # fmt: skip
-        cv.ellipse(R(0.958), C(ax), P(0.01), P(0.016), 0.8 * gu, 0.5)
-        cv.ellipse(R(0.978), C(ax + s * 0.004), P(0.017), P(0.017), 0.75 * gu, 0.5)
+        cv.ellipse(R(0.958), C(ax), P(0.01), P(0.016), 0.6 * gu, 0.5)
+        cv.ellipse(R(0.978), C(ax + s * 0.004), P(0.017), P(0.015), 0.4 * gu, 0.5)
         # Arm: humeral head, humerus, radius + ulna, carpus, metacarpals/fingers.
         sh, el, wr, hd = _arm_points(body, s)
         cv.ellipse(R(sh[0]), C(sh[1]), P(0.014), P(0.013), 0.8 * gu, 0.5)
@@ -241,7 +243,7 @@ def draw_organs(cv: Canvas, g: Geometry, fx: Effects, bladder: float) -> None:
     R, C, P = g.row, g.col, g.px
     for s in (-1, 1):
         cv.ellipse(R(0.345 + 0.006 * (s > 0)), C(s * 0.04), P(0.03), P(0.017),
-                   0.25 * fx.renal_retention, 0.72, angle=-s * 12.0)  # fmt: skip
+                   0.12 * fx.renal_retention, 0.72, angle=-s * 12.0)  # fmt: skip
     r = P(0.02) * bladder ** (1 / 3)
     cv.ellipse(R(0.485) - 0.3 * r, C(0), r * 0.85, r * 1.1, 2.0 * bladder ** (1 / 3), 0.3)
 
