@@ -173,7 +173,7 @@ def draw_skeleton(cv: Canvas, body: Body, g: Geometry, fx: Effects) -> None:
         width = body.thorax * np.sin(np.pi * (0.25 + 0.75 * min(i, 8) / 8) / 2) * 1.02
         if i >= 9:
             width *= 1.0 - 0.08 * (i - 8)
-        th = np.radians(np.linspace(-80.0, 60.0 if i < 10 else 10.0, 8))
+        th = np.radians(np.linspace(-80.0, 60.0 if i < 10 else 10.0, 6))
         for s in (-1, 1):
             pts = [(z0 + zdrop * (t + np.radians(80)) / np.radians(140),
                     C(s * width * np.cos(t)), (1 - np.sin(t)) / 2) for t in th]  # fmt: skip
@@ -182,7 +182,7 @@ def draw_skeleton(cv: Canvas, body: Body, g: Geometry, fx: Effects) -> None:
     # Sternum, clavicles, scapulae.
     cv.ellipse(R(0.215), C(0), P(0.017), P(0.018), 0.7 * gu, 0.08)
     cv.capsule(R(0.235), C(0), R(0.31), C(0), P(0.010), P(0.008), 0.6 * gu, 0.08)
-    cv.gauss(R(0.233), C(0), P(0.006), 0.5 * gu * fx.sternal_variant, 0.08)
+    cv.gauss(R(0.233), C(0), P(0.006), 0.8 * gu * fx.sternal_variant, 0.1)
     for s in (-1, 1):
         cv.gauss(R(0.199), C(s * 0.016), P(0.006), 0.45 * gu * fx.sternal_variant, 0.1)
         cv.capsule(R(0.198), C(s * 0.02), R(0.186), C(s * (body.shoulder - 0.01)), P(0.0055),
