@@ -98,9 +98,18 @@ class AgeLoss:
         """Output units of the network: one for regression, one per class otherwise."""
         return 1 if self.name == "mse" else self.max_age - self.min_age + 1
 
+    def regression_age(self, outputs: torch.Tensor) -> torch.Tensor:
+        """The regression unit read as years: centre + half-range * output.
+
+        A fixed affine map, so that a freshly initialised network starts near the middle of the
+        age range instead of at 0 years; the loss itself is still eq. (6) in years.
+        """
+        centre, half = (self.min_age + self.max_age) / 2, (self.max_age - self.min_age) / 2
+        return centre + half * outputs.reshape(-1)
+
     def __call__(self, outputs: torch.Tensor, ages: torch.Tensor) -> torch.Tensor:
         if self.name == "mse":
-            return mse_loss(outputs, ages)
+            return mse_loss(self.regression_age(outputs), ages)
         if self.name == "softmax":
             return softmax_loss(outputs, ages, self.min_age, self.max_age)
         return mean_variance_loss(
@@ -110,7 +119,7 @@ class AgeLoss:
     def predict(self, outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Predicted age and the SD of the predicted distribution (None for regression)."""
         if self.name == "mse":
-            return outputs.reshape(-1), None
+            return self.regression_age(outputs), None
         ages = class_ages(self.min_age, self.max_age, outputs.device)
         _, mean, var = distribution_moments(outputs.float(), ages)
         return mean, var.clamp_min(0).sqrt()

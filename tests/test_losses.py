@@ -54,7 +54,10 @@ def test_prediction_is_expected_value_and_sd_of_distribution():
     pred, sd = loss.predict(p.log())
     assert pred.item() == pytest.approx(41.0)
     assert sd.item() == pytest.approx(math.sqrt(0.5))
-    assert AgeLoss("mse").predict(torch.tensor([[55.0]]))[1] is None
+    # The regression unit is read as centre + half-range * output: 60 + 20 * 0.25 = 65 years.
+    pred, sd = AgeLoss("mse").predict(torch.tensor([[0.25]]))
+    assert pred.item() == 65.0 and sd is None
+    assert AgeLoss("mse")(torch.tensor([[0.25]]), torch.tensor([63.0])).item() == 4.0
 
 
 def test_output_sizes_and_names():

@@ -23,7 +23,7 @@ from bone_age.data.dicom import DicomReadError, read_dataset, read_view
 from bone_age.data.manifest import Problem, Study
 from bone_age.data.preprocess import Preprocess
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def file_digest(path: Path) -> str:
@@ -42,7 +42,7 @@ def _atomic_write(path: Path, write) -> None:
 
 
 class StudyCache:
-    """Preprocessed (views, H, W) float16 count images, one ``.npy`` file per study."""
+    """Preprocessed (views, H, W) float32 count images, one ``.npy`` file per study."""
 
     def __init__(self, root: str | Path, preprocess: Preprocess, views: Sequence[str]) -> None:
         self.root = Path(root)

@@ -19,6 +19,8 @@ def strata(ages: Sequence[float], sexes: Sequence[str], n_bands: int = 4) -> np.
 def _split(
     labels: np.ndarray, groups: Sequence[str], n_splits: int, which: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
+    if np.unique(labels, return_counts=True)[1].max() < n_splits:
+        labels = np.zeros_like(labels)  # too few studies to stratify: plain grouped split
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
         # Small strata cannot be spread over every split; the stratification is then approximate.

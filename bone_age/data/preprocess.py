@@ -1,6 +1,6 @@
 """Geometry preprocessing done once per study before caching: orientation and resizing.
 
-Values stay counts (resizing preserves the total), so that count-dependent steps such as Poisson
+Values stay counts, float32 (resizing preserves the total), so that count-dependent steps such as Poisson
 thinning and the choice of intensity normalisation can still be made later, on the batch.
 """
 
@@ -70,4 +70,4 @@ class Preprocess:
             if name == "posterior" and self.mirror_posterior:
                 counts = counts[:, ::-1]
             out.append(self.resize_counts(counts))
-        return np.stack(out).astype(np.float16)
+        return np.stack(out).astype(np.float32)
