@@ -31,18 +31,19 @@ def render_preview(
     import matplotlib.pyplot as plt
 
     subs = pick_subjects(seed, sigma, variability)
-    fig, axes = plt.subplots(1, 2 * len(subs), figsize=(2.0 * len(subs) * 1.1, 8.6))
+    fig, axes = plt.subplots(1, 2 * len(subs), figsize=(1.45 * 2 * len(subs), 6.3))
     for k, s in enumerate(subs):
         ant, post, _, _ = render_subject(s)
         for j, (img, name) in enumerate(((ant, "ANT"), (post, "POST"))):
             ax = axes[2 * k + j]
-            ax.imshow(img, cmap="gray_r", vmin=0, vmax=float(np.percentile(img, 99.7)),
+            ax.imshow(img[40:1000], cmap="gray_r", vmin=0, vmax=float(np.percentile(img, 99.7)),
                       interpolation="lanczos")  # fmt: skip
             ax.set_title(f"{s.sex} {s.age} y (b={s.b:.0f})\n{name}", fontsize=9)
             ax.axis("off")
+    fig.suptitle("bone_age.phantom: anterior / posterior (as acquired), grey inverted")
     fig.tight_layout()
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=90)
+    fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
