@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import subprocess
 import sys
@@ -245,6 +246,26 @@ def test_image_effects_same_subject(paired_features) -> None:
     post_gain = np.mean([o["facets_post"] / y["facets_post"] for y, o in paired_features])
     ant_gain = np.mean([o["facets_ant"] / y["facets_ant"] for y, o in paired_features])
     assert post_gain > 1.2 and post_gain > ant_gain
+
+
+def test_posterior_view_is_seen_from_behind() -> None:
+    """A hot spot in the patient's left arm is image-right in ANT and image-left in POST."""
+    s = sample_subject(3, 0)
+    nz = dataclasses.replace(s.nuisance, injection=(1, 0.5, 30.0), metastases=(),
+                             contamination=None)  # fmt: skip
+    ant, post, _, _ = render_subject(dataclasses.replace(s, nuisance=nz))
+    g = Geometry(s.body, s.effects)
+    row = int(g.row(0.45))
+    band_a, band_p = ant[row - 40 : row + 40].astype(float), post[row - 40 : row + 40]
+    assert np.unravel_index(band_a.argmax(), band_a.shape)[1] > 128
+    assert np.unravel_index(band_p.argmax(), band_p.shape)[1] < 128
+
+
+def test_dates_consistent_with_age() -> None:
+    for i in range(3000):
+        s = sample_subject(9, i)
+        assert completed_years(s.birth_date, s.study_date) == s.age
+        assert 40 <= s.age <= 80 and s.sex in ("F", "M")
 
 
 def test_bayes_floor_matches_monte_carlo() -> None:

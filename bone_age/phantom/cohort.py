@@ -147,7 +147,12 @@ def generate_cohort(
             results.append(_work(job))
             bar.update()
     else:
-        with mp.get_context("fork").Pool(workers) as pool:
+        # fork is fastest; if torch is loaded (training process with threads / CUDA), use a
+        # fresh forkserver instead so workers never inherit its state. Output is identical.
+        method = "forkserver" if "torch" in sys.modules else "fork"
+        if method not in mp.get_all_start_methods():
+            method = "spawn"
+        with mp.get_context(method).Pool(workers) as pool:
             for res in pool.imap(_work, jobs, chunksize=8):
                 results.append(res)
                 bar.update()
