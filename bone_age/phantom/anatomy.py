@@ -108,7 +108,7 @@ def draw_soft_tissue(cv: Canvas, body: Body, g: Geometry) -> None:
         cv.body_capsule(R(0.48), C(hx), R(0.715), C(kx), P(0.05 * gi), P(0.03 * gi**0.5), 1.0)
         cv.body_capsule(R(0.715), C(kx), R(0.96), C(ax), P(0.03 * gi**0.5), P(0.016), 1.0)
         cv.body_ellipse(R(0.975), C(ax), P(0.022), P(0.02), P(0.05) * PIXEL_MM)
-        sh, el, wr, hd = _arm_points(body, s)
+        sh, el, wr, hd = arm_points(body, s)
         cv.body_capsule(R(sh[0]), C(sh[1]), R(el[0]), C(el[1]), P(0.034 * gi**0.7),
                         P(0.028 * gi**0.7), 1.0)  # fmt: skip
         cv.body_capsule(R(el[0]), C(el[1]), R(wr[0]), C(wr[1]), P(0.028 * gi**0.7),
@@ -120,7 +120,7 @@ def draw_soft_tissue(cv: Canvas, body: Body, g: Geometry) -> None:
                             P(0.05 * b) * PIXEL_MM, breast=True)  # fmt: skip
 
 
-def _arm_points(body: Body, s: int) -> tuple[tuple[float, float], ...]:
+def arm_points(body: Body, s: int) -> tuple[tuple[float, float], ...]:
     """Shoulder, elbow, wrist and hand centre as (z, x) for side s (+1 = patient's left)."""
     a = np.radians(body.arm_abduction)
     sh = (0.195, s * body.shoulder)
@@ -224,7 +224,7 @@ def _draw_limbs(cv: Canvas, body: Body, g: Geometry, gu: float, shaft: float) ->
         cv.ellipse(R(0.958), C(ax), P(0.01), P(0.016), 0.6 * gu, 0.5)
         cv.ellipse(R(0.978), C(ax + s * 0.004), P(0.017), P(0.015), 0.4 * gu, 0.5)
         # Arm: humeral head, humerus, radius + ulna, carpus, metacarpals/fingers.
-        sh, el, wr, hd = _arm_points(body, s)
+        sh, el, wr, hd = arm_points(body, s)
         cv.ellipse(R(sh[0]), C(sh[1]), P(0.014), P(0.013), 0.8 * gu, 0.5)
         cv.capsule(R(sh[0] + 0.01), C(sh[1]), R(el[0]), C(el[1]), P(0.0065), P(0.006),
                    0.45 * shaft, 0.5)  # fmt: skip
@@ -254,7 +254,7 @@ def degenerative_sites(body: Body) -> list[tuple[float, float, float, float]]:
     for s in (-1, 1):
         kx = s * (0.032 + body.leg_spread * 0.5)
         ax = s * (0.035 + body.leg_spread)
-        sh, el, wr, hd = _arm_points(body, s)
+        sh, el, wr, hd = arm_points(body, s)
         sites += [
             (0.712, kx - 0.01, 0.5, 0.006),  # knee, medial/lateral compartments
             (0.712, kx + 0.01, 0.5, 0.006),

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .anatomy import Body, Geometry, _arm_points
+from .anatomy import Body, Geometry, arm_points
 from .render import Canvas
 
 P_METASTATIC = 0.25
@@ -80,7 +80,7 @@ def draw_nuisance(cv: Canvas, body: Body, g: Geometry, nz: Nuisance) -> None:
         cv.gauss(R(z), C(x), P(sig), amp, f)
     if nz.injection is not None:
         side, t, amp = nz.injection
-        _, el, wr, hd = _arm_points(body, side)
+        _, el, wr, hd = arm_points(body, side)
         if t <= 1.0:  # antecubital fossa .. wrist
             z, x = el[0] + t * (wr[0] - el[0]), el[1] + t * (wr[1] - el[1])
         else:  # back of the hand

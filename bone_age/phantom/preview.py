@@ -17,7 +17,8 @@ def pick_subjects(seed: int, sigma: float = 3.0, variability: float = 1.0) -> li
     pool = [s for s in pool if s.nuisance.n_metastases == 0]
     picks = []
     for age, sex in TARGETS:
-        cand = [s for s in pool if s.sex == sex and s not in picks]
+        taken = {p.index for p in picks}
+        cand = [s for s in pool if s.sex == sex and s.index not in taken]
         picks.append(min(cand, key=lambda s: (abs(s.age - age), abs(s.b - s.age))))
     return picks
 
