@@ -98,7 +98,7 @@ class BoneAgeModule(pl.LightningModule):
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=self.parameters())
-        if self.scheduler_factory is None:
+        if not callable(self.scheduler_factory):  # scheduler=none gives an empty config
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)
         return {"optimizer": optimizer,

@@ -8,7 +8,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from bone_age.errors import USER_ERRORS
+from bone_age.errors import user_error_message
 
 log = logging.getLogger("bone_age")
 
@@ -19,8 +19,11 @@ def main(cfg: DictConfig) -> float | None:
 
     try:
         metrics = train(cfg)
-    except USER_ERRORS as err:
-        log.error("bone-age: %s", err)
+    except Exception as err:
+        message = user_error_message(err)
+        if message is None:
+            raise
+        log.error("bone-age: %s", message)
         sys.exit(2)
     if metrics:
         log.info("test MAE %.2f years (baseline %.2f), r %.3f, n = %d",
