@@ -1,7 +1,7 @@
 """Geometry preprocessing done once per study before caching: orientation and resizing.
 
-Values stay counts, float32 (resizing preserves the total), so that count-dependent steps such as Poisson
-thinning and the choice of intensity normalisation can still be made later, on the batch.
+Values stay float32 counts (resizing preserves the total), so that count-dependent steps such as
+Poisson thinning and the choice of intensity normalisation can still be made later, on the batch.
 """
 
 from __future__ import annotations
