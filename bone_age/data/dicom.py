@@ -4,6 +4,13 @@ Clinics store the anterior and posterior views either as one multi-frame NM inst
 detector, each detector's view in its View Code Sequence) or as one instance per view. Pixels are
 decoded by pydicom with its plugins (pylibjpeg, pyjpegls, RLE) for every common transfer syntax,
 then the modality LUT (Rescale Slope / Intercept) is applied, so values are counts.
+
+MONOCHROME1 only tells a viewer to show high values dark (the usual black-on-white look of a
+bone scan); in an NM image the stored values are still counts, so they are kept as they are.
+Inverting them would make the background the hottest region and break the Poisson statistics.
+Only when a MONOCHROME1 image is evidently stored inverted (its background, the bulk of any
+whole-body scan, sits at the top of the value range) is it flipped back so that high values
+mean high uptake.
 """
 
 from __future__ import annotations
@@ -50,10 +57,20 @@ def _view_of_code_sequence(item: Dataset) -> View | None:
     return None
 
 
+def views_in_text(text: str) -> set[View]:
+    """Every view named in a free-text header (both for e.g. "WB ANT POST")."""
+    return {view for pattern, view in _VIEW_WORDS if pattern.search(text.upper())}
+
+
 def view_from_text(text: str) -> View | None:
     """ANT/ANTERIOR or POST/POSTERIOR named in a free-text header (None if neither or both)."""
-    found = {view for pattern, view in _VIEW_WORDS if pattern.search(text.upper())}
+    found = views_in_text(text)
     return found.pop() if len(found) == 1 else None
+
+
+def header_views(ds: Dataset) -> set[View]:
+    """Every view named in the free-text headers (Image ID, descriptions, comments, protocol)."""
+    return set().union(*(views_in_text(str(ds.get(kw, ""))) for kw in _TEXT_KEYWORDS))
 
 
 def frame_views(ds: Dataset) -> dict[View, int]:
@@ -93,14 +110,25 @@ def pixel_counts(ds: Dataset, path: str | Path = "<dataset>") -> np.ndarray:
     """All frames as float32 counts, shape (frames, rows, columns)."""
     if "PixelData" not in ds:
         raise DicomReadError(path, "no pixel data")
-    if int(ds.get("SamplesPerPixel", 1)) != 1:
-        raise DicomReadError(path, "colour image (Samples per Pixel > 1); expected grey counts")
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    if int(ds.get("SamplesPerPixel", 1)) != 1 or not photometric.startswith("MONOCHROME"):
+        raise DicomReadError(path, f"colour image ({photometric}, Samples per Pixel "
+                                   f"{ds.get('SamplesPerPixel', 1)}); expected grey counts")
     try:
         arr = apply_modality_lut(ds.pixel_array, ds)
     except Exception as err:  # decoders raise many types; report them all the same way
         raise DicomReadError(path, f"pixel data cannot be decoded ({err})") from None
     arr = np.asarray(arr, dtype=np.float32)
-    return arr.reshape(-1, *arr.shape[-2:])
+    arr = arr.reshape(-1, *arr.shape[-2:])
+    if photometric == "MONOCHROME1" and arr.size and _stored_inverted(arr):
+        arr = arr.max() - arr
+    return arr
+
+
+def _stored_inverted(arr: np.ndarray) -> bool:
+    """True when the median (the background) lies in the upper half of the value range."""
+    low, high = float(arr.min()), float(arr.max())
+    return high > low and float(np.median(arr)) > (low + high) / 2
 
 
 def read_view(path: str | Path, view: View, ds: Dataset | None = None) -> np.ndarray:

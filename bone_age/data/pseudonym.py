@@ -1,0 +1,80 @@
+"""Keyed pseudonyms: HMAC-SHA256 of Patient ID / Study UID under a secret key kept on disk.
+
+The same key maps the same patient to the same pseudonym across exports; without the key the
+mapping can neither be reversed nor recomputed (a plain hash of an ID could be, by trying IDs).
+The key lives in a local file outside the repository and every output folder, created with
+0600 permissions on first use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+DEFAULT_KEY_FILE = Path("~/.config/bone-age/pseudonym.key")
+SUBJECT_PREFIX = "BA-"
+STUDY_PREFIX = "ST-"
+DIGITS = 16  # hex digits kept: 64 bits, collisions negligible for any hospital's patients
+
+
+class KeyFileError(ValueError):
+    """The key file cannot be created, read or is in an unsafe place."""
+
+
+def load_or_create_key(path: str | Path) -> bytes:
+    """The secret key in ``path`` (hex text), created with 0600 permissions if absent."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            # O_EXCL: never overwrite a key another process created meanwhile.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32) + "\n")
+        except FileExistsError:
+            pass
+        except OSError as err:
+            raise KeyFileError(f"{path}: cannot create the pseudonym key ({err})") from None
+    try:
+        text = path.read_text().strip()
+        key = bytes.fromhex(text)
+    except (OSError, ValueError) as err:
+        raise KeyFileError(f"{path}: not a readable pseudonym key file ({err})") from None
+    if len(key) < 16:
+        raise KeyFileError(f"{path}: pseudonym key is too short ({len(key)} bytes, need >= 16)")
+    return key
+
+
+class Pseudonymizer:
+    """Maps Patient IDs and Study Instance UIDs to pseudonyms under one key."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def _digest(self, kind: str, value: str) -> str:
+        # The kind is mixed in so a patient ID and a study UID never share a pseudonym.
+        msg = f"{kind}\x00{value.strip()}".encode()
+        return hmac.new(self._key, msg, hashlib.sha256).hexdigest()[:DIGITS]
+
+    def subject(self, patient_id: str) -> str:
+        return SUBJECT_PREFIX + self._digest("patient", patient_id)
+
+    def study(self, study_uid: str) -> str:
+        return STUDY_PREFIX + self._digest("study", study_uid)
+
+
+def check_secret_location(path: str | Path, outputs: list[Path], what: str) -> Path:
+    """Refuse a key or link file inside an output folder or a git work tree (it would be shared
+    or committed along with them)."""
+    path = Path(path).expanduser().resolve()
+    for folder in outputs:
+        if path.is_relative_to(folder.resolve()):
+            raise KeyFileError(f"{path}: the {what} must not be inside {folder}")
+    for parent in path.parents:
+        if (parent / ".git").exists():
+            raise KeyFileError(f"{path}: the {what} must not be inside the git repository "
+                               f"{parent}")
+    return path
