@@ -67,6 +67,13 @@ def _expected_native_bytes(ds: Dataset) -> int:
     return rows * cols * frames * samples * bits // 8
 
 
+def _looks_side_by_side(ds: Dataset) -> bool:
+    """Both views named in the text headers, or an image at least half as wide as tall: a
+    single whole-body view is about 4:1 tall (e.g. 1024 x 256), two side by side about 2:1."""
+    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    return header_views(ds) == set(VIEWS) or (rows > 0 and 2 * cols >= rows)
+
+
 def classify(path: Path, root: Path, split_side_by_side: bool = False) -> Instance:
     """Read one file's header and decide what it can contribute to a study."""
     inst = Instance(path, path.relative_to(root).as_posix())
@@ -99,7 +106,7 @@ def classify(path: Path, root: Path, split_side_by_side: bool = False) -> Instan
                          f"{rel}: colour image ({photometric or 'unknown'}); expected grey counts")
     inst.views = frame_views(ds)
     frames = int(ds.get("NumberOfFrames", 1) or 1)
-    if not inst.views and frames == 1 and (is_sc or header_views(ds) == set(VIEWS)):
+    if not inst.views and frames == 1 and _looks_side_by_side(ds):
         if not split_side_by_side:
             return inst.fail("view_unknown", f"{rel}: one image that seems to hold both views "
                                              "side by side; rerun with --split-side-by-side")
