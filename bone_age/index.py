@@ -63,9 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyFileError as err:
         print(f"bone-age index: {err}", file=sys.stderr)
         return 2
-    result = index_folder(args.dicom_dir, args.out, pseudo, args.split_side_by_side,
-                          args.check_pixels, tuple(args.age_range))
     report = args.report or args.out.resolve().parent / "index_report.csv"
+    result = index_folder(args.dicom_dir, args.out, pseudo, args.split_side_by_side,
+                          args.check_pixels, tuple(args.age_range), skip=[report])
     write_manifest(result, args.out)
     write_report(result, report)
     if args.link_file:

@@ -16,7 +16,7 @@ from bone_age.data.labels import parse_age, study_age, study_sex
 from bone_age.data.manifest import read_manifest
 from bone_age.index import main
 from bone_age.phantom import generate_cohort
-from tests.conftest import tiny_overrides
+from tests.conftest import SHARED_DICOM, tiny_overrides
 from tests.test_run import run_in_process
 
 
@@ -257,3 +257,19 @@ def test_planted_identities_never_reach_any_output(cohort, tmp_path):
         data = path.read_bytes().lower()
         for needle in needles:
             assert needle.lower().encode() not in data, (path, needle)
+
+
+@pytest.mark.skipif(not SHARED_DICOM.is_dir(), reason="../shared/data/real-dicom not present")
+def test_real_export_is_reported_file_by_file_without_identity(tmp_path):
+    rows, report = index(SHARED_DICOM, tmp_path / "out", tmp_path / "secret" / "key")
+    # One view of one patient, with no view named anywhere: nothing can be written.
+    assert rows == [] and set(report) == {"README.md", *(f"NM1_{s}" for s in
+                                                          ("UNC", "RLE", "JPLL", "JLSL", "J2KR"))}
+    assert report["README.md"]["status"] == "not_dicom"
+    assert {r["status"] for f, r in report.items() if f != "README.md"} <= {"view_unknown",
+                                                                              "duplicate"}
+    ds = pydicom.dcmread(SHARED_DICOM / "NM1_UNC", stop_before_pixels=True)
+    secrets = [str(ds.get(kw, "")) for kw in ("PatientName", "PatientID")]
+    secrets.append(str(ds[0x0009, 0x1040].value) if (0x0009, 0x1040) in ds else "")
+    text = (tmp_path / "out" / "index_report.csv").read_text()
+    assert all(s not in text for s in secrets if len(s) > 3)

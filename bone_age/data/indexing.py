@@ -21,6 +21,7 @@ import csv
 import os
 import time
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,8 +66,10 @@ class IndexResult:
                       key=lambda s: s.subject_id)
 
 
-def _walk(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file())
+def _walk(root: Path, skip: Sequence[Path]) -> list[Path]:
+    """Every file under root, except our own outputs (when written inside the export)."""
+    return sorted(p for p in root.rglob("*") if p.is_file()
+                  and not any(p == s or p.is_relative_to(s) for s in skip))
 
 
 def _mark_duplicates(instances: list[Instance]) -> None:
@@ -189,13 +192,16 @@ def index_folder(
     split_side_by_side: bool = False,
     check_pixels: bool = True,
     age_range: tuple[float, float] = (40, 80),
+    skip: Sequence[Path] = (),
 ) -> IndexResult:
     """Classify every file under ``root`` and assemble the studies (nothing written yet, except
-    the split halves of side-by-side images, next to the manifest)."""
+    the split halves of side-by-side images, next to the manifest). Files in ``skip`` (and the
+    manifest and split folder) are not indexed: a re-run into the export sees only the export."""
     start = time.perf_counter()
     root = Path(root).resolve()
     split_dir = Path(manifest).resolve().parent / SPLIT_DIR
-    instances = [classify(p, root, split_side_by_side) for p in _walk(root)]
+    outputs = [Path(manifest).resolve(), split_dir, *(Path(p).resolve() for p in skip)]
+    instances = [classify(p, root, split_side_by_side) for p in _walk(root, outputs)]
     _mark_duplicates(instances)
     groups: dict[str, list[Instance]] = defaultdict(list)
     for inst in instances:
