@@ -52,6 +52,7 @@ def test_phantom_cohort_reproduced_with_pseudonyms(phantom, tmp_path):
     link = tmp_path / "owner" / "link.csv"
     rows, report = index(phantom.parent, tmp_path / "out", tmp_path / "owner" / "key",
                          "--link-file", str(link))
+    assert link.stat().st_mode & 0o777 == 0o600
     truth = {r["subject_id"]: r for r in _csv(phantom)}
     patient_of = {r["subject_id"]: r["patient_id"] for r in _csv(link)}
     assert len(rows) == len(truth) == 12
@@ -145,8 +146,17 @@ def test_bad_inputs_each_get_a_status_naming_the_file(singles, tmp_path):
     _edit(pairs[3][0], bad / "noview.dcm",
           _set(ViewCodeSequence=None, DetectorInformationSequence=None, ImageID="",
                SeriesDescription="WB"), new_study=True)
+    later = generate_uid()  # a second, later study of good1's patient
+
+    def repeat(ds) -> None:
+        _new_sop(ds)
+        ds.StudyInstanceUID, ds.StudyDate = later, "20990101"
+
+    for name, src_file in zip(("ant", "post"), pairs[1], strict=True):
+        _edit(src_file, bad / "later" / f"{name}.dcm", repeat)
     rows, report = index(bad, tmp_path / "out", tmp_path / "secret" / "key")
     expected = {
+        "later/ant.dcm": "repeat_study", "later/post.dcm": "repeat_study",
         "good0/IM0001": "ok", "good0/IM0002": "ok", "good1/IM0001": "ok", "good1/IM0002": "ok",
         "zdup.dcm": "duplicate", "trunc.dcm": "unreadable", "notes.txt": "not_dicom",
         "DICOMDIR": "dicomdir", "nopix.dcm": "no_pixels", "ct.dcm": "unsupported_modality",

@@ -253,7 +253,11 @@ def write_report(result: IndexResult, path: str | Path) -> None:
 def write_link_file(result: IndexResult, path: str | Path) -> None:
     """For the data owner only: pseudonym -> Patient ID of every written subject."""
     pairs = {s.subject_id: s.patient_id for s in result.written}
-    _write_csv(Path(path), ["subject_id", "patient_id"],
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))  # owner-only before any ID is in it
+    os.chmod(path, 0o600)
+    _write_csv(path, ["subject_id", "patient_id"],
                [{"subject_id": k, "patient_id": v} for k, v in sorted(pairs.items())])
 
 
