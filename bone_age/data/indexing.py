@@ -125,7 +125,8 @@ def _pixels(row: StudyRow, chosen: dict[View, Instance], split_dir: Path, check:
             return False
         for view, counts in views.items():
             if not np.isfinite(counts).all() or counts.max() <= 0:
-                _fail_study(row, "empty_image", f"the {view} view has no counts (all zero)")
+                _fail_study(row, "empty_image",
+                            f"the {view} view has no counts (all zero or not finite)")
                 return False
             if inst.side_by_side:
                 path = split_dir / f"{row.key}_{_SUFFIX[view]}.dcm"
