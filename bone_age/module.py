@@ -64,6 +64,14 @@ class BoneAgeModule(pl.LightningModule):
         if not self.trainer.sanity_checking and value is not None and value < self.best_val:
             self.best_val, self.best_epoch = float(value), self.current_epoch
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["best_val"] = {"value": self.best_val, "epoch": self.best_epoch}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        best = checkpoint.get("best_val", {})
+        self.best_val = best.get("value", float("inf"))
+        self.best_epoch = best.get("epoch", -1)
+
     def test_step(self, batch: dict, batch_idx: int) -> None:
         outputs = self(batch["image"], batch["sex"])
         pred, sd = self.loss.predict(outputs)

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 log = logging.getLogger(__name__)
 
@@ -16,8 +23,44 @@ def _instantiate_all(group: DictConfig | None) -> list:
     return [instantiate(node) for node in (group or {}).values() if node is not None]
 
 
+def _pin_job_for_ddp_children(output_dir: str) -> None:
+    """Make Lightning's DDP child processes re-run exactly this job, in this job's folder.
+
+    Lightning starts ranks > 0 by re-running ``sys.argv`` with ``hydra.run.dir`` set to the
+    Hydra run dir. Inside a multirun, that command line would start the whole sweep again in
+    another folder; so ``sys.argv`` becomes this job's own overrides and the run dir this job's
+    output folder.
+    """
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    OmegaConf.set_readonly(hydra_cfg, False)
+    with open_dict(hydra_cfg):
+        hydra_cfg.run.dir = output_dir
+    OmegaConf.set_readonly(hydra_cfg, True)
+    overrides = [o for o in hydra_cfg.overrides.task if not o.startswith("hydra.")]
+    sys.argv = [sys.argv[0], *overrides]
+
+
+def _checkpoint_to_resume(cfg: DictConfig, output_dir: Path) -> str | None:
+    last = output_dir / "checkpoints" / "last.ckpt"
+    if cfg.get("resume") and last.exists():
+        log.info("resuming from %s", last)
+        return str(last)
+    return None
+
+
 def train(cfg: DictConfig) -> dict:
-    """Fit and test one model on one fold; returns the run's test metrics."""
+    """Fit and test one model on one fold; returns the run's test metrics.
+
+    With ``resume=true`` a run whose folder already holds ``metrics.json`` is skipped, and one
+    that holds ``checkpoints/last.ckpt`` continues from it (re-launch a sweep with the same
+    ``hydra.sweep.dir`` to finish it).
+    """
+    output_dir = Path(cfg.paths.output_dir)
+    if cfg.get("resume") and (output_dir / "metrics.json").exists():
+        log.info("%s already finished; skipped (resume=true)", output_dir)
+        return json.loads((output_dir / "metrics.json").read_text())
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     loss = instantiate(cfg.loss)
@@ -27,10 +70,31 @@ def train(cfg: DictConfig) -> dict:
     callbacks = _instantiate_all(cfg.get("callbacks"))
     loggers = _instantiate_all(cfg.get("logger"))
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    trainer.fit(module, datamodule=datamodule)
-    ckpt = cfg.get("test_ckpt", "best")
-    if ckpt == "best" and not getattr(trainer.checkpoint_callback, "best_model_path", ""):
-        ckpt = None  # no checkpoint callback: test the weights as they are
-    trainer.test(module, datamodule=datamodule, ckpt_path=ckpt)
+    _pin_job_for_ddp_children(str(output_dir))
+    with _distributed_job():
+        trainer.fit(module, datamodule=datamodule,
+                    ckpt_path=_checkpoint_to_resume(cfg, output_dir))
+        ckpt = cfg.get("test_ckpt", "best")
+        if ckpt == "best" and not getattr(trainer.checkpoint_callback, "best_model_path", ""):
+            ckpt = None  # no checkpoint callback: test the weights as they are
+        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt)
     results = next((c for c in callbacks if hasattr(c, "metrics")), None)
     return results.metrics if results is not None else {}
+
+
+@contextmanager
+def _distributed_job():
+    """Leave no process group or launcher variables behind for the next job of a sweep.
+
+    The DDP ranks > 0 of a job exit when it ends; a later job in the same Hydra process must
+    start its own group instead of reusing the dead one.
+    """
+    environ = dict(os.environ)
+    try:
+        yield
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        for key in set(os.environ) - set(environ):
+            del os.environ[key]
+        os.environ.update(environ)

@@ -17,6 +17,7 @@ from bone_age.data.folds import fold_indices
 from bone_age.data.manifest import Problem, Study, read_manifest
 from bone_age.data.preprocess import Preprocess
 from bone_age.data.transforms import BatchAugment, CountNormalize
+from bone_age.reproducibility import EpochShuffleSampler, step_seed_of
 
 log = logging.getLogger(__name__)
 
@@ -164,9 +165,13 @@ class BoneAgeDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str, train: bool = False) -> DataLoader:
         dataset = CachedStudies(self.entries, self.studies, self.splits[split])
+        # data.batch_size is the global batch: DDP splits it over the processes.
+        world = self.trainer.world_size if self.trainer is not None else 1
+        batch_size = max(1, self.batch_size // world)
         return DataLoader(
-            dataset, batch_size=self.batch_size, shuffle=train, drop_last=train and
-            len(dataset) > self.batch_size, num_workers=self.num_workers,
+            dataset, batch_size=batch_size,
+            sampler=EpochShuffleSampler(len(dataset), self.seed) if train else None,
+            drop_last=train and len(dataset) > batch_size, num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
 
@@ -183,7 +188,12 @@ class BoneAgeDataModule(pl.LightningDataModule):
         """Augment (training only) and normalise whole batches on the training device."""
         counts = batch["image"]
         if self.trainer is not None and self.trainer.training:
-            counts = self.augment(counts)
+            # Augmentation and dropout draw from (seed, step, rank) only, so a run resumed from a
+            # checkpoint replays exactly what an uninterrupted run does.
+            step_seed = step_seed_of(self.seed, self.trainer.global_step, self.trainer.global_rank)
+            torch.manual_seed(step_seed)
+            generator = torch.Generator(device=counts.device).manual_seed(step_seed)
+            counts = self.augment(counts, generator)
         batch["image"] = self.normalize(counts)
         return batch
 

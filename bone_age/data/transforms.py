@@ -73,19 +73,25 @@ class BatchAugment(nn.Module):
         self.enabled = enabled
         self.dose_min, self.gain = dose_min, gain
         self.rotate_deg, self.scale, self.translate = rotate_deg, scale, translate
+        self._generator: torch.Generator | None = None
 
     def _uniform(self, n: int, low: float, high: float, ref: torch.Tensor) -> torch.Tensor:
-        return torch.empty(n, device=ref.device).uniform_(low, high)
+        return torch.empty(n, device=ref.device).uniform_(low, high, generator=self._generator)
 
-    def forward(self, counts: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, counts: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Augment a batch; a ``generator`` makes the draws independent of the global RNG."""
         if not self.enabled:
             return counts
+        self._generator = generator
         n = counts.shape[0]
         x = counts.float()
         if self.dose_min < 1.0:
             # Binomial thinning of Poisson counts is again Poisson: an exact lower-dose scan.
             keep = self._uniform(n, self.dose_min, 1.0, x).view(n, 1, 1, 1).expand_as(x)
-            x = torch.binomial(x.clamp_min(0).round(), keep.contiguous()) / keep
+            x = torch.binomial(x.clamp_min(0).round(), keep.contiguous(), generator=generator)
+            x = x / keep
         if self.gain > 1.0:
             x = x * self._uniform(n, 1 / self.gain, self.gain, x).view(n, 1, 1, 1)
         if self.rotate_deg or self.scale or self.translate:

@@ -1,0 +1,67 @@
+"""Scale-out on CPU: DDP with gloo (alone and inside a multirun), and kill-and-resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import tiny_overrides
+
+pytestmark = pytest.mark.slow
+
+
+def run(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bone_age.run", *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def predictions(folder) -> list[tuple[str, str]]:
+    with (folder / "predictions.csv").open() as f:
+        return [(r["subject_id"], r["pred_age"]) for r in csv.DictReader(f)]
+
+
+def test_ddp_on_two_cpu_processes_matches_one_process(cohort, tmp_path):
+    base = [*tiny_overrides(cohort, tmp_path), "trainer.max_epochs=2", "model=vgg16"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    done = run([*base, f"hydra.run.dir={one}"])
+    assert done.returncode == 0, done.stderr[-2000:]
+    done = run([*base, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+                f"hydra.run.dir={two}"])
+    assert done.returncode == 0, done.stderr[-2000:]
+    m1 = json.loads((one / "metrics.json").read_text())
+    m2 = json.loads((two / "metrics.json").read_text())
+    assert m2["n_test"] == m1["n_test"]  # all ranks' predictions, each study once
+    assert m2["epochs"] == m1["epochs"] == 2
+    assert abs(m2["mae"] - m1["mae"]) < 0.5
+    assert len(list(tmp_path.rglob("metrics.json"))) == 2  # no stray folder from rank 1
+
+
+def test_ddp_inside_a_multirun(cohort, tmp_path):
+    sweep = tmp_path / "sweep"
+    done = run(["-m", *tiny_overrides(cohort, tmp_path), "model=vgg16", "data.fold=0,1",
+                "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+                f"hydra.sweep.dir={sweep}"], timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    runs = sorted(p.parent.name for p in sweep.rglob("metrics.json"))
+    assert runs == ["0_vgg16_mv_fold0", "1_vgg16_mv_fold1"]
+    assert (sweep / "table1.md").exists()
+
+
+def test_killed_run_resumes_to_the_same_predictions(cohort, tmp_path):
+    base = [*tiny_overrides(cohort, tmp_path), "trainer.max_epochs=4", "model=vgg16",
+            "augment=default"]
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    assert run([*base, f"hydra.run.dir={whole}"]).returncode == 0
+    crash = run([*base, f"hydra.run.dir={killed}", "+callbacks.killer._target_=tests.killer."
+                 "KillAfterEpoch", "+callbacks.killer.epoch=1"])
+    assert crash.returncode == -9 and not (killed / "metrics.json").exists()
+    done = run([*base, f"hydra.run.dir={killed}", "resume=true"])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "resuming from" in done.stdout + done.stderr
+    assert predictions(killed) == predictions(whole)
+    again = run([*base, f"hydra.run.dir={killed}", "resume=true"])
+    assert "already finished" in again.stdout + again.stderr
