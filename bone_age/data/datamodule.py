@@ -190,7 +190,8 @@ class BoneAgeDataModule(pl.LightningDataModule):
         if self.trainer is not None and self.trainer.training:
             # Augmentation and dropout draw from (seed, step, rank) only, so a run resumed from a
             # checkpoint replays exactly what an uninterrupted run does.
-            step_seed = step_seed_of(self.seed, self.trainer.global_step, self.trainer.global_rank)
+            trainer = self.trainer
+            step_seed = step_seed_of(self.seed, trainer.global_step, trainer.global_rank)
             torch.manual_seed(step_seed)
             generator = torch.Generator(device=counts.device).manual_seed(step_seed)
             counts = self.augment(counts, generator)
