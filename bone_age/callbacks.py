@@ -216,6 +216,11 @@ def training_summary(dm) -> dict[str, Any]:
         "age_mean": float(ages.mean()), "age_sd": float(ages.std(ddof=1)) if len(ages) > 1
         else 0.0,
         "n_female": sum(s.sex == "F" for s in fit), "n_male": sum(s.sex == "M" for s in fit),
-        "source": "phantom" if dm.manifest is None else "manifest",
+        "source": "phantom" if _is_phantom(dm) else "manifest",
         "fold": int(dm.fold), "num_folds": int(dm.num_folds),
     }
+
+
+def _is_phantom(dm) -> bool:
+    """The built-in phantom, or a phantom cohort given as a manifest (it has phantom_info.json)."""
+    return dm.manifest is None or (Path(dm.manifest).parent / "phantom_info.json").is_file()

@@ -1,0 +1,94 @@
+"""``python -m bone_age.export CHECKPOINT --out model.onnx``: an ONNX model + its model card.
+
+The graph takes the count images after ``Preprocess`` (input ``counts``, float32
+(N, V, H, W); V, H, W as in the metadata) and, for models trained with sex as an input, ``sex``
+(float32 (N,), 0 = F, 1 = M). ``CountNormalize`` (percentile scaling, 3 channels, ImageNet
+statistics) is part of the graph. Outputs: ``age`` (N,) in years and ``sd`` (N,), the SD of the
+predicted age distribution (NaN for an MSE model). The checkpoint's ``bone_age`` settings are
+stored as JSON in the model's metadata_props (key ``bone_age``), so the file is self-contained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+from bone_age.callbacks import METADATA_KEY
+from bone_age.inference import CheckpointError, load_checkpoint
+from bone_age.losses import AgeLoss
+from bone_age.model_card import write_model_card
+
+OPSET = 18
+
+
+class ExportedModel(nn.Module):
+    """Normalisation + network + the loss's age read-out, as one graph."""
+
+    def __init__(self, net: nn.Module, normalize: nn.Module, loss: AgeLoss) -> None:
+        super().__init__()
+        self.net, self.normalize, self.loss = net, normalize, loss
+
+    def forward(
+        self, counts: torch.Tensor, sex: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        age, sd = self.loss.predict(self.net(self.normalize(counts), sex))
+        return age, torch.full_like(age, float("nan")) if sd is None else sd
+
+
+def export(checkpoint: str | Path, out: str | Path) -> Path:
+    """Write ``out`` (ONNX) from a checkpoint; returns its path."""
+    net, spec = load_checkpoint(checkpoint)
+    model = ExportedModel(net, spec.normalize(), spec.loss).eval()
+    h, w = spec.meta["data"]["image_size"]
+    counts = torch.rand(2, len(spec.views), h, w) * 100
+    args: tuple = (counts,)
+    names = ["counts"]
+    batch = torch.export.Dim("batch", min=1)
+    shapes: dict = {"counts": {0: batch}}
+    if spec.use_sex:
+        args, names = (counts, torch.tensor([0.0, 1.0])), ["counts", "sex"]
+        shapes["sex"] = {0: batch}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        program = torch.onnx.export(model, args, dynamo=True, input_names=names,
+                                    output_names=["age", "sd"], dynamic_shapes=shapes,
+                                    opset_version=OPSET, verbose=False)
+    proto = program.model_proto
+    meta = onnx.StringStringEntryProto(key=METADATA_KEY, value=json.dumps(spec.meta))
+    proto.metadata_props.append(meta)
+    onnx.save(proto, str(out))
+    return out
+
+
+def run_metrics(checkpoint: Path) -> dict | None:
+    """metrics.json of the run the checkpoint belongs to (RUN/checkpoints/x.ckpt), if any."""
+    path = checkpoint.resolve().parent.parent / "metrics.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bone_age.export",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", type=Path, help="a run's checkpoints/*.ckpt")
+    parser.add_argument("--out", type=Path, default=Path("model.onnx"), help="ONNX file")
+    args = parser.parse_args(argv)
+    try:
+        out = export(args.checkpoint, args.out)
+    except CheckpointError as err:
+        print(f"bone-age export: {err}", file=sys.stderr)
+        return 2
+    _, spec = load_checkpoint(args.checkpoint)
+    card = write_model_card(spec.meta, run_metrics(args.checkpoint), out)
+    print(f"model: {out}\nmodel card: {card}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""``python -m bone_age.predict CHECKPOINT INPUT --out preds.csv``: bone age of new studies.
+
+INPUT is a manifest (``.csv``), a folder of DICOM files (indexed as ``python -m bone_age.index``
+does, with its pseudonym key) or one DICOM file. One row per study: subject_id, sex, age
+(chronological, where known), pred_age, pred_sd (empty for an MSE model) and age_gap
+(pred_age - age). A study lacking a view the model needs is refused with its reason. ``--onnx``
+runs an exported model instead of the checkpoint (give it in place of CHECKPOINT).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from bone_age.data.dicom import DicomReadError, frame_views, pixel_counts, read_dataset
+from bone_age.data.manifest import ManifestError, read_manifest
+
+COLUMNS = ["subject_id", "sex", "age", "pred_age", "pred_sd", "age_gap"]
+
+
+@dataclass
+class Item:
+    """One study to predict: pseudonym, labels where known, and the file of each view."""
+
+    subject_id: str
+    sex: str | None
+    age: float | None
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+@dataclass
+class Refused:
+    subject_id: str
+    reason: str
+
+
+def from_manifest(path: Path) -> tuple[list[Item], list[Refused]]:
+    studies, problems = read_manifest(path)
+    items = [Item(s.subject_id, s.sex, s.age, {"anterior": s.anterior, "posterior": s.posterior})
+             for s in studies]
+    return items, [Refused(p.subject_id, p.reason) for p in problems]
+
+
+def _pseudonymizer(key_file: Path, outputs: list[Path]):
+    from bone_age.data.pseudonym import Pseudonymizer, check_secret_location, load_or_create_key
+
+    return Pseudonymizer(load_or_create_key(check_secret_location(key_file, outputs, "key file")))
+
+
+def from_folder(folder: Path, key_file: Path, out: Path) -> tuple[list[Item], list[Refused]]:
+    """Studies of a DICOM folder, grouped, labelled and pseudonymised by bone_age's indexer."""
+    from bone_age.data.indexing import WRITTEN, index_folder
+
+    pseudo = _pseudonymizer(key_file, [out.resolve().parent, folder])
+    with tempfile.TemporaryDirectory() as tmp:  # the indexer's manifest location (unused)
+        result = index_folder(folder, Path(tmp) / "manifest.csv", pseudo, check_pixels=False)
+    items, refused = [], []
+    for s in result.studies:
+        if s.status in WRITTEN:
+            items.append(Item(s.subject_id, s.sex or None, s.age, dict(s.views)))
+        else:
+            refused.append(Refused(s.subject_id or s.key, s.reason))
+    refused += [Refused(i.rel, i.reason) for i in result.instances
+                if i.status and not any(i in s.files for s in result.studies)]
+    return items, refused
+
+
+def from_file(path: Path, view: str | None, key_file: Path, out: Path) -> Item:
+    """One DICOM file: its views from the headers, or ``view`` for an unnamed single frame."""
+    from bone_age.data.labels import study_age, study_sex
+
+    ds = read_dataset(path)
+    views = frame_views(ds)
+    n_frames = pixel_counts(ds, path).shape[0]
+    if n_frames == 1 and view:
+        views = {view: 0}  # the user states what the headers do not say
+    elif n_frames == 1 and not views:
+        raise DicomReadError(path, "a single frame whose headers do not name its view; state "
+                                   "it with --view anterior or --view posterior")
+    patient = str(ds.get("PatientID", "") or "")
+    sid = _pseudonymizer(key_file, [out.resolve().parent]).subject(patient) if patient \
+        else "study-1"
+    age, _ = study_age(ds)
+    return Item(sid, study_sex(ds), age, dict.fromkeys(views, path))
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
+
+
+def predict(predictor, items: list[Item], batch_size: int = 16,
+            progress: bool | None = None) -> tuple[list[dict], list[Refused]]:
+    """Rows of predictions and the studies refused (missing view, unreadable, no sex...)."""
+    spec = predictor.spec
+    rows: list[dict] = []
+    refused: list[Refused] = []
+    batch: list[tuple[Item, np.ndarray]] = []
+
+    def flush() -> None:
+        if not batch:
+            return
+        counts = np.stack([c for _, c in batch]).astype(np.float32)
+        sex = np.array([float(i.sex == "M") for i, _ in batch], dtype=np.float32)
+        age, sd = predictor(counts, sex)
+        for (item, _), a, s in zip(batch, age, sd, strict=True):
+            rows.append({"subject_id": item.subject_id, "sex": item.sex or "",
+                         "age": "" if item.age is None else f"{item.age:g}",
+                         "pred_age": _fmt(a), "pred_sd": _fmt(s),
+                         "age_gap": "" if item.age is None else _fmt(a - item.age)})
+        batch.clear()
+
+    show = len(items) >= 50 if progress is None else progress
+    for item in tqdm(items, desc="predicting", unit="study", disable=not show):
+        missing = [v for v in spec.views if v not in item.files]
+        if missing:
+            have = " + ".join(item.files) or "no view"
+            refused.append(Refused(item.subject_id, f"the model needs the "
+                                   f"{' + '.join(spec.views)} view(s) but the study has {have}"))
+            continue
+        if spec.use_sex and item.sex not in ("F", "M"):
+            refused.append(Refused(item.subject_id, "the model uses sex as an input; unknown"))
+            continue
+        try:
+            batch.append((item, spec.counts(item.files)))
+        except DicomReadError as err:
+            refused.append(Refused(item.subject_id, str(err)))
+            continue
+        if len(batch) >= batch_size:
+            flush()
+    flush()
+    return rows, refused
+
+
+def write_rows(rows: list[dict], out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    from bone_age.data.pseudonym import DEFAULT_KEY_FILE
+
+    p = argparse.ArgumentParser(prog="python -m bone_age.predict",
+                                description=__doc__.splitlines()[0])
+    p.add_argument("model", type=Path, help="a run's checkpoints/*.ckpt (or .onnx with --onnx)")
+    p.add_argument("input", type=Path, help="a manifest .csv, a DICOM folder or a DICOM file")
+    p.add_argument("--out", type=Path, default=Path("predictions.csv"))
+    p.add_argument("--onnx", action="store_true", help="MODEL is an exported ONNX model")
+    p.add_argument("--view", choices=["anterior", "posterior"],
+                   help="the view of a single-frame file whose headers do not name it")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--key-file", type=Path, default=DEFAULT_KEY_FILE,
+                   help="pseudonym key for DICOM input, as python -m bone_age.index uses")
+    args = p.parse_args(argv)
+    if args.model.suffix == ".onnx":
+        args.onnx = True
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bone_age.data.pseudonym import KeyFileError
+    from bone_age.inference import CheckpointError, OnnxPredictor, TorchPredictor
+
+    args = parse_args(argv)
+    try:
+        predictor = OnnxPredictor(args.model) if args.onnx else TorchPredictor(args.model)
+        if args.input.is_dir():
+            items, refused = from_folder(args.input, args.key_file, args.out)
+        elif args.input.suffix.lower() == ".csv":
+            items, refused = from_manifest(args.input)
+        else:
+            items, refused = [from_file(args.input, args.view, args.key_file, args.out)], []
+        rows, more = predict(predictor, items, args.batch_size)
+    except (CheckpointError, ManifestError, DicomReadError, KeyFileError) as err:
+        print(f"bone-age predict: {err}", file=sys.stderr)
+        return 2
+    refused += more
+    for r in refused:
+        print(f"bone-age predict: refused {r.subject_id}: {r.reason}", file=sys.stderr)
+    if not rows:
+        print("bone-age predict: no study could be predicted", file=sys.stderr)
+        return 2
+    write_rows(rows, args.out)
+    print(f"{len(rows)} studies predicted, {len(refused)} refused -> {args.out}")
+    return 1 if refused else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
