@@ -3,6 +3,9 @@
 Every run below DIR that wrote ``metrics.json`` and ``predictions.csv`` is gathered. Each row is
 one model and loss, laid out like the paper's Table 1: "MAE (SD)" and Pearson r computed on the
 pooled out-of-fold predictions of all its folds, plus the per-fold mean +- SD of MAE and r.
+Figures go to DIR/figures/: the pooled scatter of each cell and a bar chart of MAE over the grid.
+With ``--wandb PROJECT`` (or a sweep run with ``logger=wandb``) Table 1 and the figures are also
+logged to W&B as a ``report`` run in the sweep's group.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from typing import Any
 
 import numpy as np
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+
+from bone_age import plots
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +85,7 @@ def summarise(cells: dict) -> list[dict[str, Any]]:
         if backbone != DEFAULT_BACKBONES.get(model, backbone):
             name += f" [{backbone}]"
         rows.append({
+            "key": key,
             "model": name, "loss": LOSS_NAMES.get(loss, loss), "folds": len(folds),
             "n": len(age), "mae": float(err.mean()),
             "mae_sd": float(err.std(ddof=1)) if len(err) > 1 else 0.0,
@@ -114,29 +120,59 @@ def write_table(rows: list[dict[str, Any]], out_dir: Path) -> tuple[Path, Path]:
     note = ("\nMAE (SD) and r on the pooled out-of-fold predictions; per-fold values are mean ± "
             "SD over folds; baseline MAE predicts each fold's training mean age.\n")
     md.write_text("\n".join(lines) + "\n" + note)
+    table = _public(rows)
     with csv_path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["model"])
+        writer = csv.DictWriter(f, fieldnames=list(table[0]) if table else ["model"])
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(table)
     return md, csv_path
 
 
-def report(root: str | Path) -> Path | None:
-    """Gather the runs below ``root`` into its Table 1; returns the markdown file's path."""
+def _public(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The table's columns (without the internal cell key)."""
+    return [{k: v for k, v in r.items() if k != "key"} for r in rows]
+
+
+def write_figures(cells: dict, rows: list[dict[str, Any]], out_dir: Path) -> dict[str, Path]:
+    """Pooled out-of-fold scatter per Table 1 cell, and the MAE bar chart of the grid."""
+    figures = {"mae_by_cell": plots.mae_grid_plot(rows, out_dir / "mae_by_cell.png")}
+    for r in rows:
+        folds = cells[r["key"]]
+        age = np.concatenate([f["age"] for f in folds.values()])
+        pred = np.concatenate([f["pred"] for f in folds.values()])
+        name = "scatter_" + "_".join(r["key"])
+        figures[name] = plots.cell_scatter_plot(
+            age, pred, out_dir / f"{name}.png", f"{r['model']}, {r['loss']}", len(folds))
+    return figures
+
+
+def report(root: str | Path, wandb_project: str | None = None) -> Path | None:
+    """Gather the runs below ``root`` into its Table 1 and figures; returns the markdown file.
+
+    ``wandb_project``: also log Table 1 and the figures to that W&B project.
+    """
     root = Path(root)
     cells = collect_runs(root)
     if not cells:
         log.warning("%s: no finished runs (metrics.json + predictions.csv) found", root)
         return None
-    md, _ = write_table(summarise(cells), root)
+    rows = summarise(cells)
+    md, _ = write_table(rows, root)
+    figures = write_figures(cells, rows, root / "figures")
+    if wandb_project:
+        from bone_age.tracking import log_table1
+
+        log_table1(_public(rows), figures, root, wandb_project)
     return md
 
 
 class ReportCallback(Callback):
-    """Hydra callback: writes Table 1 into the sweep folder when a multirun ends."""
+    """Hydra callback: writes Table 1 and its figures into the sweep folder when a multirun
+    ends, and logs them to W&B when the sweep used ``logger=wandb``."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        md = report(config.hydra.sweep.dir)
+        project = OmegaConf.select(config, "logger.wandb.project", default=None)
+        md = report(config.hydra.sweep.dir, project)
         if md is not None:
             print(f"\nTable 1 ({md}):\n{md.read_text()}")
 
@@ -144,10 +180,12 @@ class ReportCallback(Callback):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bone_age.report", description=__doc__)
     parser.add_argument("dir", type=Path, help="a sweep (or any) folder holding finished runs")
+    parser.add_argument("--wandb", metavar="PROJECT",
+                        help="also log Table 1 and the figures to this W&B project")
     args = parser.parse_args(argv)
     if not args.dir.is_dir():
         parser.error(f"{args.dir}: not a folder")
-    md = report(args.dir)
+    md = report(args.dir, args.wandb)
     if md is None:
         print(f"bone-age: no finished runs below {args.dir}", file=sys.stderr)
         return 1
