@@ -65,3 +65,35 @@ def test_killed_run_resumes_to_the_same_predictions(cohort, tmp_path):
     assert predictions(killed) == predictions(whole)
     again = run([*base, f"hydra.run.dir={killed}", "resume=true"])
     assert "already finished" in again.stdout + again.stderr
+
+
+def _job_interval(job_dir) -> tuple[float, float]:
+    """When a job started (Hydra saved its config) and ended (it wrote its metrics)."""
+    return ((job_dir / ".hydra" / "config.yaml").stat().st_mtime,
+            (job_dir / "metrics.json").stat().st_mtime)
+
+
+def test_ray_launcher_runs_two_jobs_concurrently(cohort, tmp_path):
+    sweep = tmp_path / "sweep"
+    done = run(["-m", "hydra/launcher=ray_local", "+hydra.launcher.ray.init.num_cpus=2",
+                *tiny_overrides(cohort, tmp_path), "model=vgg16", "data.fold=0,1",
+                "trainer.max_epochs=3", f"hydra.sweep.dir={sweep}"], timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (s0, e0), (s1, e1) = (_job_interval(p) for p in sorted(sweep.glob("*_fold[0-9]")))
+    assert s0 < e1 and s1 < e0, "the two jobs did not overlap in time"
+    assert (sweep / "table1.md").exists()
+
+
+def test_slurm_launcher_config_composes():
+    from hydra import compose, initialize_config_dir
+
+    from tests.conftest import CONF_DIR
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=["hydra/launcher=slurm", "experiment=table1",
+                                           "hydra.launcher.partition=gpu"],
+                      return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.partition, launcher.gpus_per_node, launcher.max_num_timeout) == ("gpu", 1, 5)
+    assert cfg.hydra.sweeper.params["data.fold"] == "range(5)"
