@@ -54,9 +54,21 @@ def log_run_results(
     logger.experiment.summary.update(
         {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
     )
-    logger.log_table("predictions", columns=columns, data=rows)
+    # Numbers as numbers, so that W&B can plot the table's columns.
+    logger.log_table("predictions", columns=columns, data=[[_number(v) for v in r] for r in rows])
     for key, path in figures.items():
         logger.log_image(f"figures/{key}", [str(path)])
+
+
+def _number(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    if value == "":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return value
 
 
 def log_table1(

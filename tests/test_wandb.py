@@ -1,0 +1,69 @@
+"""logger=wandb offline: config, metrics, predictions table and figures in the run files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from bone_age.callbacks import PREDICTION_COLUMNS
+from bone_age.report import report
+from tests.conftest import tiny_overrides
+from tests.test_run import run_in_process
+
+pytest.importorskip("wandb")
+
+
+@pytest.fixture
+def offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb_dir"))
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb_cache"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb_config"))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    return tmp_path
+
+
+def _offline_run(folder) -> tuple[bytes, object]:
+    """The run's transaction log (.wandb) and its files/ folder.
+
+    wandb 0.31 offline writes config and summary into the .wandb log only (files/config.yaml and
+    wandb-summary.json appear after ``wandb sync``); the log's protobuf records hold the keys and
+    string values as plain UTF-8, so they are found in its bytes.
+    """
+    (run,) = (folder / "wandb").glob("offline-run-*")
+    (log_file,) = run.glob("run-*.wandb")
+    return log_file.read_bytes(), run / "files"
+
+
+def test_offline_run_logs_config_metrics_table_and_figures(cohort, offline):
+    out = offline / "sweep" / "0_vgg16_mv_fold0"
+    run_in_process([*tiny_overrides(cohort, offline), "model=vgg16", "loss=mv", "logger=wandb",
+                    "trainer.max_epochs=2"], out)
+    log, files = _offline_run(out)
+    # Config (resolved Hydra sections + run info), run name, epoch and test metrics.
+    for text in (b"backbone", b"test_resnet", b"lambda_mean", b"vgg16-mv-fold0", b"train/loss",
+                 b"val/loss", b"val/mae", b"test/mae", b"baseline_mae", b"predictions"):
+        assert text in log, text
+    (table_file,) = (files / "media" / "table").glob("predictions_*.table.json")
+    table = json.loads(table_file.read_text())
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert table["columns"] == PREDICTION_COLUMNS and len(table["data"]) == metrics["n_test"]
+    assert all(isinstance(row[3], float) for row in table["data"])  # ages as numbers
+    images = {p.name.rsplit("_", 2)[0] for p in (files / "media" / "images" / "figures").iterdir()}
+    assert images == {"scatter", "bland_altman", "error_by_group", "learning_curves"}
+    # Only pseudonyms: nothing from the DICOM patient module reaches W&B.
+    assert b"PatientName" not in log and b"PatientID" not in log
+
+    # The report step: Table 1 as a W&B table, a report run in the sweep's group.
+    shutil.rmtree(out / "wandb")
+    report(out.parent, "bone-age")
+    log, files = _offline_run(out.parent)
+    assert b"table1" in log and b"sweep" in log  # the group is the sweep folder's name
+    (table_file,) = (files / "media" / "table").glob("table1_*.table.json")
+    table = json.loads(table_file.read_text())
+    assert "mae" in table["columns"] and len(table["data"]) == 1
+    assert {p.name.split("_")[0] for p in (files / "media" / "images" / "figures").iterdir()} \
+        == {"mae", "scatter"}
