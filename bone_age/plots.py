@@ -145,6 +145,7 @@ def cell_scatter_plot(
     mae = float(np.mean(np.abs(pred - age)))
     fig, ax = plt.subplots(figsize=(5, 5))
     _scatter_axes(ax, age, pred, mae, f"{title}\n{folds} fold(s) pooled, n = {len(age)}")
+    ax.title.set_fontsize(10)
     return _save(fig, path)
 
 
@@ -161,14 +162,20 @@ def mae_grid_plot(rows: Sequence[Mapping], path: str | Path) -> Path:
         sd = [cells[m].get("fold_mae_sd", 0.0) if m in cells else 0.0 for m in models]
         bars = ax.bar(x + (k - (len(losses) - 1) / 2) * width, np.nan_to_num(mae), width,
                       yerr=sd, capsize=3, label=loss)
-        ax.bar_label(bars, labels=[f"{v:.2f}" if np.isfinite(v) else "" for v in mae],
-                     fontsize=7, padding=2)
+        # Values at the foot of the bars, clear of the error bars.
+        for rect, v in zip(bars, mae, strict=True):
+            if np.isfinite(v):
+                ax.annotate(f"{v:.2f}", (rect.get_x() + rect.get_width() / 2, 0.1), ha="center",
+                            va="bottom", fontsize=7, color="white", fontweight="bold")
     baseline = np.mean([r["baseline_mae"] for r in rows]) if rows else np.nan
     if np.isfinite(baseline):
         ax.axhline(baseline, color="grey", ls="--", lw=1,
                    label=f"baseline (training mean) {baseline:.2f} y")
     ax.set_xticks(x, [m.replace(" [", "\n[") for m in models], fontsize=8)
-    ax.set(ylabel="MAE (years), pooled out-of-fold", title="Table 1: MAE by model and loss")
+    ax.set(ylabel="MAE (years), pooled out-of-fold",
+           title="Table 1: MAE by model and loss (error bars: SD over folds)")
+    top = max([r["mae"] + r.get("fold_mae_sd", 0.0) for r in rows] + [baseline], default=1.0)
+    ax.set_ylim(0, 1.3 * np.nan_to_num(top, nan=1.0))  # headroom for the legend
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", ncol=2)
     return _save(fig, path)
