@@ -51,6 +51,14 @@ def test_ddp_inside_a_multirun(cohort, tmp_path):
     assert (sweep / "table1.md").exists()
 
 
+def test_same_seed_same_predictions_other_seed_others(cohort, tmp_path):
+    base = [*tiny_overrides(cohort, tmp_path), "trainer.max_epochs=2", "model=vgg16"]
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        assert run([*base, f"seed={seed}", f"hydra.run.dir={tmp_path / name}"]).returncode == 0
+    assert predictions(tmp_path / "a") == predictions(tmp_path / "b")
+    assert predictions(tmp_path / "a") != predictions(tmp_path / "c")
+
+
 def test_killed_run_resumes_to_the_same_predictions(cohort, tmp_path):
     base = [*tiny_overrides(cohort, tmp_path), "trainer.max_epochs=4", "model=vgg16",
             "augment=default"]
