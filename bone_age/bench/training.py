@@ -1,0 +1,106 @@
+"""Shared by items 1 and 7: bone-age's model and LightningModule on preloaded batches."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import warnings
+from functools import partial
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from bone_age.losses import AgeLoss
+from bone_age.models import BoneAgeNet
+from bone_age.module import BoneAgeModule
+
+logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+warnings.filterwarnings("ignore", ".*does not have many workers.*")
+warnings.filterwarnings("ignore", ".*GPU available but not used.*")
+warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
+
+
+def make_net(backbone: str = "resnet10t", seed: int = 0) -> BoneAgeNet:
+    """The dual-input network with the mv loss's 41 outputs."""
+    torch.manual_seed(seed)
+    return BoneAgeNet(backbone=backbone, views=2, num_outputs=41)
+
+
+def make_batches(n: int, batch: int, size: tuple[int, int], seed: int = 0) -> list[dict]:
+    """``n`` preloaded, already normalised dict batches as the DataModule delivers them."""
+    g = torch.Generator().manual_seed(seed)
+    h, w = size
+    return [{
+        "image": torch.randn(batch, 2, 3, h, w, generator=g),
+        "age": torch.randint(40, 81, (batch,), generator=g).float(),
+        "sex": torch.randint(0, 2, (batch,), generator=g),
+        "index": torch.arange(i * batch, (i + 1) * batch),
+    } for i in range(n)]
+
+
+def make_module(net: torch.nn.Module) -> BoneAgeModule:
+    return BoneAgeModule(net=net, loss=AgeLoss(name="mv"),
+                         optimizer=partial(torch.optim.Adam, lr=1e-4), scheduler=None)
+
+
+def trainer(steps: int, precision: str = "32-true", **kw) -> pl.Trainer:
+    options = {"limit_val_batches": 0, **kw}
+    return pl.Trainer(
+        accelerator="cpu", devices=1, max_epochs=1, limit_train_batches=steps,
+        num_sanity_val_steps=0, precision=precision, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        **options,
+    )
+
+
+def loader(batches: list[dict]) -> DataLoader:
+    """A DataLoader over the preloaded dict batches (one batch per item, no collation)."""
+    return DataLoader(batches, batch_size=None, shuffle=False, num_workers=0)
+
+
+def lightning_fit(module: BoneAgeModule, batches: list[dict], precision: str = "32-true"):
+    """A callable that runs ``trainer.fit`` over ``batches`` (one fresh Trainer per call)."""
+    def run() -> None:
+        trainer(len(batches), precision).fit(module, train_dataloaders=loader(batches))
+    return run
+
+
+def lightning_validate(module: BoneAgeModule, batches: list[dict]):
+    def run() -> None:
+        trainer(1, limit_val_batches=1.0).validate(module, dataloaders=loader(batches),
+                                                    verbose=False)
+    return run
+
+
+def hand_fit(net: torch.nn.Module, batches: list[dict]):
+    """The minimal PyTorch loop: same model, loss, optimizer and tensors."""
+    loss_fn = AgeLoss(name="mv")
+    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+
+    def run() -> None:
+        net.train()
+        for b in batches:
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(net(b["image"], b["sex"]), b["age"])
+            loss.backward()
+            opt.step()
+    return run
+
+
+def hand_validate(net: torch.nn.Module, batches: list[dict]):
+    loss_fn = AgeLoss(name="mv")
+
+    @torch.no_grad()
+    def run() -> None:
+        net.eval()
+        for b in batches:
+            out = net(b["image"], b["sex"])
+            loss_fn(out, b["age"])
+            loss_fn.predict(out)
+    return run
+
+
+def twin(net: torch.nn.Module) -> torch.nn.Module:
+    return copy.deepcopy(net)
