@@ -67,3 +67,22 @@ def test_offline_run_logs_config_metrics_table_and_figures(cohort, offline):
     assert "mae" in table["columns"] and len(table["data"]) == 1
     assert {p.name.split("_")[0] for p in (files / "media" / "images" / "figures").iterdir()} \
         == {"mae", "scatter"}
+
+
+def test_runs_of_a_sweep_are_grouped_by_its_folder():
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import open_dict, read_write
+
+    from bone_age.tracking import sweep_group
+    from tests.conftest import CONF_DIR
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=["hydra.sweep.dir=multirun/2026-11-24_12-00-00"],
+                      return_hydra_config=True)
+        for mode, group in ((RunMode.MULTIRUN, "2026-11-24_12-00-00"), (RunMode.RUN, None)):
+            with read_write(cfg.hydra), open_dict(cfg.hydra):
+                cfg.hydra.mode = mode
+            HydraConfig.instance().set_config(cfg)
+            assert sweep_group() == group
