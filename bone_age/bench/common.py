@@ -81,9 +81,10 @@ class Ctx:
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="bone_age_bench_")))
     _cohort: Path | None = None
 
-    def cohort(self, subjects: int = 48) -> Path:
+    def cohort(self) -> Path:
         """Manifest of a small phantom cohort shared by the benchmarks (generated once)."""
         if self._cohort is None:
+            subjects = 12 if self.quick else 48
             from bone_age.phantom import generate_cohort
 
             self._cohort = Path(generate_cohort(self.workdir / "cohort", subjects=subjects,

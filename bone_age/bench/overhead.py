@@ -11,7 +11,7 @@ from bone_age.bench.common import Ctx, entry, interleave, paired_ratio, rate
 def sizes(ctx: Ctx) -> dict[str, Any]:
     if ctx.quick:
         return {"backbone": "test_resnet", "size": (32, 16), "batch": 4, "steps": 2}
-    return {"backbone": "resnet10t", "size": (128, 64), "batch": 32, "steps": 20}
+    return {"backbone": "resnet10t", "size": (128, 64), "batch": 16, "steps": 10}
 
 
 def run(ctx: Ctx) -> list[dict]:

@@ -1,0 +1,99 @@
+"""``python -m bone_age.bench``: run the benchmark suite, print a table, write the results.
+
+``--accuracy`` instead runs (or reads) the time-to-accuracy recipe (item 8).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import shutil
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from bone_age.bench.common import Ctx, entry, table, write_results
+
+ITEMS = {
+    "overhead": "bone_age.bench.overhead",
+    "pipeline": "bone_age.bench.pipeline",
+    "dicom": "bone_age.bench.dicom_rate",
+    "inference": "bone_age.bench.inference",
+    "memory": "bone_age.bench.memory",
+    "options": "bone_age.bench.speed_options",
+    "phantom": "bone_age.bench.phantom_gen",
+}
+NOTES = Path(__file__).with_name("NOTES.md")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bone_age.bench", description=__doc__)
+    p.add_argument("--out", type=Path, default=Path("experiments/bench"))
+    p.add_argument("--only", nargs="+", choices=list(ITEMS), help="run only these items")
+    p.add_argument("--repeats", type=int, default=5, help="interleaved repeats per comparison")
+    p.add_argument("--phantom-subjects", type=int, default=4474)
+    p.add_argument("--memory-subjects", type=int, default=4474,
+                   help="paper-scale cohort of the memory item (it also runs 10x this)")
+    p.add_argument("--memory-steps", type=int, default=200)
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads (default: torch's own; 1 on a shared machine)")
+    p.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
+    p.add_argument("--accuracy", nargs="?", const=Path("experiments/phantom_bench/run"),
+                   type=Path, metavar="RUN_DIR",
+                   help="item 8: train experiment=phantom_bench into RUN_DIR (unless it holds "
+                        "metrics.json already) and compare its MAE with the oracle")
+    return p.parse_args(argv)
+
+
+def run_items(ctx: Ctx, names: list[str]) -> list[dict]:
+    results = []
+    for name in names:
+        t0 = time.perf_counter()
+        print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+        try:
+            results += importlib.import_module(ITEMS[name]).run(ctx)
+        except Exception as err:  # one broken item must not lose the others' figures
+            traceback.print_exc()
+            results.append(entry(f"{name} (failed)", None, "-",
+                                 note=f"{type(err).__name__}: {str(err)[:300]}"))
+        print(f"[bench] {name} took {time.perf_counter() - t0:.0f} s", file=sys.stderr,
+              flush=True)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.accuracy is not None:
+        from bone_age.bench import accuracy
+
+        wall = None
+        if not (args.accuracy / "metrics.json").exists():
+            wall = accuracy.train(args.accuracy)
+        results = accuracy.run(args.accuracy, Path("experiments/phantom_bench"),
+                               wall_seconds=wall)
+        print(table(results))
+        return 0
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # subprocesses too
+    ctx = Ctx(quick=args.quick, repeats=args.repeats, phantom_subjects=args.phantom_subjects,
+              memory_subjects=args.memory_subjects, memory_steps=args.memory_steps)
+    t0 = time.perf_counter()
+    try:
+        results = run_items(ctx, args.only or list(ITEMS))
+    finally:
+        shutil.rmtree(ctx.workdir, ignore_errors=True)
+    notes = NOTES.read_text() if NOTES.exists() else ""
+    notes += (f"\nSuite wall time {time.perf_counter() - t0:.0f} s; 1-min load average at the "
+              f"end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores.\n")
+    write_results(results, args.out, notes)
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

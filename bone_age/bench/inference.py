@@ -1,0 +1,88 @@
+"""Item 4: inference. ``bone_age.predict`` vs a bare forward; ONNX Runtime vs eager PyTorch."""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bone_age.bench import training as T
+from bone_age.bench.common import Ctx, entry, interleave, paired_ratio, rate
+from bone_age.callbacks import METADATA_KEY, METADATA_VERSION
+from bone_age.losses import AgeLoss
+
+
+def make_checkpoint(path: Path, backbone: str, size: tuple[int, int]) -> Path:
+    """A checkpoint as training writes it: ``net.*`` weights + the ``bone_age`` settings."""
+    net = T.make_net(backbone)
+    meta = {
+        "version": METADATA_VERSION,
+        "run": {"model": "multi_vgg16", "backbone": backbone, "loss": "mv"},
+        "model": {"backbone": backbone, "views": 2, "num_outputs": 41, "pretrained": False,
+                  "weights": None},
+        "loss": asdict(AgeLoss(name="mv")),
+        "data": {"views": ["anterior", "posterior"], "image_size": list(size),
+                 "resize": "stretch", "mirror_posterior": True, "normalize": "percentile",
+                 "percentile": 99.0},
+    }
+    state = {f"net.{k}": v for k, v in net.state_dict().items()}
+    torch.save({"state_dict": state, METADATA_KEY: meta}, path)
+    return path
+
+
+def run(ctx: Ctx) -> list[dict]:
+    from bone_age.inference import OnnxPredictor, TorchPredictor
+    from bone_age.predict import from_manifest, predict
+
+    backbone, size = ("test_resnet", (32, 16)) if ctx.quick else ("resnet10t", (128, 64))
+    ckpt = make_checkpoint(ctx.workdir / "bench.ckpt", backbone, size)
+    torch_pred = TorchPredictor(ckpt)
+    items, _ = from_manifest(ctx.cohort())
+    items = items[: 8 if ctx.quick else 32]
+    counts = np.stack([torch_pred.spec.counts(i.files) for i in items]).astype(np.float32)
+    sex = np.array([float(i.sex == "M") for i in items], dtype=np.float32)
+    batch = 16
+
+    def api() -> None:
+        predict(torch_pred, items, batch_size=batch, progress=False)
+
+    @torch.no_grad()
+    def bare() -> None:
+        for i in range(0, len(counts), batch):
+            x = torch.from_numpy(counts[i:i + batch])
+            torch_pred.net(torch_pred.normalize(x))
+
+    times = interleave({"predict": api, "bare": bare}, ctx.repeats)
+    ratio, spread = paired_ratio(times["bare"], times["predict"])
+    api_rate, _ = rate(len(items), times["predict"])
+    bare_rate, _ = rate(len(items), times["bare"])
+    what = f"dual-input {backbone} at {size[0]}x{size[1]} (the CPU recipe's model), batch {batch}"
+    out = [entry("4 inference: bone_age.predict / bare forward (studies/s)", ratio, "ratio", 0.9,
+                 ">=", spread=spread, repeats=ctx.repeats,
+                 note=(f"{what}; predict() on a manifest of {len(items)} studies (DICOM files in "
+                       f"the page cache; predict has no preprocessing cache, every call decodes "
+                       f"the DICOM) {api_rate:.1f} studies/s vs normalise + forward on "
+                       f"preloaded count tensors {bare_rate:.1f} studies/s"),
+                 predict_studies_per_s=api_rate, bare_studies_per_s=bare_rate)]
+    try:
+        from bone_age.export import export
+
+        onnx_pred = OnnxPredictor(export(ckpt, ctx.workdir / "bench.onnx"))
+        feeds = [(counts[i:i + batch], sex[i:i + batch]) for i in range(0, len(counts), batch)]
+        times = interleave({
+            "onnx": lambda: [onnx_pred(c, s) for c, s in feeds],
+            "eager": lambda: [torch_pred(c, s) for c, s in feeds],
+        }, ctx.repeats)
+        ratio, spread = paired_ratio(times["eager"], times["onnx"])
+        out.append(entry("4 inference: ONNX Runtime / eager PyTorch (studies/s)", ratio, "ratio",
+                         spread=spread, repeats=ctx.repeats,
+                         note=(f"{what}; exported graph (normalisation inside) vs TorchPredictor "
+                               f"on the same preloaded counts; CPUExecutionProvider defaults")))
+    except Exception as err:  # export needs onnx + onnxscript; record why it failed
+        traceback.print_exc()
+        out.append(entry("4 inference: ONNX Runtime / eager PyTorch (studies/s)", None, "ratio",
+                         note=f"export failed: {type(err).__name__}: {str(err)[:300]}"))
+    return out
