@@ -84,7 +84,7 @@ class Ctx:
     def cohort(self) -> Path:
         """Manifest of a small phantom cohort shared by the benchmarks (generated once)."""
         if self._cohort is None:
-            subjects = 12 if self.quick else 48
+            subjects = 24 if self.quick else 48
             from bone_age.phantom import generate_cohort
 
             self._cohort = Path(generate_cohort(self.workdir / "cohort", subjects=subjects,
