@@ -100,6 +100,26 @@ class BoneAgeModule(pl.LightningModule):
         self.log_dict({k: torch.as_tensor(v, dtype=torch.float32) for k, v in metrics.items()},
                       rank_zero_only=True)
 
+    @torch.no_grad()
+    def collect_outputs(self, dataloader, transform=None) -> dict[str, torch.Tensor]:
+        """Raw network outputs, ages and study indices over ``dataloader`` on this device.
+
+        Eval mode, no augmentation: ``transform`` is the data module's batch hook (normalises).
+        Used after testing to get inner-validation outputs for post-hoc calibration.
+        """
+        was_training = self.training
+        self.eval()
+        parts: dict[str, list[torch.Tensor]] = {"index": [], "age": [], "outputs": []}
+        for batch in dataloader:
+            batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            if transform is not None:
+                batch = transform(batch, 0)
+            parts["outputs"].append(self(batch["image"], batch["sex"]).float().cpu())
+            parts["index"].append(batch["index"].cpu())
+            parts["age"].append(batch["age"].float().cpu())
+        self.train(was_training)
+        return {k: torch.cat(v) for k, v in parts.items()}
+
     def predict_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
         pred, sd = self.loss.predict(self(batch["image"], batch["sex"]))
         return {"index": batch["index"], "pred_age": pred, "pred_sd": sd}

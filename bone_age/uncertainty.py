@@ -1,0 +1,152 @@
+"""Lightning callback: calibration of the predicted age distributions and the age gap.
+
+After testing, the tested weights are run once more over the inner-validation and test splits
+(raw outputs are needed: logits for temperature scaling and distribution quantiles). Everything
+fitted (temperature, gap correction) sees inner-validation data only; test labels are used
+only to score. Writes ``calibration.json``, ``age_gap.csv`` and ``reliability.png`` and adds
+the headline numbers to ``metrics.json`` (written before by ``ResultsWriter``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytorch_lightning as pl  # noqa: E402
+from pytorch_lightning.utilities import rank_zero_only  # noqa: E402
+
+from bone_age import calibration as cal  # noqa: E402
+from bone_age.losses import age_to_class, class_ages  # noqa: E402
+
+
+class CalibrationWriter(pl.Callback):
+    """Coverage of the nominal intervals, reliability plot, temperature, age gaps."""
+
+    def __init__(self, output_dir: str, temperature: bool = True) -> None:
+        self.output_dir = Path(output_dir)
+        self.temperature = temperature
+        self.summary: dict[str, Any] = {}
+
+    @rank_zero_only
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        dm = trainer.datamodule
+        hook = dm.on_after_batch_transfer
+        # Plain loaders (no distributed sampler): rank 0 sees every study of both splits.
+        val = {k: v.numpy() for k, v in
+               pl_module.collect_outputs(dm._loader("val"), hook).items()}
+        test = {k: v.numpy() for k, v in
+                pl_module.collect_outputs(dm._loader("test"), hook).items()}
+        self.summary = self.evaluate(pl_module.loss, val, test)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        (self.output_dir / "calibration.json").write_text(json.dumps(self.summary, indent=2))
+        self._write_gaps(dm, test)
+        if "reliability" in self.summary:
+            reliability_plot(self.summary["reliability"], self.output_dir / "reliability.png")
+        self._merge_metrics(trainer)
+
+    def evaluate(self, loss, val: dict[str, np.ndarray], test: dict[str, np.ndarray]) -> dict:
+        """All numbers of the run; ``val``/``test`` hold raw ``outputs``, ``age``, ``index``."""
+        to_np = _predict(loss)
+        val_pred, _ = to_np(val["outputs"])
+        test_pred, test_sd = to_np(test["outputs"])
+        age = test["age"]
+        fit = cal.fit_gap_correction(val["age"], val_pred)
+        gap = test_pred - age
+        corrected = fit.corrected_gap(test_pred, age)
+        test["pred_age"], test["gap"], test["gap_corrected"] = test_pred, gap, corrected
+        out: dict[str, Any] = {
+            "n_val": len(val["age"]), "n_test": len(age),
+            "gap_mean": float(gap.mean()), "gap_r_age": cal.correlation(gap, age),
+            "gap_corrected_mean": float(corrected.mean()),
+            "gap_corrected_r_age": cal.correlation(corrected, age),
+            "gap_corrected_mae": float(np.abs(corrected).mean()),
+            "gap_correction": {"intercept": fit.intercept, "slope": fit.slope,
+                               "fitted_on": "inner-validation"},
+        }
+        if loss.name == "mse":
+            return out  # no predicted distribution: no intervals
+        ages = class_ages(loss.min_age, loss.max_age).numpy().astype(float)
+        probs, mean, sd = cal.scaled_moments(test["outputs"], ages)
+        rel = {"level": list(cal.LEVELS),
+               "normal": list(cal.normal_coverage(age, mean, sd).values()),
+               "quantile": list(cal.distribution_coverage(age, probs, ages).values())}
+        out.update(cov50=_at(rel, "normal", 0.5), cov90=_at(rel, "normal", 0.9),
+                   cov50_q=_at(rel, "quantile", 0.5), cov90_q=_at(rel, "quantile", 0.9),
+                   mean_sd=float(sd.mean()))
+        if self.temperature:
+            import torch
+
+            labels = age_to_class(torch.as_tensor(val["age"]), loss.min_age, loss.max_age).numpy()
+            t = cal.fit_temperature(val["outputs"], labels)
+            probs_t, mean_t, sd_t = cal.scaled_moments(test["outputs"], ages, t)
+            rel["normal_T"] = list(cal.normal_coverage(age, mean_t, sd_t).values())
+            rel["quantile_T"] = list(cal.distribution_coverage(age, probs_t, ages).values())
+            out.update(temperature=t, cov50_T=_at(rel, "normal_T", 0.5),
+                       cov90_T=_at(rel, "normal_T", 0.9), mean_sd_T=float(sd_t.mean()),
+                       mae_T=float(np.abs(mean_t - age).mean()))
+        out["reliability"] = rel
+        return out
+
+    def _write_gaps(self, dm, test: dict[str, np.ndarray]) -> None:
+        with (self.output_dir / "age_gap.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["subject_id", "sex", "age", "pred_age", "gap", "gap_corrected"])
+            for i, index in enumerate(test["index"]):
+                study = dm.studies[int(index)]  # pseudonym only, as in predictions.csv
+                w.writerow([study.subject_id, study.sex, f"{study.age:g}",
+                            f"{test['pred_age'][i]:.3f}", f"{test['gap'][i]:.3f}",
+                            f"{test['gap_corrected'][i]:.3f}"])
+
+    def _merge_metrics(self, trainer: pl.Trainer) -> None:
+        flat = {f"calib_{k}" if k.startswith("cov") or k.startswith("mean_sd") else k: v
+                for k, v in self.summary.items() if not isinstance(v, dict)}
+        flat.pop("n_val", None)
+        flat.pop("n_test", None)
+        path = self.output_dir / "metrics.json"
+        metrics = json.loads(path.read_text()) if path.exists() else {}
+        metrics.update(flat)
+        path.write_text(json.dumps(metrics, indent=2, allow_nan=True))
+        # train() returns the ResultsWriter's dict: keep it in step with the file.
+        for cb in trainer.callbacks:
+            if cb is not self and isinstance(getattr(cb, "metrics", None), dict):
+                cb.metrics.update(flat)
+
+
+def _predict(loss):
+    import torch
+
+    def run(outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        pred, sd = loss.predict(torch.as_tensor(outputs))
+        return pred.numpy().astype(float), None if sd is None else sd.numpy().astype(float)
+
+    return run
+
+
+def _at(rel: dict, key: str, level: float) -> float:
+    return rel[key][[round(x, 3) for x in rel["level"]].index(level)]
+
+
+def reliability_plot(rel: dict, path: Path) -> Path:
+    """Nominal vs observed coverage of the central intervals (diagonal = calibrated)."""
+    fig, ax = plt.subplots(figsize=(4.2, 4.2))
+    ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--", label="ideal")
+    styles = {"normal": ("C0", "-", "mean ± z·SD"), "quantile": ("C1", "-", "softmax quantiles"),
+              "normal_T": ("C0", ":", "mean ± z·SD, temperature"),
+              "quantile_T": ("C1", ":", "quantiles, temperature")}
+    for key, (color, ls, label) in styles.items():
+        if key in rel:
+            ax.plot(rel["level"], rel[key], color=color, ls=ls, marker="o", ms=3, label=label)
+    ax.set(xlabel="nominal coverage", ylabel="observed coverage (test fold)",
+           xlim=(0, 1), ylim=(0, 1), title="Interval calibration")
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
