@@ -66,7 +66,7 @@ def bland_altman_plot(
     ax.axhline(bias, color="black", lw=1, label=f"bias {bias:+.2f} y")
     for sign in (-1, 1):
         ax.axhline(bias + sign * 1.96 * sd, color="black", ls="--", lw=1,
-                   label="bias ± 1.96 SD" if sign > 0 else None)
+                   label=f"bias ± 1.96 SD (± {1.96 * sd:.2f} y)" if sign > 0 else None)
     ax.axhline(0, color="grey", lw=0.8, ls=":")
     ax.set(xlabel="Mean of predicted and chronological age (years)",
            ylabel="Predicted - chronological age (years)",
@@ -105,6 +105,7 @@ def error_by_group_plot(
                 ax.annotate(f"n={n}", (rect.get_x() + rect.get_width() / 2, rect.get_height()),
                             ha="center", va="bottom", fontsize=7)
     ax.axhline(err.mean(), color="black", ls="--", lw=1, label=f"overall MAE {err.mean():.2f} y")
+    ax.margins(y=0.12)  # room for the count labels above the tallest bar
     ax.set_xticks(x, labels)
     ax.set(xlabel="Chronological age band (years)", ylabel="Mean absolute error (years)",
            title=title or "Error by age band and sex")
