@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import shutil
 import sys
@@ -25,7 +26,6 @@ ITEMS = {
     "options": "bone_age.bench.speed_options",
     "phantom": "bone_age.bench.phantom_gen",
 }
-NOTES = Path(__file__).with_name("NOTES.md")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -40,11 +40,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads (default: torch's own; 1 on a shared machine)")
     p.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
+    p.add_argument("--render", action="store_true",
+                   help="only rebuild results.md from results.json and notes.md in --out")
     p.add_argument("--accuracy", nargs="?", const=Path("experiments/phantom_bench/run"),
                    type=Path, metavar="RUN_DIR",
                    help="item 8: train experiment=phantom_bench into RUN_DIR (unless it holds "
                         "metrics.json already) and compare its MAE with the oracle")
     return p.parse_args(argv)
+
+
+def _notes(out: Path) -> str:
+    """The hand-written analysis in ``out/notes.md``, appended to results.md."""
+    notes = out / "notes.md"
+    return notes.read_text() if notes.exists() else ""
 
 
 def run_items(ctx: Ctx, names: list[str]) -> list[dict]:
@@ -75,6 +83,13 @@ def main(argv: list[str] | None = None) -> int:
                                wall_seconds=wall)
         print(table(results))
         return 0
+    if args.render:
+        results = json.loads((args.out / "results.json").read_text())
+        old = (args.out / "results.md").read_text() if (args.out / "results.md").exists() else ""
+        tail = next((line for line in old.splitlines() if line.startswith("Suite wall")), "")
+        write_results(results, args.out, _notes(args.out) + (f"\n{tail}\n" if tail else ""))
+        print(table(results))
+        return 0
     if args.threads:
         import torch
 
@@ -87,9 +102,9 @@ def main(argv: list[str] | None = None) -> int:
         results = run_items(ctx, args.only or list(ITEMS))
     finally:
         shutil.rmtree(ctx.workdir, ignore_errors=True)
-    notes = NOTES.read_text() if NOTES.exists() else ""
-    notes += (f"\nSuite wall time {time.perf_counter() - t0:.0f} s; 1-min load average at the "
-              f"end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores.\n")
+    notes = _notes(args.out) + (
+        f"\nSuite wall time {time.perf_counter() - t0:.0f} s (--threads {args.threads}); 1-min "
+        f"load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores.\n")
     write_results(results, args.out, notes)
     print(table(results))
     return 0
