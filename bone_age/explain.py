@@ -1,0 +1,183 @@
+"""``python -m bone_age.explain CHECKPOINT INPUT [--out DIR]``: Grad-CAM heat maps of a study.
+
+For a person to look at, not a measurement: where in each view the last convolution stage's
+activations push the predicted age (the distribution's mean, or the MSE output) up. Grad-CAM
+is captum's ``LayerGradCam`` on the last stage of each view's trunk; the coarse map is
+upsampled to the model input. The checkpoint and the input pipeline are inference.py's
+(``load_checkpoint``, ``Spec.counts``, ``Spec.normalize``), so the maps are over exactly the
+image the model sees (resized, posterior mirrored if training mirrored it).
+
+INPUT is one DICOM file (both views as frames, or one view with ``--view``) or a manifest
+``.csv`` (``--subject ID``, default its first study). Writes ``<name>_gradcam.png`` (both views:
+scan and overlay side by side, with the prediction) and ``<name>_<view>.png`` (the overlay at
+the model input size x ``--scale``). ``<name>`` is the manifest pseudonym, or ``study`` for a
+DICOM file: nothing from the DICOM header's identity fields is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from captum.attr import LayerAttribution, LayerGradCam  # noqa: E402
+from torch import nn  # noqa: E402
+
+from bone_age.data.dicom import DicomReadError, frame_views, read_dataset  # noqa: E402
+from bone_age.inference import CheckpointError, Spec, load_checkpoint  # noqa: E402
+from bone_age.models import BoneAgeNet  # noqa: E402
+
+
+def last_stage(trunk: nn.Module, example: torch.Tensor) -> nn.Module:
+    """The last top-level child of a timm feature trunk that outputs a 4-D map (Grad-CAM layer).
+
+    Found by probing, so it works for any timm architecture (resnet ``layer4``, VGG's last
+    conv block, ...).
+    """
+    seen: list[nn.Module] = []
+    hooks = [m.register_forward_hook(lambda mod, _i, out: seen.append(mod)
+                                     if torch.is_tensor(out) and out.dim() == 4 else None)
+             for m in trunk.body.children()]
+    with torch.no_grad():
+        trunk(example)
+    for h in hooks:
+        h.remove()
+    if not seen:
+        raise ValueError("no convolutional stage found in the trunk")
+    return seen[-1]
+
+
+class AgeOutput(nn.Module):
+    """The network read as one number per study: the predicted age (for Grad-CAM's target)."""
+
+    def __init__(self, net: BoneAgeNet, spec: Spec, sex: torch.Tensor | None) -> None:
+        super().__init__()
+        self.net, self.loss, self.sex = net, spec.loss, sex
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.loss.predict(self.net(images, self.sex))[0].unsqueeze(1)
+
+
+def gradcam(net: BoneAgeNet, spec: Spec, images: torch.Tensor,
+            sex: torch.Tensor | None) -> np.ndarray:
+    """(V, H, W) Grad-CAM maps in [0, 1] for images (1, V, 3, H, W), upsampled to H x W."""
+    if len(net.trunks) != net.views:
+        raise ValueError("Grad-CAM per view needs one trunk per view (model.share_weights=false)")
+    model = AgeOutput(net, spec, sex)
+    maps = []
+    for v, trunk in enumerate(net.trunks):
+        layer = last_stage(trunk, images[:, v])
+        attr = LayerGradCam(model, layer).attribute(images, target=0, relu_attributions=True)
+        up = LayerAttribution.interpolate(attr, tuple(images.shape[-2:]), "bilinear")
+        m = up[0, 0].detach().numpy()
+        maps.append(m / m.max() if m.max() > 0 else m)
+    return np.stack(maps)
+
+
+def overlay(counts: np.ndarray, heat: np.ndarray, scale: int = 4) -> np.ndarray:
+    """RGB uint8 (H*scale, W*scale, 3): grey scan (dark = high uptake) with the map in colour."""
+    scan = counts / max(float(np.percentile(counts, 99.5)), 1e-6)
+    grey = 1.0 - np.clip(scan, 0, 1)  # scintigraphy convention: uptake is dark
+    rgb = np.repeat(grey[..., None], 3, axis=2)
+    colour = plt.get_cmap("jet")(heat)[..., :3]
+    alpha = 0.55 * heat[..., None]
+    out = (1 - alpha) * rgb + alpha * colour
+    out = np.kron(out, np.ones((scale, scale, 1)))  # nearest-neighbour enlargement
+    return (np.clip(out, 0, 1) * 255).astype(np.uint8)
+
+
+def explain(checkpoint: Path, files: dict[str, Path], sex: str | None, out: Path,
+            name: str = "study", scale: int = 4) -> list[Path]:
+    """Write the figure and one overlay per view; returns the paths."""
+    net, spec = load_checkpoint(checkpoint)
+    counts = spec.counts(files)  # (V, H, W)
+    images = spec.normalize()(torch.from_numpy(counts[None].astype(np.float32)))
+    sex_t = None
+    if spec.use_sex:
+        if sex not in ("F", "M"):
+            raise DicomReadError("study", "the model uses sex as an input; give --sex F or M")
+        sex_t = torch.tensor([float(sex == "M")])
+    with torch.no_grad():
+        age, sd = spec.loss.predict(net(images, sex_t))
+    heat = gradcam(net, spec, images, sex_t)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for v, view in enumerate(spec.views):
+        path = out / f"{name}_{view}.png"
+        plt.imsave(path, overlay(counts[v], heat[v], scale))
+        written.append(path)
+    label = f"predicted age {age.item():.1f} y" + ("" if sd is None else f" (SD {sd.item():.1f})")
+    written.append(_figure(counts, heat, spec, label, out / f"{name}_gradcam.png"))
+    return written
+
+
+def _figure(counts: np.ndarray, heat: np.ndarray, spec: Spec, label: str, path: Path) -> Path:
+    n = len(spec.views)
+    fig, axes = plt.subplots(1, 2 * n, figsize=(2.2 * 2 * n, 6.4), squeeze=False)
+    mirrored = spec.meta["data"].get("mirror_posterior", False)
+    for v, view in enumerate(spec.views):
+        title = view + (" (mirrored)" if view == "posterior" and mirrored else "")
+        axes[0, 2 * v].imshow(overlay(counts[v], np.zeros_like(heat[v]), 1), aspect="auto")
+        axes[0, 2 * v].set_title(title, fontsize=9)
+        axes[0, 2 * v + 1].imshow(overlay(counts[v], heat[v], 1), aspect="auto")
+        axes[0, 2 * v + 1].set_title(f"{view}: Grad-CAM", fontsize=9)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    fig.suptitle(f"{label}; colour = regions raising the predicted age", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _study(args: argparse.Namespace) -> tuple[dict[str, Path], str | None, str]:
+    """Files of each view, sex, and the output name of the study INPUT names."""
+    if args.input.suffix.lower() == ".csv":
+        from bone_age.predict import from_manifest
+
+        items, _ = from_manifest(args.input)
+        chosen = [i for i in items if args.subject in (None, i.subject_id)]
+        if not chosen:
+            raise DicomReadError(args.input, f"no usable study {args.subject or ''} in manifest")
+        item = chosen[0]
+        return item.files, args.sex or item.sex, item.subject_id
+    from bone_age.data.labels import study_sex
+
+    ds = read_dataset(args.input)
+    views = frame_views(ds) or ({args.view: 0} if args.view else {})
+    if not views:
+        raise DicomReadError(args.input, "the headers do not name the view; give --view")
+    return dict.fromkeys(views, args.input), args.sex or study_sex(ds), "study"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bone_age.explain",
+                                description=__doc__.splitlines()[0])
+    p.add_argument("checkpoint", type=Path, help="a run's checkpoints/*.ckpt")
+    p.add_argument("input", type=Path, help="a DICOM file or a manifest .csv")
+    p.add_argument("--out", type=Path, default=Path("explain"))
+    p.add_argument("--view", choices=["anterior", "posterior"],
+                   help="the view of a single-frame file whose headers do not name it")
+    p.add_argument("--subject", help="manifest subject_id to explain (default: the first)")
+    p.add_argument("--sex", choices=["F", "M"], help="for models using sex, if not in the input")
+    p.add_argument("--scale", type=int, default=4, help="enlargement of the per-view overlays")
+    args = p.parse_args(argv)
+    try:
+        files, sex, name = _study(args)
+        written = explain(args.checkpoint, files, sex, args.out, name, args.scale)
+    except (CheckpointError, DicomReadError, ValueError) as err:
+        print(f"bone-age explain: {err}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
