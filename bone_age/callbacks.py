@@ -71,7 +71,6 @@ class ResultsWriter(pl.Callback):
         dm = trainer.datamodule
         preds = {k: v.numpy() for k, v in pl_module.test_predictions.items()}
         age, pred = preds["age"], preds["pred_age"]
-        err = np.abs(pred - age)
         train_mean = float(np.mean(dm.ages("train")))
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.metrics = {
@@ -79,9 +78,7 @@ class ResultsWriter(pl.Callback):
             "n_train": len(dm.splits["train"]),
             "n_val": len(dm.splits["val"]),
             "n_test": len(age),
-            "mae": float(err.mean()),
-            "mae_sd": float(err.std(ddof=1)) if len(err) > 1 else 0.0,
-            "pearson_r": float(np.corrcoef(pred, age)[0, 1]) if len(age) > 1 else math.nan,
+            **pl_module.test_metrics,
             "baseline_mae": float(np.mean(np.abs(age - train_mean))),
             "num_params": count_parameters(pl_module.net),
             "best_epoch": int(pl_module.best_epoch),

@@ -8,9 +8,9 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 from torchmetrics import MeanAbsoluteError
-from torchmetrics.functional import mean_absolute_error, pearson_corrcoef
 
 from bone_age.losses import AgeLoss
+from bone_age.metrics import age_metrics
 
 
 class BoneAgeModule(pl.LightningModule):
@@ -37,6 +37,7 @@ class BoneAgeModule(pl.LightningModule):
         self.best_epoch: int = -1
         self._test_outputs: list[dict[str, torch.Tensor]] = []
         self.test_predictions: dict[str, torch.Tensor] = {}
+        self.test_metrics: dict[str, float] = {}
 
     def forward(self, images: torch.Tensor, sex: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(images, sex)
@@ -90,15 +91,9 @@ class BoneAgeModule(pl.LightningModule):
         sorted_index = gathered["index"][order]
         keep[1:] = sorted_index[1:] != sorted_index[:-1]
         self.test_predictions = {k: v[order][keep].cpu() for k, v in gathered.items()}
-        pred, age = self.test_predictions["pred_age"], self.test_predictions["age"]
-        abs_err = (pred - age).abs()
-        metrics = {
-            "test/mae": mean_absolute_error(pred, age),
-            "test/mae_sd": abs_err.std() if len(abs_err) > 1 else torch.tensor(0.0),
-            "test/pearson_r": pearson_corrcoef(pred, age) if len(pred) > 1 else torch.nan,
-        }
-        self.log_dict({k: torch.as_tensor(v, dtype=torch.float32) for k, v in metrics.items()},
-                      rank_zero_only=True)
+        self.test_metrics = age_metrics(self.test_predictions["pred_age"],
+                                        self.test_predictions["age"])
+        self.log_dict({f"test/{k}": v for k, v in self.test_metrics.items()}, rank_zero_only=True)
 
     @torch.no_grad()
     def collect_outputs(self, dataloader, transform=None) -> dict[str, torch.Tensor]:

@@ -24,6 +24,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from bone_age import plots
+from bone_age.metrics import age_metrics
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +64,6 @@ def collect_runs(root: Path) -> dict[tuple[str, str, str], dict[int, dict[str, A
     return cells
 
 
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.corrcoef(a, b)[0, 1]) if len(a) > 1 and a.std() and b.std() else float("nan")
-
-
 def summarise(cells: dict) -> list[dict[str, Any]]:
     rows = []
     def order(key):
@@ -78,18 +75,18 @@ def summarise(cells: dict) -> list[dict[str, Any]]:
         folds = cells[key]
         age = np.concatenate([f["age"] for f in folds.values()])
         pred = np.concatenate([f["pred"] for f in folds.values()])
-        err = np.abs(pred - age)
-        fold_mae = np.array([np.mean(np.abs(f["pred"] - f["age"])) for f in folds.values()])
-        fold_r = np.array([_pearson(f["pred"], f["age"]) for f in folds.values()])
+        pooled = age_metrics(pred, age)
+        per_fold = [age_metrics(f["pred"], f["age"]) for f in folds.values()]
+        fold_mae = np.array([m["mae"] for m in per_fold])
+        fold_r = np.array([m["pearson_r"] for m in per_fold])
         name = MODEL_NAMES.get(model, model)
         if backbone != DEFAULT_BACKBONES.get(model, backbone):
             name += f" [{backbone}]"
         rows.append({
             "key": key,
             "model": name, "loss": LOSS_NAMES.get(loss, loss), "folds": len(folds),
-            "n": len(age), "mae": float(err.mean()),
-            "mae_sd": float(err.std(ddof=1)) if len(err) > 1 else 0.0,
-            "r": _pearson(pred, age),
+            "n": len(age), "mae": pooled["mae"], "mae_sd": pooled["mae_sd"],
+            "r": pooled["pearson_r"],
             "fold_mae_mean": float(fold_mae.mean()), "fold_mae_sd": float(fold_mae.std(ddof=1))
             if len(fold_mae) > 1 else 0.0,
             "fold_r_mean": float(np.nanmean(fold_r)) if np.isfinite(fold_r).any() else np.nan,
