@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint setup clean
+.PHONY: run test lint setup clean bench bench-accuracy
 
 setup: $(STAMP)
 
@@ -21,6 +21,13 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# Benchmarks print figures and write experiments/bench/results.{json,md}; never part of `make test`.
+bench: $(STAMP)
+	$(BIN)/python -m bone_age.bench
+
+bench-accuracy: $(STAMP)
+	$(BIN)/python -m bone_age.bench --accuracy
 
 lint: $(STAMP)
 	$(BIN)/ruff check bone_age tests
