@@ -1,11 +1,13 @@
 """``python -m bone_age.explain CHECKPOINT INPUT [--out DIR]``: Grad-CAM heat maps of a study.
 
-For a person to look at, not a measurement: where in each view the last convolution stage's
-activations push the predicted age (the distribution's mean, or the MSE output) up. Grad-CAM
-is captum's ``LayerGradCam`` on the last stage of each view's trunk; the coarse map is
-upsampled to the model input. The checkpoint and the input pipeline are inference.py's
-(``load_checkpoint``, ``Spec.counts``, ``Spec.normalize``), so the maps are over exactly the
-image the model sees (resized, posterior mirrored if training mirrored it).
+For a person to look at, not a measurement: where in each view a convolution stage's
+activations push the predicted age (the distribution's mean, or the MSE output) up (red) or
+down (blue). Grad-CAM is captum's ``LayerGradCam`` on the last stage of each view's trunk
+(``--stage 2``: the one before, finer); maps are signed (no ReLU), scaled by one common
+maximum over both views so their strengths compare, and upsampled to the model input. The
+checkpoint and the input pipeline are inference.py's (``load_checkpoint``, ``Spec.counts``,
+``Spec.normalize``), so the maps are over exactly the image the model sees (resized, posterior
+mirrored if training mirrored it).
 
 INPUT is one DICOM file (both views as frames, or one view with ``--view``) or a manifest
 ``.csv`` (``--subject ID``, default its first study). Writes ``<name>_gradcam.png`` (both views:
@@ -34,8 +36,8 @@ from bone_age.inference import CheckpointError, Spec, load_checkpoint  # noqa: E
 from bone_age.models import BoneAgeNet  # noqa: E402
 
 
-def last_stage(trunk: nn.Module, example: torch.Tensor) -> nn.Module:
-    """The last top-level child of a timm feature trunk that outputs a 4-D map (Grad-CAM layer).
+def last_stage(trunk: nn.Module, example: torch.Tensor, stage: int = 1) -> nn.Module:
+    """The ``stage``-th last top-level child of a timm trunk with a 4-D output (Grad-CAM layer).
 
     Found by probing, so it works for any timm architecture (resnet ``layer4``, VGG's last
     conv block, ...).
@@ -48,9 +50,9 @@ def last_stage(trunk: nn.Module, example: torch.Tensor) -> nn.Module:
         trunk(example)
     for h in hooks:
         h.remove()
-    if not seen:
-        raise ValueError("no convolutional stage found in the trunk")
-    return seen[-1]
+    if len(seen) < stage:
+        raise ValueError(f"the trunk has fewer than {stage} convolutional stages")
+    return seen[-stage]
 
 
 class AgeOutput(nn.Module):
@@ -65,35 +67,36 @@ class AgeOutput(nn.Module):
 
 
 def gradcam(net: BoneAgeNet, spec: Spec, images: torch.Tensor,
-            sex: torch.Tensor | None) -> np.ndarray:
-    """(V, H, W) Grad-CAM maps in [0, 1] for images (1, V, 3, H, W), upsampled to H x W."""
+            sex: torch.Tensor | None, stage: int = 1) -> np.ndarray:
+    """(V, H, W) signed Grad-CAM maps in [-1, 1] for images (1, V, 3, H, W), at H x W."""
     if len(net.trunks) != net.views:
         raise ValueError("Grad-CAM per view needs one trunk per view (model.share_weights=false)")
     model = AgeOutput(net, spec, sex)
     maps = []
     for v, trunk in enumerate(net.trunks):
-        layer = last_stage(trunk, images[:, v])
-        attr = LayerGradCam(model, layer).attribute(images, target=0, relu_attributions=True)
+        layer = last_stage(trunk, images[:, v], stage)
+        attr = LayerGradCam(model, layer).attribute(images, target=0)
         up = LayerAttribution.interpolate(attr, tuple(images.shape[-2:]), "bilinear")
-        m = up[0, 0].detach().numpy()
-        maps.append(m / m.max() if m.max() > 0 else m)
-    return np.stack(maps)
+        maps.append(up[0, 0].detach().numpy())
+    stacked = np.stack(maps)
+    top = float(np.abs(stacked).max())
+    return stacked / top if top > 0 else stacked
 
 
 def overlay(counts: np.ndarray, heat: np.ndarray, scale: int = 4) -> np.ndarray:
-    """RGB uint8 (H*scale, W*scale, 3): grey scan (dark = high uptake) with the map in colour."""
+    """RGB uint8 (H*scale, W*scale, 3): grey scan (dark = high uptake), map in red/blue."""
     scan = counts / max(float(np.percentile(counts, 99.5)), 1e-6)
     grey = 1.0 - np.clip(scan, 0, 1)  # scintigraphy convention: uptake is dark
     rgb = np.repeat(grey[..., None], 3, axis=2)
-    colour = plt.get_cmap("jet")(heat)[..., :3]
-    alpha = 0.55 * heat[..., None]
+    colour = plt.get_cmap("bwr")(0.5 + 0.5 * heat)[..., :3]
+    alpha = 0.65 * np.abs(heat)[..., None]
     out = (1 - alpha) * rgb + alpha * colour
     out = np.kron(out, np.ones((scale, scale, 1)))  # nearest-neighbour enlargement
     return (np.clip(out, 0, 1) * 255).astype(np.uint8)
 
 
 def explain(checkpoint: Path, files: dict[str, Path], sex: str | None, out: Path,
-            name: str = "study", scale: int = 4) -> list[Path]:
+            name: str = "study", scale: int = 4, stage: int = 1) -> list[Path]:
     """Write the figure and one overlay per view; returns the paths."""
     net, spec = load_checkpoint(checkpoint)
     counts = spec.counts(files)  # (V, H, W)
@@ -105,7 +108,7 @@ def explain(checkpoint: Path, files: dict[str, Path], sex: str | None, out: Path
         sex_t = torch.tensor([float(sex == "M")])
     with torch.no_grad():
         age, sd = spec.loss.predict(net(images, sex_t))
-    heat = gradcam(net, spec, images, sex_t)
+    heat = gradcam(net, spec, images, sex_t, stage)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for v, view in enumerate(spec.views):
@@ -119,7 +122,7 @@ def explain(checkpoint: Path, files: dict[str, Path], sex: str | None, out: Path
 
 def _figure(counts: np.ndarray, heat: np.ndarray, spec: Spec, label: str, path: Path) -> Path:
     n = len(spec.views)
-    fig, axes = plt.subplots(1, 2 * n, figsize=(2.2 * 2 * n, 6.4), squeeze=False)
+    fig, axes = plt.subplots(1, 2 * n, figsize=(2.0 * 2 * n, 4.6), squeeze=False)
     mirrored = spec.meta["data"].get("mirror_posterior", False)
     for v, view in enumerate(spec.views):
         title = view + (" (mirrored)" if view == "posterior" and mirrored else "")
@@ -129,7 +132,7 @@ def _figure(counts: np.ndarray, heat: np.ndarray, spec: Spec, label: str, path: 
         axes[0, 2 * v + 1].set_title(f"{view}: Grad-CAM", fontsize=9)
     for ax in axes.ravel():
         ax.set_axis_off()
-    fig.suptitle(f"{label}; colour = regions raising the predicted age", fontsize=9)
+    fig.suptitle(f"{label}\nGrad-CAM: red raises, blue lowers the predicted age", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -167,10 +170,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--subject", help="manifest subject_id to explain (default: the first)")
     p.add_argument("--sex", choices=["F", "M"], help="for models using sex, if not in the input")
     p.add_argument("--scale", type=int, default=4, help="enlargement of the per-view overlays")
+    p.add_argument("--stage", type=int, default=1,
+                   help="trunk stage counted from the end (1: last, coarsest; 2: finer)")
     args = p.parse_args(argv)
     try:
         files, sex, name = _study(args)
-        written = explain(args.checkpoint, files, sex, args.out, name, args.scale)
+        written = explain(args.checkpoint, files, sex, args.out, name, args.scale, args.stage)
     except (CheckpointError, DicomReadError, ValueError) as err:
         print(f"bone-age explain: {err}", file=sys.stderr)
         return 2
