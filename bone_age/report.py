@@ -54,7 +54,8 @@ def collect_runs(root: Path) -> dict[tuple[str, str, str], dict[int, dict[str, A
             log.warning("%s: no predictions.csv beside it, left out", metrics_file.parent)
             continue
         m = json.loads(metrics_file.read_text())
-        key = (str(m.get("model")), str(m.get("backbone")), str(m.get("loss")))
+        model = str(m.get("model")) + (" + sex" if m.get("use_sex") else "")  # its own row
+        key = (model, str(m.get("backbone")), str(m.get("loss")))
         fold = int(m.get("fold", 0))
         if fold in cells[key]:
             log.warning("%s fold %d appears twice; the newer run %s is used",
@@ -79,8 +80,9 @@ def summarise(cells: dict) -> list[dict[str, Any]]:
         per_fold = [age_metrics(f["pred"], f["age"]) for f in folds.values()]
         fold_mae = np.array([m["mae"] for m in per_fold])
         fold_r = np.array([m["pearson_r"] for m in per_fold])
-        name = MODEL_NAMES.get(model, model)
-        if backbone != DEFAULT_BACKBONES.get(model, backbone):
+        base, _, extra = model.partition(" + ")
+        name = MODEL_NAMES.get(base, base) + (f" + {extra}" if extra else "")
+        if backbone != DEFAULT_BACKBONES.get(base, backbone):
             name += f" [{backbone}]"
         rows.append({
             "key": key,
