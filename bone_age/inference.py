@@ -5,7 +5,7 @@ file is executed. Everything needed to rebuild the network and its input pipelin
 ``bone_age`` entry that ``bone_age.callbacks.RunConfig`` stores in every checkpoint. An ONNX
 model carries the same entry as JSON in its metadata_props.
 
-The input path is exactly training's: ``read_view`` -> ``Preprocess`` (counts, resized) ->
+The input path is exactly training's: ``read_study_views`` -> ``Preprocess`` (counts, resized) ->
 ``CountNormalize`` (inside the ONNX graph for exported models), no augmentation.
 """
 
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from bone_age.callbacks import METADATA_KEY
-from bone_age.data.dicom import DicomReadError, read_dataset, read_view
+from bone_age.data.dicom import DicomReadError, read_study_views
 from bone_age.data.preprocess import Preprocess
 from bone_age.data.transforms import CountNormalize
 from bone_age.losses import AgeLoss
@@ -60,19 +60,12 @@ class Spec:
 
     def counts(self, files: dict[str, Path]) -> np.ndarray:
         """(V, H, W) float32 count images of one study, as the training cache stores them."""
-        datasets, views = {}, {}
         for view in self.views:
             if view not in files:
                 raise DicomReadError(
                     "study", f"the model needs the {' and '.join(self.views)} view(s); "
                     f"no {view} view was found")
-            path = files[view]
-            ds = datasets.setdefault(path, read_dataset(path))
-            counts = read_view(path, view, ds)
-            if not np.isfinite(counts).all() or counts.max() <= 0:
-                raise DicomReadError(path, f"{view} view is empty or not finite")
-            views[view] = counts
-        return self.preprocess(views)
+        return self.preprocess(read_study_views({view: files[view] for view in self.views}))
 
 
 def load_checkpoint(path: str | Path) -> tuple[BoneAgeNet, Spec]:

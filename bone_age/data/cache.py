@@ -17,9 +17,10 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
-from bone_age.data.dicom import DicomReadError, read_dataset, read_view
+from bone_age.data.dicom import DicomReadError, read_study_views
 from bone_age.data.manifest import Problem, Study
 from bone_age.data.preprocess import Preprocess
 
@@ -66,15 +67,7 @@ class StudyCache:
         target = self.entry(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            datasets = {}
-            views = {}
-            for view in self.views:
-                path = getattr(study, view)
-                ds = datasets.setdefault(path, read_dataset(path))
-                counts = read_view(path, view, ds)
-                if not np.isfinite(counts).all() or counts.max() <= 0:
-                    raise DicomReadError(path, f"{view} view is empty or not finite")
-                views[view] = counts
+            views = read_study_views({view: getattr(study, view) for view in self.views})
             image = self.preprocess(views)
         except DicomReadError as err:
             message = str(err)
@@ -95,7 +88,9 @@ class StudyCache:
         if todo:
             bar = tqdm(total=len(todo), desc="caching studies", disable=not progress)
             if workers > 1 and len(todo) > 8:
-                with ProcessPoolExecutor(workers) as pool:
+                # One torch thread per worker: the workers already fill the cores.
+                with ProcessPoolExecutor(workers, initializer=torch.set_num_threads,
+                                         initargs=(1,)) as pool:
                     for _ in pool.map(self._build_one, *zip(*todo, strict=True), chunksize=8):
                         bar.update()
             else:

@@ -131,14 +131,7 @@ def _stored_inverted(arr: np.ndarray) -> bool:
     return high > low and float(np.median(arr)) > (low + high) / 2
 
 
-def read_view(path: str | Path, view: View, ds: Dataset | None = None) -> np.ndarray:
-    """The counts of one view (float32, rows x columns) of a whole-body scan file.
-
-    A single-frame file is taken as the view the caller names (the manifest says so); a
-    multi-frame file must tell its views apart in its headers.
-    """
-    ds = read_dataset(path) if ds is None else ds
-    frames = pixel_counts(ds, path)
+def _select_view(path: str | Path, view: View, ds: Dataset, frames: np.ndarray) -> np.ndarray:
     if frames.shape[0] == 1:
         return frames[0]
     views = frame_views(ds)
@@ -147,3 +140,31 @@ def read_view(path: str | Path, view: View, ds: Dataset | None = None) -> np.nda
             path, f"{frames.shape[0]} frames but no frame is marked as the {view} view"
         )
     return frames[views[view]]
+
+
+def read_view(path: str | Path, view: View, ds: Dataset | None = None) -> np.ndarray:
+    """The counts of one view (float32, rows x columns) of a whole-body scan file.
+
+    A single-frame file is taken as the view the caller names (the manifest says so); a
+    multi-frame file must tell its views apart in its headers.
+    """
+    ds = read_dataset(path) if ds is None else ds
+    return _select_view(path, view, ds, pixel_counts(ds, path))
+
+
+def read_study_views(files: dict[View, Path]) -> dict[View, np.ndarray]:
+    """Every view of one study, each file read and decoded once (a two-frame file holds both).
+
+    An all-zero or non-finite view is an error: it would only teach the model noise.
+    """
+    decoded: dict[Path, tuple[Dataset, np.ndarray]] = {}
+    out: dict[View, np.ndarray] = {}
+    for view, path in files.items():
+        if path not in decoded:
+            ds = read_dataset(path)
+            decoded[path] = (ds, pixel_counts(ds, path))
+        counts = _select_view(path, view, *decoded[path])
+        if not np.isfinite(counts).all() or counts.max() <= 0:
+            raise DicomReadError(path, f"{view} view is empty or not finite")
+        out[view] = counts
+    return out
