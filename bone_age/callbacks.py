@@ -102,7 +102,9 @@ class ResultsWriter(pl.Callback):
 
     def write_figures(self, age: np.ndarray, pred: np.ndarray, sex: list[str]) -> dict[str, Path]:
         info = self.run_info
-        title = f"{info.get('model', '')} + {info.get('loss', '')}, fold {info.get('fold', '')}"
+        # The trunk is named too: "multi_vgg16" with a resnet10t trunk is not the paper's VGG16.
+        title = (f"{info.get('model', '')} [{info.get('backbone', '')}] + {info.get('loss', '')}, "
+                 f"fold {info.get('fold', '')}")
         out = self.output_dir
         figures = {
             "scatter": plots.scatter_plot(age, pred, out / "scatter.png", title,
