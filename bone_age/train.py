@@ -42,6 +42,14 @@ def _pin_job_for_ddp_children(output_dir: str) -> None:
     sys.argv = [sys.argv[0], *overrides]
 
 
+def _apply_speed_switches(net: torch.nn.Module, speed: DictConfig | dict) -> None:
+    """channels-last weights and in-place torch.compile (state-dict keys stay the same)."""
+    if speed.get("channels_last"):
+        net.to(memory_format=torch.channels_last)
+    if speed.get("compile"):
+        net.compile()
+
+
 def _checkpoint_to_resume(cfg: DictConfig, output_dir: Path) -> str | None:
     last = output_dir / "checkpoints" / "last.ckpt"
     if cfg.get("resume") and last.exists():
@@ -67,6 +75,7 @@ def train(cfg: DictConfig) -> dict:
     net = instantiate(cfg.model, num_outputs=loss.num_outputs)
     # Built as a partial: Hydra would turn the (dataclass) loss passed as an argument into a config.
     module = instantiate(cfg.module, _partial_=True)(net=net, loss=loss)
+    _apply_speed_switches(net, cfg.get("speed") or {})
     callbacks = _instantiate_all(cfg.get("callbacks"))
     loggers = _instantiate_all(cfg.get("logger"))
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)

@@ -75,3 +75,9 @@ def test_bad_config_is_one_clear_line(cohort, tmp_path):
     assert done.returncode == 2
     assert "data.fold must be in 0..4, got 7" in done.stderr + done.stdout
     assert "Traceback" not in done.stderr
+
+
+def test_channels_last_switch_trains(cohort, tmp_path):
+    metrics = run_in_process(["speed.channels_last=true", *tiny_overrides(cohort, tmp_path)],
+                             tmp_path / "run")
+    assert metrics["n_test"] > 0 and metrics["mae"] == metrics["mae"]  # finite, not NaN
