@@ -54,7 +54,9 @@ def collect_runs(root: Path) -> dict[tuple[str, str, str], dict[int, dict[str, A
             log.warning("%s: no predictions.csv beside it, left out", metrics_file.parent)
             continue
         m = json.loads(metrics_file.read_text())
-        model = str(m.get("model")) + (" + sex" if m.get("use_sex") else "")  # its own row
+        # Variants beyond the paper get rows of their own.
+        extras = ["sex"] * bool(m.get("use_sex")) + ["4:1 aspect"] * (m.get("resize") == "pad")
+        model = " + ".join([str(m.get("model")), *extras])
         key = (model, str(m.get("backbone")), str(m.get("loss")))
         fold = int(m.get("fold", 0))
         if fold in cells[key]:

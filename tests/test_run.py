@@ -81,3 +81,20 @@ def test_channels_last_switch_trains(cohort, tmp_path):
     metrics = run_in_process(["speed.channels_last=true", *tiny_overrides(cohort, tmp_path)],
                              tmp_path / "run")
     assert metrics["n_test"] > 0 and metrics["mae"] == metrics["mae"]  # finite, not NaN
+
+
+def test_report_gives_variants_their_own_rows(tmp_path):
+    from bone_age.report import report
+
+    for name, extra in (("base", {}), ("sex", {"use_sex": True}), ("pad", {"resize": "pad"})):
+        run_dir = tmp_path / name
+        run_dir.mkdir()
+        metrics = {"model": "multi_vgg16", "backbone": "vgg16", "loss": "mv", "fold": 0,
+                   "baseline_mae": 7.0, **extra}
+        (run_dir / "metrics.json").write_text(json.dumps(metrics))
+        (run_dir / "predictions.csv").write_text(
+            "subject_id,fold,sex,age,pred_age,pred_sd\nA,0,F,50,52,3\nB,0,M,70,66,3\n")
+    table = report(tmp_path).read_text()
+    for row in ("| Multiple inputs VGG16 | ", "| Multiple inputs VGG16 + sex | ",
+                "| Multiple inputs VGG16 + 4:1 aspect | "):
+        assert row in table
