@@ -31,7 +31,7 @@ import torch  # noqa: E402
 from captum.attr import LayerAttribution, LayerGradCam  # noqa: E402
 from torch import nn  # noqa: E402
 
-from bone_age.data.dicom import DicomReadError, frame_views, read_dataset  # noqa: E402
+from bone_age.data.dicom import DicomReadError, read_dataset, views_in_file  # noqa: E402
 from bone_age.inference import CheckpointError, Spec, load_checkpoint  # noqa: E402
 from bone_age.models import BoneAgeNet  # noqa: E402
 
@@ -152,10 +152,8 @@ def _study(args: argparse.Namespace) -> tuple[dict[str, Path], str | None, str]:
         return item.files, args.sex or item.sex, item.subject_id
     from bone_age.data.labels import study_sex
 
-    ds = read_dataset(args.input)
-    views = frame_views(ds) or ({args.view: 0} if args.view else {})
-    if not views:
-        raise DicomReadError(args.input, "the headers do not name the view; give --view")
+    ds = read_dataset(args.input, pixels=False)
+    views = views_in_file(ds, args.input, args.view)
     return dict.fromkeys(views, args.input), args.sex or study_sex(ds), "study"
 
 

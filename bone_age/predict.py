@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from bone_age.data.dicom import DicomReadError, frame_views, pixel_counts, read_dataset
+from bone_age.data.dicom import DicomReadError, read_dataset, views_in_file
 from bone_age.data.manifest import ManifestError, read_manifest
 
 COLUMNS = ["subject_id", "sex", "age", "pred_age", "pred_sd", "age_gap"]
@@ -76,14 +76,8 @@ def from_file(path: Path, view: str | None, key_file: Path, out: Path) -> Item:
     """One DICOM file: its views from the headers, or ``view`` for an unnamed single frame."""
     from bone_age.data.labels import study_age, study_sex
 
-    ds = read_dataset(path)
-    views = frame_views(ds)
-    n_frames = pixel_counts(ds, path).shape[0]
-    if n_frames == 1 and view:
-        views = {view: 0}  # the user states what the headers do not say
-    elif n_frames == 1 and not views:
-        raise DicomReadError(path, "a single frame whose headers do not name its view; state "
-                                   "it with --view anterior or --view posterior")
+    ds = read_dataset(path, pixels=False)  # the pixels are decoded once, at prediction
+    views = views_in_file(ds, path, view)
     patient = str(ds.get("PatientID", "") or "")
     sid = _pseudonymizer(key_file, [out.resolve().parent]).subject(patient) if patient \
         else "study-1"

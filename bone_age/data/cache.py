@@ -9,6 +9,7 @@ report it without decoding again.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -28,8 +29,16 @@ CACHE_VERSION = 2
 
 
 def file_digest(path: Path) -> str:
+    """Content hash of a file, hashed once per process while its size and mtime stay the same
+    (a run asks for every study's key in prepare_data and again in setup)."""
+    stat = path.stat()
+    return _digest(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.cache
+def _digest(path: str, size: int, mtime_ns: int) -> str:
     h = hashlib.blake2b(digest_size=16)
-    with path.open("rb") as f:
+    with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()

@@ -96,6 +96,22 @@ def frame_views(ds: Dataset) -> dict[View, int]:
     return {view: 0} if view else {}
 
 
+def views_in_file(ds: Dataset, path: str | Path, view: View | None = None) -> dict[View, int]:
+    """Which frame holds which view of one file; ``view`` names a single frame (the user knows).
+
+    Headers only: nothing is decoded. A single frame with no view in its headers and none stated
+    is an error, since a file alone (unlike a manifest row) does not say which view it is.
+    """
+    single = int(ds.get("NumberOfFrames", 1) or 1) == 1
+    if single and view:
+        return {view: 0}
+    views = frame_views(ds)
+    if single and not views:
+        raise DicomReadError(path, "a single frame whose headers do not name its view; state "
+                                   "it with --view anterior or --view posterior")
+    return views
+
+
 def read_dataset(path: str | Path, pixels: bool = True) -> Dataset:
     """pydicom read with a one-line error for anything that is not a readable DICOM file."""
     try:
