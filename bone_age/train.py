@@ -13,7 +13,10 @@ import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+from bone_age.cluster import hpc_checkpoints, lightning_handles_requeue, slurm_plugins
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +54,17 @@ def _apply_speed_switches(net: torch.nn.Module, speed: DictConfig | dict) -> Non
 
 
 def _checkpoint_to_resume(cfg: DictConfig, output_dir: Path) -> str | None:
+    """The newest of: a checkpoint saved at a SLURM requeue signal (always used under SLURM, as
+    Lightning does) and, with ``resume=true``, the last end-of-epoch checkpoint."""
+    candidates = hpc_checkpoints(output_dir) if SLURMEnvironment.detect() else []
     last = output_dir / "checkpoints" / "last.ckpt"
     if cfg.get("resume") and last.exists():
-        log.info("resuming from %s", last)
-        return str(last)
-    return None
+        candidates.append(last)
+    if not candidates:
+        return None
+    newest = max(candidates, key=lambda p: p.stat().st_mtime_ns)
+    log.info("resuming from %s", newest)
+    return str(newest)
 
 
 def train(cfg: DictConfig) -> dict:
@@ -78,15 +87,21 @@ def train(cfg: DictConfig) -> dict:
     _apply_speed_switches(net, cfg.get("speed") or {})
     callbacks = _instantiate_all(cfg.get("callbacks"))
     loggers = _instantiate_all(cfg.get("logger"))
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    requeue_signal = cfg.get("slurm", {}).get("requeue_signal", "USR2")
+    plugins = slurm_plugins(requeue_signal)
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                      **({"plugins": plugins} if plugins else {}))
     _pin_job_for_ddp_children(str(output_dir))
-    with _distributed_job():
+    with _distributed_job(), lightning_handles_requeue(requeue_signal):
         trainer.fit(module, datamodule=datamodule,
                     ckpt_path=_checkpoint_to_resume(cfg, output_dir))
         ckpt = cfg.get("test_ckpt", "best")
         if ckpt == "best" and not getattr(trainer.checkpoint_callback, "best_model_path", ""):
             ckpt = None  # no checkpoint callback: test the weights as they are
         trainer.test(module, datamodule=datamodule, ckpt_path=ckpt)
+    if trainer.is_global_zero:
+        for stale in hpc_checkpoints(output_dir):  # superseded by the finished run's checkpoints
+            stale.unlink()
     results = next((c for c in callbacks if hasattr(c, "metrics")), None)
     return results.metrics if results is not None else {}
 

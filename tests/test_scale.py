@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
 import subprocess
 import sys
 
@@ -14,9 +16,10 @@ from tests.conftest import tiny_overrides
 pytestmark = pytest.mark.slow
 
 
-def run(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
+def run(args: list[str], timeout: int = 600, env: dict | None = None
+        ) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "bone_age.run", *args],
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def predictions(folder) -> list[tuple[str, str]]:
@@ -75,6 +78,56 @@ def test_killed_run_resumes_to_the_same_predictions(cohort, tmp_path):
     assert "already finished" in again.stdout + again.stderr
 
 
+def _fake_slurm(tmp_path) -> dict:
+    """SLURM's job variables, and an ``scontrol`` that records the requeue and then ends the job
+    with SIGKILL, as SLURM does to a job it requeues."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    scontrol = bin_dir / "scontrol"
+    scontrol.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "scontrol.log"}\nkill -9 $PPID\n')
+    scontrol.chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242",
+            "SLURM_JOB_NAME": "bone-age", "SLURM_NTASKS": "1", "SLURM_PROCID": "0",
+            "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_NODELIST": "localhost"}
+
+
+def test_slurm_signal_saves_requeues_and_resumes_mid_epoch(cohort, tmp_path):
+    # 30 training studies / batch 8 = 3 steps an epoch: step 4 is in the middle of epoch 2.
+    base = [*tiny_overrides(cohort, tmp_path), "trainer.max_epochs=3", "model=vgg16",
+            "augment=default"]
+    whole, job = tmp_path / "whole", tmp_path / "job"
+    assert run([*base, f"hydra.run.dir={whole}"]).returncode == 0
+    slurm = _fake_slurm(tmp_path)
+    base += ["+callbacks.signal._target_=tests.killer.SignalAtStep", "+callbacks.signal.step=4"]
+    first = run([*base, f"hydra.run.dir={job}"], env=slurm)
+    assert first.returncode == -9, first.stderr[-2000:]  # ended by the (fake) requeue
+    assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4242"]
+    assert (job / "hpc_ckpt_1.ckpt").exists() and not (job / "metrics.json").exists()
+    # The requeued job is the same command in the same environment; no resume=true needed.
+    again = run([*base, f"hydra.run.dir={job}"], env=slurm)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "hpc_ckpt_1.ckpt" in (job / "run.log").read_text()
+    assert predictions(job) == predictions(whole)
+    assert not list(job.glob("hpc_ckpt_*.ckpt"))  # superseded once the run finished
+
+
+def test_submitit_handler_is_set_aside_for_lightnings_and_restored(monkeypatch):
+    from bone_age.cluster import lightning_handles_requeue
+
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    monkeypatch.setenv("SLURM_JOB_NAME", "bone-age")
+    def submitit_handler(*_):
+        return None
+
+    previous = signal.signal(signal.SIGUSR2, submitit_handler)
+    try:
+        with lightning_handles_requeue("USR2"):
+            assert signal.getsignal(signal.SIGUSR2) is signal.SIG_DFL
+        assert signal.getsignal(signal.SIGUSR2) is submitit_handler
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+
+
 def _job_interval(job_dir) -> tuple[float, float]:
     """When a job started (Hydra saved its config) and ended (it wrote its metrics)."""
     return ((job_dir / ".hydra" / "config.yaml").stat().st_mtime,
@@ -104,4 +157,5 @@ def test_slurm_launcher_config_composes():
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.partition, launcher.gpus_per_node, launcher.max_num_timeout) == ("gpu", 1, 5)
+    assert launcher.signal_delay_s == 120 and cfg.slurm.requeue_signal == "USR2"
     assert cfg.hydra.sweeper.params["data.fold"] == "range(5)"

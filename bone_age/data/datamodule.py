@@ -17,7 +17,7 @@ from bone_age.data.folds import fold_indices
 from bone_age.data.manifest import Problem, Study, read_manifest
 from bone_age.data.preprocess import Preprocess
 from bone_age.data.transforms import BatchAugment, CountNormalize
-from bone_age.reproducibility import EpochShuffleSampler, step_seed_of
+from bone_age.reproducibility import EpochShuffleSampler, ResumableLoader, step_seed_of
 
 log = logging.getLogger(__name__)
 
@@ -168,12 +168,17 @@ class BoneAgeDataModule(pl.LightningDataModule):
         # data.batch_size is the global batch: DDP splits it over the processes.
         world = self.trainer.world_size if self.trainer is not None else 1
         batch_size = max(1, self.batch_size // world)
-        return DataLoader(
-            dataset, batch_size=batch_size,
-            sampler=EpochShuffleSampler(len(dataset), self.seed) if train else None,
-            drop_last=train and len(dataset) > batch_size, num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+        options = dict(batch_size=batch_size, num_workers=self.num_workers,
+                       persistent_workers=self.num_workers > 0)
+        if not train:
+            return DataLoader(dataset, **options)
+        return ResumableLoader(
+            dataset, sampler=EpochShuffleSampler(len(dataset), self.seed),
+            drop_last=len(dataset) > batch_size, progress=self._batches_done_this_epoch, **options,
         )
+
+    def _batches_done_this_epoch(self) -> int:
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.completed
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)
