@@ -94,8 +94,28 @@ def test_preprocess_keeps_counts_and_mirrors_posterior():
     assert out[0].sum() == pytest.approx(ant.sum(), rel=1e-4)
     assert out[1][:, -1].sum() > 0 and out[1][:, 0].sum() == 0
     padded = Preprocess((224, 224), "pad")({"anterior": ant})
-    # Adaptive pooling with overlapping windows keeps the total to within 0.1%.
-    assert padded[0, :, :80].sum() == 0 and padded.sum() == pytest.approx(ant.sum(), rel=1e-3)
+    assert padded[0, :, :80].sum() == 0 and padded.sum() == pytest.approx(ant.sum(), rel=1e-5)
+
+
+@pytest.mark.parametrize("shape, size", [((1024, 256), (224, 224)), ((1023, 250), (224, 224)),
+                                         ((100, 40), (224, 96)), ((512, 128), (448, 112))])
+def test_box_resampling_keeps_every_count_where_it_was(shape, size):
+    rng = np.random.default_rng(1)
+    counts = rng.poisson(4.0, shape).astype(np.float32)
+    counts[: shape[0] // 4] = 0  # an empty top quarter stays empty (up to one boundary row)
+    out = Preprocess(size, mirror_posterior=False)({"anterior": counts})[0]
+    assert out.shape == size and out.sum() == pytest.approx(counts.sum(), rel=1e-5)
+    assert out[: size[0] // 4 - 1].sum() == 0
+    # Against the area resampling written out pixel by pixel for one output row.
+    r = size[0] // 2
+    y0, y1 = r * shape[0] / size[0], (r + 1) * shape[0] / size[0]
+    x_edges = np.arange(size[1] + 1) * shape[1] / size[1]
+    expected = [sum(max(0.0, min(y1, i + 1) - max(y0, i)) * max(0.0, min(x_edges[c + 1], j + 1)
+                    - max(x_edges[c], j)) * counts[i, j]
+                    for i in range(int(y0), min(shape[0], int(np.ceil(y1))))
+                    for j in range(int(x_edges[c]), min(shape[1], int(np.ceil(x_edges[c + 1])))))
+                for c in range(size[1])]
+    np.testing.assert_allclose(out[r], expected, rtol=1e-4, atol=1e-3)
 
 
 def test_cache_hits_and_invalidates(cohort, tmp_path):

@@ -25,7 +25,7 @@ from bone_age.data.dicom import DicomReadError, read_study_views
 from bone_age.data.manifest import Problem, Study
 from bone_age.data.preprocess import Preprocess
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: count-exact box resampling
 
 
 def file_digest(path: Path) -> str:
