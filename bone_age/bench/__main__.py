@@ -36,7 +36,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--phantom-subjects", type=int, default=4474)
     p.add_argument("--memory-subjects", type=int, default=4474,
                    help="paper-scale cohort of the memory item (it also runs 10x this)")
-    p.add_argument("--memory-steps", type=int, default=200)
+    p.add_argument("--memory-steps", type=int, default=100)
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads (default: torch's own; 1 on a shared machine)")
     p.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")

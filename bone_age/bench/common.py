@@ -77,7 +77,7 @@ class Ctx:
     repeats: int = 5
     phantom_subjects: int = 4474
     memory_subjects: int = 4474
-    memory_steps: int = 200
+    memory_steps: int = 100
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="bone_age_bench_")))
     _cohort: Path | None = None
 
