@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import sys
 import tempfile
 from collections import deque
@@ -21,6 +22,7 @@ from itertools import islice
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from bone_age.data.dicom import DicomReadError, read_dataset, views_in_file
@@ -122,7 +124,7 @@ def predict(predictor, items: list[Item], batch_size: int = 16,
         else:
             usable.append(item)
     show = len(items) >= 50 if progress is None else progress
-    decoded = _decoded_ahead(spec, usable, lookahead=2 * batch_size)
+    decoded = _decoded_ahead(spec, usable, lookahead=2 * batch_size if _spare_core() else 0)
     for item, counts in tqdm(decoded, total=len(usable), desc="predicting", unit="study",
                              disable=not show):
         if isinstance(counts, DicomReadError):
@@ -146,13 +148,21 @@ def _unusable(spec, item: Item) -> str | None:
     return None
 
 
+def _spare_core() -> bool:
+    """True when torch's threads leave a core free for decoding alongside the model."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return torch.get_num_threads() < (cores or 1)
+
+
 def _decoded_ahead(spec, items: list[Item], lookahead: int
                    ) -> Iterator[tuple[Item, np.ndarray | DicomReadError]]:
     """Each item with its count images (or why they cannot be read), in order.
 
-    A background thread decodes up to ``lookahead`` studies ahead of the model, so reading DICOM
-    overlaps with the forward passes (pydicom and torch release the GIL for the heavy parts). A
-    few lines instead of a DataLoader: no worker start-up cost, and errors stay per study.
+    With ``lookahead`` > 0 a background thread (one torch thread) decodes up to that many
+    studies ahead of the model, so reading DICOM overlaps with the forward passes. Only worth it
+    with a spare core: when the model's threads fill every core, the extra thread makes OpenMP
+    wait and the whole is slower than decoding in turn (measured in experiments/bench). A few
+    lines instead of a DataLoader: no worker start-up cost, and errors stay per study.
     """
     def counts_or_error(item: Item) -> np.ndarray | DicomReadError:
         try:
@@ -160,7 +170,11 @@ def _decoded_ahead(spec, items: list[Item], lookahead: int
         except DicomReadError as err:
             return err
 
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    if lookahead <= 0:
+        for item in items:
+            yield item, counts_or_error(item)
+        return
+    with ThreadPoolExecutor(1, initializer=torch.set_num_threads, initargs=(1,)) as pool:
         queue: deque = deque()
         pending = iter(items)
         for item in islice(pending, lookahead):

@@ -94,3 +94,20 @@ def test_single_view_file_needs_view_and_single_view_model(runs, tmp_path, key_f
     assert main([str(runs["vgg16"]), *args, "--view", "anterior"]) == 0
     (row,) = _rows(out)
     assert row["age"] == "" and row["age_gap"] == "" and 30 < float(row["pred_age"]) < 90
+
+
+def test_decoding_ahead_in_a_thread_gives_the_same_rows_and_refusals(runs, cohort, tmp_path,
+                                                                     monkeypatch):
+    import bone_age.predict as P
+    from bone_age.inference import TorchPredictor
+
+    items, _ = P.from_manifest(cohort)
+    broken = tmp_path / "broken.dcm"
+    broken.write_bytes(b"not dicom")
+    items[3].files = {"anterior": broken, "posterior": broken}
+    predictor = TorchPredictor(runs["multi_vgg16"])
+    in_turn = P.predict(predictor, items, batch_size=4, progress=False)
+    monkeypatch.setattr(P, "_spare_core", lambda: True)
+    ahead = P.predict(predictor, items, batch_size=4, progress=False)
+    assert ahead == in_turn and len(in_turn[0]) == 39
+    assert [r.subject_id for r in ahead[1]] == [items[3].subject_id]
