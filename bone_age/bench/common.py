@@ -99,9 +99,13 @@ def time_once(fn: Callable[[], Any], number: int = 1) -> float:
 
 
 def interleave(
-    fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1, number: int = 1
+    fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1, number: int = 1,
+    self_timed: bool = False,
 ) -> dict[str, list[float]]:
-    """Seconds per call of each function, measured A, B, A, B, ... ``repeats`` times."""
+    """Seconds per call of each function, measured A, B, A, B, ... ``repeats`` times.
+
+    ``self_timed``: each function returns the seconds of the part it times itself.
+    """
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -110,7 +114,8 @@ def interleave(
         # alternate the order too, so neither side always runs first after the other
         names = list(fns) if r % 2 == 0 else list(fns)[::-1]
         for name in names:
-            times[name].append(time_once(fns[name], number))
+            fn = fns[name]
+            times[name].append(float(fn()) if self_timed else time_once(fn, number))
     return times
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 import warnings
 from functools import partial
 
@@ -60,45 +61,92 @@ def loader(batches: list[dict]) -> DataLoader:
     return DataLoader(batches, batch_size=None, shuffle=False, num_workers=0)
 
 
-def lightning_fit(module: BoneAgeModule, batches: list[dict], precision: str = "32-true"):
-    """A callable that runs ``trainer.fit`` over ``batches`` (one fresh Trainer per call)."""
-    def run() -> None:
-        trainer(len(batches), precision).fit(module, train_dataloaders=loader(batches))
+class StepClock(pl.Callback):
+    """Wall time from the start of batch 1 to the end of the last batch: the steady-state steps
+    (batch 0 and the Trainer's set-up and tear-down left out, as in ``hand_*(steady=True)``)."""
+
+    def __init__(self) -> None:
+        self.start = self.end = 0.0
+
+    def _start(self, batch_idx: int) -> None:
+        if batch_idx == 1:
+            self.start = time.perf_counter()
+
+    def _end(self) -> None:
+        self.end = time.perf_counter()
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        self._start(batch_idx)
+
+    def on_train_batch_end(self, *args) -> None:
+        self._end()
+
+    def on_validation_batch_start(self, trainer, module, batch, batch_idx, *args) -> None:
+        self._start(batch_idx)
+
+    def on_validation_batch_end(self, *args) -> None:
+        self._end()
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
+
+
+def lightning_fit(module: BoneAgeModule, batches: list[dict], precision: str = "32-true",
+                  steady: bool = False):
+    """A callable that runs ``trainer.fit`` over ``batches`` (one fresh Trainer per call);
+    ``steady``: it returns the seconds of batches 1.. only (see StepClock)."""
+    def run() -> float | None:
+        clock = StepClock()
+        trainer(len(batches), precision, callbacks=[clock]).fit(
+            module, train_dataloaders=loader(batches))
+        return clock.seconds if steady else None
     return run
 
 
-def lightning_validate(module: BoneAgeModule, batches: list[dict]):
-    def run() -> None:
-        trainer(1, limit_val_batches=1.0).validate(module, dataloaders=loader(batches),
-                                                    verbose=False)
+def lightning_validate(module: BoneAgeModule, batches: list[dict], steady: bool = False):
+    def run() -> float | None:
+        clock = StepClock()
+        trainer(1, limit_val_batches=1.0, callbacks=[clock]).validate(
+            module, dataloaders=loader(batches), verbose=False)
+        return clock.seconds if steady else None
     return run
 
 
-def hand_fit(net: torch.nn.Module, batches: list[dict]):
-    """The minimal PyTorch loop: same model, loss, optimizer and tensors."""
+def hand_fit(net: torch.nn.Module, batches: list[dict], steady: bool = False):
+    """The minimal PyTorch loop: same model, loss, optimizer and tensors; ``steady``: returns
+    the seconds of batches 1.. only."""
     loss_fn = AgeLoss(name="mv")
     opt = torch.optim.Adam(net.parameters(), lr=1e-4)
 
-    def run() -> None:
+    def run() -> float | None:
         net.train()
-        for b in batches:
+        start = 0.0
+        for i, b in enumerate(batches):
+            if i == 1:
+                start = time.perf_counter()
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(net(b["image"], b["sex"]), b["age"])
             loss.backward()
             opt.step()
+        return time.perf_counter() - start if steady else None
     return run
 
 
-def hand_validate(net: torch.nn.Module, batches: list[dict]):
+def hand_validate(net: torch.nn.Module, batches: list[dict], steady: bool = False):
     loss_fn = AgeLoss(name="mv")
 
     @torch.no_grad()
-    def run() -> None:
+    def run() -> float | None:
         net.eval()
-        for b in batches:
+        start = 0.0
+        for i, b in enumerate(batches):
+            if i == 1:
+                start = time.perf_counter()
             out = net(b["image"], b["sex"])
             loss_fn(out, b["age"])
             loss_fn.predict(out)
+        return time.perf_counter() - start if steady else None
     return run
 
 
