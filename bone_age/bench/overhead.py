@@ -11,6 +11,8 @@ import statistics
 import time
 from typing import Any
 
+import torch
+
 from bone_age.bench import training as T
 from bone_age.bench.common import Ctx, entry, interleave, paired_ratio, rate
 
@@ -37,10 +39,12 @@ def run(ctx: Ctx) -> list[dict]:
     net_h = T.twin(net_l)
     module = T.make_module(net_l)
     steady_steps = s["steps"] - 1
-    # Per-repeat noise here is about +-5%, larger than the 3% margin: more repeats than elsewhere.
-    repeats = ctx.repeats if ctx.quick else max(ctx.repeats, 9)
+    # Per-repeat noise is about +-5%, larger than the 3% margin: more repeats than elsewhere, on
+    # one torch thread (two threads on two cores stall at OpenMP barriers whenever any other
+    # process runs, which doubles the spread).
+    repeats = ctx.repeats if ctx.quick else max(ctx.repeats, 21)
     what = (f"dual-input {s['backbone']} at {s['size'][0]}x{s['size'][1]}, batch {s['batch']}, "
-            f"Adam, mv loss, {s['steps']} steps per repeat")
+            f"Adam, mv loss, {s['steps']} steps per repeat, one torch thread")
     out = []
     for kind, lightning, hand in (
         ("train", T.lightning_fit(module, batches, steady=True),
@@ -49,9 +53,14 @@ def run(ctx: Ctx) -> list[dict]:
          T.hand_validate(net_h, batches, steady=True)),
     ):
         wholes: dict[str, list[float]] = {"lightning": [], "hand": []}
-        times = interleave({"lightning": _whole_call_too(lightning, wholes["lightning"]),
-                            "hand": _whole_call_too(hand, wholes["hand"])},
-                           repeats, self_timed=True)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            times = interleave({"lightning": _whole_call_too(lightning, wholes["lightning"]),
+                                "hand": _whole_call_too(hand, wholes["hand"])},
+                               repeats, self_timed=True)
+        finally:
+            torch.set_num_threads(threads)
         ratio, spread = paired_ratio(times["hand"], times["lightning"])
         lit, _ = rate(steady_steps, times["lightning"])
         own, _ = rate(steady_steps, times["hand"])
