@@ -113,40 +113,48 @@ def lightning_validate(module: BoneAgeModule, batches: list[dict], steady: bool 
     return run
 
 
+def _timed_from_batch_one(batches: list[dict], step) -> float:
+    """Runs ``step`` on every batch; seconds from the start of batch 1 (batch 0 warms up)."""
+    start = 0.0
+    for i, b in enumerate(batches):
+        if i == 1:
+            start = time.perf_counter()
+        step(b)
+    return time.perf_counter() - start
+
+
 def hand_fit(net: torch.nn.Module, batches: list[dict], steady: bool = False):
     """The minimal PyTorch loop: same model, loss, optimizer and tensors; ``steady``: returns
     the seconds of batches 1.. only."""
     loss_fn = AgeLoss(name="mv")
     opt = torch.optim.Adam(net.parameters(), lr=1e-4)
 
+    def step(b: dict) -> None:
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(net(b["image"], b["sex"]), b["age"])
+        loss.backward()
+        opt.step()
+
     def run() -> float | None:
         net.train()
-        start = 0.0
-        for i, b in enumerate(batches):
-            if i == 1:
-                start = time.perf_counter()
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(net(b["image"], b["sex"]), b["age"])
-            loss.backward()
-            opt.step()
-        return time.perf_counter() - start if steady else None
+        seconds = _timed_from_batch_one(batches, step)
+        return seconds if steady else None
     return run
 
 
 def hand_validate(net: torch.nn.Module, batches: list[dict], steady: bool = False):
     loss_fn = AgeLoss(name="mv")
 
+    def step(b: dict) -> None:
+        out = net(b["image"], b["sex"])
+        loss_fn(out, b["age"])
+        loss_fn.predict(out)
+
     @torch.no_grad()
     def run() -> float | None:
         net.eval()
-        start = 0.0
-        for i, b in enumerate(batches):
-            if i == 1:
-                start = time.perf_counter()
-            out = net(b["image"], b["sex"])
-            loss_fn(out, b["age"])
-            loss_fn.predict(out)
-        return time.perf_counter() - start if steady else None
+        seconds = _timed_from_batch_one(batches, step)
+        return seconds if steady else None
     return run
 
 
