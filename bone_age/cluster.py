@@ -19,10 +19,19 @@ from lightning_fabric.plugins.environments import SLURMEnvironment
 log = logging.getLogger(__name__)
 
 
+class SlurmConfigError(ValueError):
+    """A SLURM setting of the config that cannot be used."""
+
+
 def requeue_signal_of(name: str) -> signal.Signals:
     """``USR2`` or ``SIGUSR2`` -> signal.SIGUSR2."""
-    name = name.upper()
-    return signal.Signals[name if name.startswith("SIG") else f"SIG{name}"]
+    key = str(name).upper()
+    try:
+        return signal.Signals[key if key.startswith("SIG") else f"SIG{key}"]
+    except KeyError:
+        raise SlurmConfigError(
+            f"slurm.requeue_signal: {name!r} is not a signal name (e.g. USR2, USR1)") from None
+
 
 
 def slurm_plugins(requeue_signal: str) -> list:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from hydra.errors import InstantiationException
 from omegaconf.errors import OmegaConfBaseException
 
+from bone_age.cluster import SlurmConfigError
 from bone_age.data import DataError, ManifestError
 from bone_age.data.dicom import DicomReadError
 from bone_age.losses import AgeOutOfRangeError
@@ -12,7 +13,7 @@ from bone_age.models.trunk import PretrainedWeightsError
 
 USER_ERRORS = (
     DataError, ManifestError, DicomReadError, AgeOutOfRangeError, PretrainedWeightsError,
-    OmegaConfBaseException, FileNotFoundError,
+    OmegaConfBaseException, FileNotFoundError, SlurmConfigError,
 )
 
 

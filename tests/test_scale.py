@@ -111,6 +111,15 @@ def test_slurm_signal_saves_requeues_and_resumes_mid_epoch(cohort, tmp_path):
     assert not list(job.glob("hpc_ckpt_*.ckpt"))  # superseded once the run finished
 
 
+def test_unknown_requeue_signal_is_a_one_line_error(cohort, tmp_path):
+    done = run([*tiny_overrides(cohort, tmp_path), "slurm.requeue_signal=USR9",
+                f"hydra.run.dir={tmp_path / 'run'}"], env=_fake_slurm(tmp_path))
+    assert done.returncode == 2
+    said = done.stdout + done.stderr
+    assert "slurm.requeue_signal: 'USR9' is not a signal name" in said
+    assert "Traceback" not in said
+
+
 def test_submitit_handler_is_set_aside_for_lightnings_and_restored(monkeypatch):
     from bone_age.cluster import lightning_handles_requeue
 
