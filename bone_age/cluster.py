@@ -8,15 +8,12 @@ the same run again and continues from that checkpoint, mid-epoch included.
 
 from __future__ import annotations
 
-import logging
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from lightning_fabric.plugins.environments import SLURMEnvironment
-
-log = logging.getLogger(__name__)
 
 
 class SlurmConfigError(ValueError):
@@ -31,7 +28,6 @@ def requeue_signal_of(name: str) -> signal.Signals:
     except KeyError:
         raise SlurmConfigError(
             f"slurm.requeue_signal: {name!r} is not a signal name (e.g. USR2, USR1)") from None
-
 
 
 def slurm_plugins(requeue_signal: str) -> list:
