@@ -4,6 +4,11 @@ Ages are in years. For the classification losses the K output logits stand for t
 classes ``ages = min_age, min_age + 1, ..., max_age`` (paper: 40..80, K = 41). All losses are
 averaged over the batch (reduction "mean" over N), exactly as equations (2)-(4) and (6) write them.
 
+Every figure read off the outputs (eq. 5's expected age, its SD, the regression unit in years)
+and every loss term is computed in float32 (float64 under ``precision=64-true``) with autocast
+off, whatever ``trainer.precision`` is: in bf16, 60 years has a step of 0.25 y, so a bf16 decode
+rounds every prediction to that grid.
+
 Equation (1) of the paper is ``L = Ls + Lm + Lv`` and mentions two weights it then drops; we keep
 them as ``lambda_mean`` and ``lambda_var`` with the defaults of the mean-variance loss paper it
 cites (Pan et al., CVPR 2018): 0.2 and 0.05.
@@ -11,6 +16,8 @@ cites (Pan et al., CVPR 2018): 0.2 and 0.05.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -21,9 +28,23 @@ class AgeOutOfRangeError(ValueError):
     """An age label lies outside the class range of the model."""
 
 
-def class_ages(min_age: int, max_age: int, device: torch.device | None = None) -> torch.Tensor:
+@contextmanager
+def full_precision(t: torch.Tensor) -> Iterator[torch.Tensor]:
+    """``t`` in float32 (float64 kept as it is) with autocast off on its device, inside the block.
+
+    Args:
+        t: network outputs of any floating dtype (bf16/fp16 under mixed precision).
+    """
+    with torch.autocast(device_type=t.device.type, enabled=False):
+        yield t if t.dtype == torch.float64 else t.float()
+
+
+def class_ages(
+    min_age: int, max_age: int, device: torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
     """The age (years) that each output class stands for: min_age..max_age inclusive."""
-    return torch.arange(min_age, max_age + 1, dtype=torch.float32, device=device)
+    return torch.arange(min_age, max_age + 1, dtype=dtype, device=device)
 
 
 def age_to_class(ages: torch.Tensor, min_age: int, max_age: int) -> torch.Tensor:
@@ -38,23 +59,30 @@ def age_to_class(ages: torch.Tensor, min_age: int, max_age: int) -> torch.Tensor
 
 
 def distribution_moments(logits: torch.Tensor, ages: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Softmax p, its mean (paper eq. 5: the predicted age) and its variance, per sample."""
-    p = logits.softmax(dim=-1)
-    mean = p @ ages
-    var = (p * (ages.unsqueeze(0) - mean.unsqueeze(1)) ** 2).sum(dim=-1)
+    """Softmax p, its mean (paper eq. 5: the predicted age) and its variance, per sample.
+
+    Computed in float32 (or float64) with autocast off, whatever the dtype of ``logits``.
+    """
+    with full_precision(logits) as z:
+        ages = ages.to(z.dtype)
+        p = z.softmax(dim=-1)
+        mean = p @ ages
+        var = (p * (ages.unsqueeze(0) - mean.unsqueeze(1)) ** 2).sum(dim=-1)
     return p, mean, var
 
 
 def mse_loss(outputs: torch.Tensor, ages: torch.Tensor) -> torch.Tensor:
     """Eq. (6): mean over the batch of (y_hat - y)^2, ``outputs`` of shape (N,) or (N, 1)."""
-    return F.mse_loss(outputs.reshape(-1), ages.float())
+    with full_precision(outputs) as y:
+        return F.mse_loss(y.reshape(-1), ages.to(y.dtype))
 
 
 def softmax_loss(
     logits: torch.Tensor, ages: torch.Tensor, min_age: int = 40, max_age: int = 80
 ) -> torch.Tensor:
     """Eq. (2): mean over the batch of -log p_{i, y_i} (cross-entropy on one-year classes)."""
-    return F.cross_entropy(logits, age_to_class(ages, min_age, max_age))
+    with full_precision(logits) as z:
+        return F.cross_entropy(z, age_to_class(ages, min_age, max_age))
 
 
 def mean_variance_loss(
@@ -72,8 +100,9 @@ def mean_variance_loss(
     """
     ls = softmax_loss(logits, ages, min_age, max_age)
     _, mean, var = distribution_moments(logits, class_ages(min_age, max_age, logits.device))
-    lm = 0.5 * ((mean - ages.float()) ** 2).mean()
-    lv = var.mean()
+    with full_precision(mean):
+        lm = 0.5 * ((mean - ages.to(mean.dtype)) ** 2).mean()
+        lv = var.mean()
     return ls + lambda_mean * lm + lambda_var * lv
 
 
@@ -105,7 +134,8 @@ class AgeLoss:
         age range instead of at 0 years; the loss itself is still eq. (6) in years.
         """
         centre, half = (self.min_age + self.max_age) / 2, (self.max_age - self.min_age) / 2
-        return centre + half * outputs.reshape(-1)
+        with full_precision(outputs) as y:
+            return centre + half * y.reshape(-1)
 
     def __call__(self, outputs: torch.Tensor, ages: torch.Tensor) -> torch.Tensor:
         if self.name == "mse":
@@ -121,5 +151,6 @@ class AgeLoss:
         if self.name == "mse":
             return self.regression_age(outputs), None
         ages = class_ages(self.min_age, self.max_age, outputs.device)
-        _, mean, var = distribution_moments(outputs.float(), ages)
-        return mean, var.clamp_min(0).sqrt()
+        _, mean, var = distribution_moments(outputs, ages)
+        with full_precision(var) as v:
+            return mean, v.clamp_min(0).sqrt()

@@ -65,3 +65,63 @@ def test_output_sizes_and_names():
     assert AgeLoss("softmax").num_outputs == 41
     with pytest.raises(ValueError, match="loss.name"):
         AgeLoss("huber")
+
+
+# -- exact decoding at any precision (bf16-mixed must not round the predicted ages) ----------
+
+@pytest.mark.parametrize("name", ["mse", "softmax", "mv"])
+def test_decoding_under_bf16_autocast_equals_float32(name):
+    loss = AgeLoss(name)
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(256, loss.num_outputs, generator=gen) * 3
+    ages = torch.randint(40, 81, (256,), generator=gen).float()
+    ref_age, ref_sd = loss.predict(logits)
+    ref_loss = loss(logits, ages)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        # what the network hands over under autocast: its outputs may be bf16 as well
+        for outputs in (logits, logits.to(torch.bfloat16).float()):
+            age, sd = loss.predict(outputs)
+            assert age.dtype == torch.float32
+            if outputs is logits:
+                assert torch.allclose(age, ref_age, atol=1e-3, rtol=0)
+                assert torch.allclose(loss(outputs, ages), ref_loss, atol=1e-4, rtol=1e-5)
+                if sd is not None:
+                    assert torch.allclose(sd, ref_sd, atol=1e-3, rtol=0)
+        # inputs computed in bf16 right before decoding: still decoded in float32
+        bf = logits.to(torch.bfloat16)
+        age_bf, _ = loss.predict(bf)
+        assert age_bf.dtype == torch.float32
+        assert torch.allclose(age_bf, loss.predict(bf.float())[0], atol=1e-3, rtol=0)
+
+
+def test_bf16_decode_of_distributions_is_not_on_a_bf16_grid():
+    # The seen defect: every pred_age of a bf16 run was 60.25 or 60.5 (bf16's grid near 60).
+    loss = AgeLoss("mv")
+    logits = torch.randn(64, loss.num_outputs, generator=torch.Generator().manual_seed(1)) * 0.1
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        age, _ = loss.predict(logits)
+    assert len(torch.unique(age)) == 64
+    assert ((age * 4) - (age * 4).round()).abs().max() > 0.01
+
+
+@pytest.mark.parametrize("name", ["mse", "softmax", "mv"])
+def test_losses_and_decoding_in_float64(name):
+    # trainer.precision=64-true: outputs, weights and labels in float64
+    loss = AgeLoss(name)
+    logits = torch.randn(8, loss.num_outputs, dtype=torch.float64, requires_grad=True)
+    ages = torch.linspace(41, 79, 8, dtype=torch.float64)
+    value = loss(logits, ages)
+    value.backward()
+    assert value.dtype == torch.float64 and logits.grad is not None
+    age, _ = loss.predict(logits)
+    assert age.dtype == torch.float64
+
+
+def test_network_head_runs_in_float32_under_autocast():
+    from bone_age.models import BoneAgeNet
+
+    net = BoneAgeNet("test_resnet", views=2, num_outputs=41).eval()
+    x = torch.randn(2, 2, 3, 32, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net(x)
+    assert out.dtype == torch.float32

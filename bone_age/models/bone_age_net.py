@@ -77,4 +77,7 @@ class BoneAgeNet(nn.Module):
             x = torch.cat([x, sex.float().reshape(-1, 1)], dim=1)
         if self.fusion is not None:
             x = self.fusion(x)
-        return self.head(x)
+        # The output layer runs in its weights' precision, autocast off: bf16 logits (8-bit
+        # mantissa) would round the regression unit to ~0.1 y and blur the softmax.
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return self.head(x.to(self.head.weight.dtype))
