@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint setup clean bench bench-accuracy
+.PHONY: run test lint setup clean bench bench-accuracy wheels gpu-check
 
 setup: $(STAMP)
 
@@ -28,6 +28,22 @@ bench: $(STAMP)
 
 bench-accuracy: $(STAMP)
 	$(BIN)/python -m bone_age.bench --accuracy
+
+# The GPU check (bone_age/bench/gpu). `make wheels` here puts in .whl/ the wheels a bare GPU
+# machine lacks; there, `make gpu-check GPU_OUT=DIR` installs those wheels only (no network,
+# into GPU_SITE) and runs every stage with the machine's own python3, torch and CUDA.
+WHEELS := .whl
+GPU_OUT ?= experiments/gpu
+GPU_SITE ?= /tmp/bone_age_site
+
+wheels: $(STAMP)
+	$(BIN)/python -m bone_age.bench.gpu.wheels --out $(WHEELS) 2>&1 | sed '/is ignored: it is neither/d'
+
+gpu-check:
+	if [ -d $(WHEELS) ]; then $(PYTHON) -m pip install -q --no-index --no-deps --no-compile \
+		--no-cache-dir --upgrade --target $(GPU_SITE) $(WHEELS)/*.whl; fi
+	PYTHONPATH=$(GPU_SITE):$$PYTHONPATH PYTHONUNBUFFERED=1 $(PYTHON) -m bone_age.bench.gpu \
+		--out $(GPU_OUT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check bone_age tests

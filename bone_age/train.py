@@ -53,6 +53,19 @@ def _apply_speed_switches(net: torch.nn.Module, speed: DictConfig | dict) -> Non
         net.compile()
 
 
+def supported_precision(trainer_cfg: DictConfig | dict) -> str:
+    """``trainer.precision``, with bf16 replaced by fp16 on a CUDA GPU that has no bf16 (before
+    Ampere), so that ``trainer=gpu`` takes the fast path on any GPU."""
+    precision = str(trainer_cfg.get("precision", "32-true"))
+    on_gpu = trainer_cfg.get("accelerator") in ("gpu", "cuda", "auto")
+    if (precision.startswith("bf16") and on_gpu and torch.cuda.is_available()
+            and not torch.cuda.is_bf16_supported()):
+        fallback = precision.replace("bf16", "16")
+        log.warning("this GPU has no bf16: trainer.precision %s -> %s", precision, fallback)
+        return fallback
+    return precision
+
+
 def _checkpoint_to_resume(cfg: DictConfig, output_dir: Path) -> str | None:
     """The newest of: a checkpoint saved at a SLURM requeue signal (always used under SLURM, as
     Lightning does) and, with ``resume=true``, the last end-of-epoch checkpoint."""
@@ -90,6 +103,7 @@ def train(cfg: DictConfig) -> dict:
     requeue_signal = cfg.get("slurm", {}).get("requeue_signal", "USR2")
     plugins = slurm_plugins(requeue_signal)
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                      precision=supported_precision(cfg.trainer),
                                       **({"plugins": plugins} if plugins else {}))
     _pin_job_for_ddp_children(str(output_dir))
     with _distributed_job(), lightning_handles_requeue(requeue_signal):

@@ -27,9 +27,16 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
+    gpu = None
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        gpu = {"name": props.name, "count": torch.cuda.device_count(), "cuda": torch.version.cuda,
+               "memory_gib": round(props.total_memory / 2**30, 1),
+               "multiprocessors": props.multi_processor_count}
     return {
         "cores": os.cpu_count(),
         "cpu": model,
+        "gpu": gpu,
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
@@ -158,7 +165,8 @@ def table(results: list[dict[str, Any]]) -> str:
 
 def markdown(results: list[dict[str, Any]], notes: str = "") -> str:
     m = results[0]["machine"] if results else machine()
-    head = (f"# bone-age benchmarks\n\nMachine: {m['cores']} cores, {m['cpu']}, torch "
+    gpu = f", GPU {m['gpu']['name']} (CUDA {m['gpu']['cuda']})" if m.get("gpu") else ""
+    head = (f"# bone-age benchmarks\n\nMachine: {m['cores']} cores, {m['cpu']}{gpu}, torch "
             f"{m['torch']}; date {results[0]['date'] if results else ''}.\n\n")
     detail = "\n".join(f"- **{r['name']}**: {r['note']}" for r in results if r.get("note"))
     return head + table(results) + "\n## Notes per figure\n\n" + detail + "\n\n" + notes

@@ -26,6 +26,20 @@ class DataError(ValueError):
     """The cohort cannot be trained on as configured (the message lists why)."""
 
 
+def loader_workers(num_workers: int | str) -> int:
+    """``data.num_workers``: a count, or ``auto`` = one per core left to this process, at most 8.
+
+    Cores are those this process may run on (a SLURM or container allocation), not the host's.
+    """
+    if num_workers == "auto":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+            os.cpu_count() or 1)
+        return max(0, min(8, cores - 1))
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+        raise DataError(f"data.num_workers must be a count >= 0 or 'auto', got {num_workers!r}")
+    return num_workers
+
+
 class CachedStudies(Dataset):
     """Studies read from the preprocessed cache: count images, age, sex and manifest index."""
 
@@ -75,9 +89,10 @@ class BoneAgeDataModule(pl.LightningDataModule):
         age_range: Sequence[int] = (40, 80),
         strict: bool = False,
         batch_size: int = 64,
-        num_workers: int = 0,
+        num_workers: int | str = 0,
         cache_workers: int | None = None,
         progress: bool = True,
+        pin_memory: bool = False,
     ) -> None:
         super().__init__()
         if (manifest is None) == (subjects is None):
@@ -96,7 +111,8 @@ class BoneAgeDataModule(pl.LightningDataModule):
         self.augment = augment or BatchAugment(enabled=False)
         self.age_range = tuple(age_range)
         self.strict = strict
-        self.batch_size, self.num_workers, self.progress = batch_size, num_workers, progress
+        self.batch_size, self.progress, self.pin_memory = batch_size, progress, pin_memory
+        self.num_workers = loader_workers(num_workers)
         self.cache_workers = (os.cpu_count() or 1) if cache_workers is None else cache_workers
         self.studies: list[Study] = []
         self.problems: list[Problem] = []
@@ -169,7 +185,7 @@ class BoneAgeDataModule(pl.LightningDataModule):
         world = self.trainer.world_size if self.trainer is not None else 1
         batch_size = max(1, self.batch_size // world)
         options = dict(batch_size=batch_size, num_workers=self.num_workers,
-                       persistent_workers=self.num_workers > 0)
+                       persistent_workers=self.num_workers > 0, pin_memory=self.pin_memory)
         if not train:
             return DataLoader(dataset, **options)
         return ResumableLoader(

@@ -17,6 +17,34 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+# torch.quantile refuses inputs of more than 2**24 elements (a batch of 256 two-view 224 x 224
+# scans has 25.7 M): the rows are taken in chunks under that size, each row whole.
+_QUANTILE_MAX_NUMEL = 2**24 - 1
+
+
+def rowwise_quantile(x: torch.Tensor, q: float) -> torch.Tensor:
+    """``torch.quantile(x, q, dim=-1)`` (linear interpolation) for inputs of any size.
+
+    Args:
+        x: (..., P) values; each row of P values gets one quantile.
+        q: the quantile in [0, 1].
+    """
+    rows = x.reshape(-1, x.shape[-1])
+    per_chunk = max(1, _QUANTILE_MAX_NUMEL // max(1, rows.shape[1]))
+    if rows.shape[1] > _QUANTILE_MAX_NUMEL:  # one row past the limit: exact order statistics
+        return _sorted_quantile(rows, q).reshape(x.shape[:-1])
+    parts = [torch.quantile(chunk, q, dim=1) for chunk in rows.split(per_chunk)]
+    return torch.cat(parts).reshape(x.shape[:-1])
+
+
+def _sorted_quantile(rows: torch.Tensor, q: float) -> torch.Tensor:
+    pos = q * (rows.shape[1] - 1)
+    lo, frac = int(math.floor(pos)), pos - math.floor(pos)
+    ordered = rows.sort(dim=1).values
+    hi = min(lo + 1, rows.shape[1] - 1)
+    return ordered[:, lo] + frac * (ordered[:, hi] - ordered[:, lo])
+
+
 class CountNormalize(nn.Module):
     """Counts -> network input: intensity scaling, grey to 3 channels, ImageNet normalisation.
 
@@ -39,7 +67,7 @@ class CountNormalize(nn.Module):
     def scale(self, counts: torch.Tensor) -> torch.Tensor:
         flat = counts.flatten(2).float()
         if self.method == "percentile":
-            ref = torch.quantile(flat, self.q, dim=2)
+            ref = rowwise_quantile(flat, self.q)
         else:
             ref = flat.mean(dim=2) * 4.0
         return counts / ref.clamp_min(1e-6)[..., None, None]
