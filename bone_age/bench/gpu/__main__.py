@@ -122,6 +122,7 @@ def stage_smoke(check: Check) -> None:
 
 
 def stage_throughput(check: Check) -> None:
+    torch.backends.cudnn.benchmark = True  # as trainer=gpu sets it: fixed input sizes
     rows = []
     for model in TABLE1_MODELS:
         for mode in check.sizes.modes:
@@ -150,7 +151,7 @@ def _throughput_entries(check: Check, r: dict[str, Any]) -> None:
 
 
 def stage_cohort(check: Check) -> None:
-    cfg = P.run_config(check.sizes, check.workdir / "pipeline")
+    cfg = P.run_config(check.sizes, check.workdir, check.workdir / "pipeline")
     dm, t = P.build_cohort(cfg)
     check.found["cohort"] = (cfg, dm)
     check.add(entry(f"cohort phantom of {t['subjects']} subjects generated", t["phantom_s"], "s",
@@ -174,7 +175,7 @@ def stage_paper_run(check: Check) -> None:
     budget = check.sizes.train_seconds
     if not check.sizes.dry_run:
         budget = max(30.0, min(budget, check.left - 110))  # leave time for compile + packing
-    r = P.paper_run(check.sizes, check.workdir / "paper", budget)
+    r = P.paper_run(check.sizes, check.workdir, budget)
     check.found["paper"] = r
     what = (f"multi_vgg16 + mv, fold 0, {r['n_train']} training / {r['n_val']} validation "
             f"subjects, {r['precision']}, trainer=gpu defaults, {budget:.0f} s training budget: "

@@ -25,8 +25,11 @@ TABLE1_LOSSES = 3
 TABLE1_FOLDS = 5
 
 
-def run_config(sizes: Sizes, workdir: Path, overrides: list[str] = ()) -> DictConfig:
-    """The composed run configuration of a paper-scale multi_vgg16 + mv run in ``workdir``."""
+def run_config(sizes: Sizes, workdir: Path, out: Path, overrides: list[str] = ()) -> DictConfig:
+    """The composed configuration of a paper-scale multi_vgg16 + mv run writing into ``out``.
+
+    The phantom and its cache live in ``workdir/data``, shared by every stage.
+    """
     base = [f"paths.data_dir={workdir / 'data'}", "model=multi_vgg16", "loss=mv", "data.fold=0",
             f"data.subjects={sizes.subjects}", "data.progress=false", "logger=csv",
             "callbacks.early_stopping=null", "trainer.enable_progress_bar=false",
@@ -38,7 +41,6 @@ def run_config(sizes: Sizes, workdir: Path, overrides: list[str] = ()) -> DictCo
         base += ["trainer=gpu"]
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=[*base, *overrides], return_hydra_config=True)
-    out = workdir / "run"
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(out)
         cfg.hydra.runtime.cwd = str(workdir)
@@ -148,9 +150,11 @@ def paper_run(sizes: Sizes, workdir: Path, train_seconds: float) -> dict[str, An
     """multi_vgg16 + mv on fold 0 at the paper's settings for a fixed time budget (stage d)."""
     from bone_age.train import train
 
+    out = workdir / "paper_run"
     log = workdir / "epochs.json"
-    extra = [f"+trainer.max_time={{seconds:{int(train_seconds)}}}"] if not sizes.dry_run else []
-    cfg = run_config(sizes, workdir, extra)
+    minutes, seconds = divmod(int(train_seconds), 60)
+    limit = f"+trainer.max_time='00:00:{minutes:02d}:{seconds:02d}'"  # DD:HH:MM:SS
+    cfg = run_config(sizes, workdir, out, [limit])
     with open_dict(cfg):
         cfg.callbacks.epoch_log = {"_target_": f"{__name__}.EpochLog", "path": str(log)}
     if sizes.device == "cuda":

@@ -34,7 +34,7 @@ class Sizes:
 
 def sizes_for(dry_run: bool) -> Sizes:
     if dry_run:
-        return Sizes(True, "cpu", (32, 16), 4, 1, 2, 24, 3.0, 2.0, 256, "test_resnet",
+        return Sizes(True, "cpu", (32, 16), 4, 1, 2, 24, 60.0, 2.0, 256, "test_resnet",
                      "eager")
     if not torch.cuda.is_available():
         raise RuntimeError("no CUDA GPU: run on a GPU machine, or use --dry-run")

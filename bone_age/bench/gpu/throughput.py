@@ -178,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", required=True)
     args = p.parse_args(argv)
     sizes = sizes_for(args.dry_run)
+    torch.backends.cudnn.benchmark = True
     worker(args.worker, args.mode, sizes, args.dir / f"{args.name}.ready", args.dir / "go.json",
            args.dir / f"{args.name}.json")
     return 0
