@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from bone_age.console import quiet_third_party, run_summary
 from bone_age.errors import user_error_message
 
 log = logging.getLogger("bone_age")
@@ -15,6 +20,9 @@ log = logging.getLogger("bone_age")
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
+    start = time.perf_counter()
+    if not cfg.get("verbose"):
+        quiet_third_party()
     from bone_age.train import train  # heavy imports after Hydra has parsed the command line
 
     try:
@@ -25,11 +33,15 @@ def main(cfg: DictConfig) -> float | None:
             raise
         log.error("bone-age: %s", message)
         sys.exit(2)
-    if metrics:
-        log.info("test MAE %.2f years (baseline %.2f), r %.3f, n = %d",
-                 metrics["mae"], metrics["baseline_mae"], metrics["pearson_r"], metrics["n_test"])
-        return metrics["mae"]
-    return None
+    if not metrics:
+        return None
+    if HydraConfig.get().mode == RunMode.RUN:
+        log.info(run_summary(metrics, Path(cfg.paths.output_dir), time.perf_counter() - start))
+    else:  # one line per sweep point; the sweep's Table 1 follows at its end
+        log.info("test MAE %.2f y (baseline %.2f), r %.3f, n = %d: %s", metrics["mae"],
+                 metrics["baseline_mae"], metrics["pearson_r"], metrics["n_test"],
+                 cfg.paths.output_dir)
+    return metrics["mae"]
 
 
 if __name__ == "__main__":

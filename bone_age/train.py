@@ -112,7 +112,7 @@ def train(cfg: DictConfig) -> dict:
         ckpt = cfg.get("test_ckpt", "best")
         if ckpt == "best" and not getattr(trainer.checkpoint_callback, "best_model_path", ""):
             ckpt = None  # no checkpoint callback: test the weights as they are
-        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt)
+        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
     if trainer.is_global_zero:
         for stale in hpc_checkpoints(output_dir):  # superseded by the finished run's checkpoints
             stale.unlink()

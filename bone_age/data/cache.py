@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from bone_age.console import progress as progress_display
 from bone_age.data.dicom import DicomReadError, read_study_views
 from bone_age.data.manifest import Problem, Study
 from bone_age.data.preprocess import Preprocess
@@ -95,7 +95,8 @@ class StudyCache:
             if not self.entry(k).exists() and not self.entry(k).with_suffix(".err").exists()
         ]
         if todo:
-            bar = tqdm(total=len(todo), desc="caching studies", disable=not progress)
+            bar = progress_display(total=len(todo), desc="caching studies", unit="studies",
+                                   enabled=progress)
             if workers > 1 and len(todo) > 8:
                 # One torch thread per worker: the workers already fill the cores.
                 with ProcessPoolExecutor(workers, initializer=torch.set_num_threads,

@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 from filelock import FileLock
-from tqdm import tqdm
+
+from bone_age.console import progress as progress_display
+from bone_age.console import say
 
 from .dicom_writer import TRANSFER_SYNTAXES, write_study
 from .effects import Effects
@@ -140,7 +142,9 @@ def generate_cohort(
     (out / DICOM_DIR).mkdir(parents=True, exist_ok=True)
     workers = max(1, min(workers or os.cpu_count() or 1, subjects))
     jobs = [(i, opts, str(out)) for i in range(subjects)]
-    bar = tqdm(total=subjects, desc="phantom", unit="subj", disable=not progress, file=sys.stderr)
+    if progress:
+        say(f"phantom: generating {subjects} subjects with {workers} worker process(es)")
+    bar = progress_display(total=subjects, desc="phantom", unit="subjects", enabled=progress)
     results = []
     if workers == 1:
         for job in jobs:
@@ -159,6 +163,8 @@ def generate_cohort(
     bar.close()
     _write_csv(out / "manifest.csv", [r for r, _ in results])
     _write_csv(out / "truth.csv", [t for _, t in results])
+    if progress:
+        say("phantom: yardsticks (Bayes error floor, cross-validated oracle MAE)")
     info = _summary(opts, [t for _, t in results])
     (out / "phantom_info.json").write_text(json.dumps(info, indent=2) + "\n")
     return out / "manifest.csv"

@@ -1,0 +1,154 @@
+"""What a run shows in a terminal and writes to its log: progress, quiet third-party output, and
+a closing summary.
+
+- ``progress``: a tqdm bar on a terminal; elsewhere (a log file, CI, SLURM's output) a plain
+  line at most every ``every_s`` seconds, so that a log is readable and never silent for long.
+- ``quiet_third_party``: drops tips, adverts and warnings a user cannot act on (``verbose=true``
+  keeps them); messages a user can act on stay.
+- ``bone_age.epoch_progress.EpochProgress`` (a callback) prints the training's lines.
+- ``run_summary``: test MAE (SD), r and baseline, the files worth opening, the next commands.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import warnings
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("bone_age")
+
+# Third-party lines that tell a user nothing they can act on in a bone-age run.
+_NOISE = (
+    "Tip:",                       # Lightning's adverts for its cloud products
+    "available: False",           # "GPU available: False, used: False", TPU, HPU
+    "LOCAL_RANK:",
+    "`Trainer.fit` stopped: `max_epochs=",  # the epoch lines already say so
+)
+_NOISY_WARNINGS = (
+    ".*LeafSpec.*",                            # a torch deprecation inside Lightning
+    ".*does not have many workers.*",          # data.num_workers=0 is deliberate on CPU
+    ".*smaller than the logging interval.*",
+    ".*srun.*command is available.*",
+    ".*TensorBoard.*not installed.*",
+)
+
+
+class _DropNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(part in message for part in _NOISE)
+
+
+def quiet_third_party() -> None:
+    """Filter Lightning's tips and hardware lines and warnings nobody can act on."""
+    noise = _DropNoise()
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning.fabric",
+                 "lightning_fabric", "pytorch_lightning.utilities.rank_zero",
+                 "lightning.pytorch.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        logger.addFilter(noise)
+        for handler in logger.handlers:
+            handler.addFilter(noise)
+    for pattern in _NOISY_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+
+
+def say(message: str) -> None:
+    """A progress line: through logging where it is set up (a run, its log file), else stderr."""
+    if log.isEnabledFor(logging.INFO) and log.hasHandlers():
+        log.info(message)
+    else:
+        print(message, file=sys.stderr, flush=True)
+
+
+class _LineProgress:
+    """tqdm's interface (update, close, iteration) as plain lines, at most one per ``every_s``."""
+
+    def __init__(self, iterable: Iterable | None, total: int | None, desc: str, unit: str,
+                 every_s: float, quiet: bool = False) -> None:
+        self.iterable, self.total, self.desc, self.unit = iterable, total, desc, unit
+        self.every_s, self.n, self.quiet, self.shown = every_s, 0, quiet, 0
+        self.start = self.last = time.perf_counter()
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        now = time.perf_counter()
+        if now - self.last >= self.every_s:
+            self.last = now
+            self._line(now)
+
+    def _line(self, now: float) -> None:
+        self.shown = self.n
+        if self.quiet:
+            return
+        of = f"/{self.total}" if self.total else ""
+        say(f"{self.desc}: {self.n}{of} {self.unit}, {now - self.start:.0f} s")
+
+    def close(self) -> None:
+        if self.n != self.shown:  # the last count, unless its line was just shown
+            self._line(time.perf_counter())
+
+    def __iter__(self) -> Iterator[Any]:
+        for item in self.iterable or ():
+            yield item
+            self.update()
+        self.close()
+
+    def __enter__(self) -> _LineProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def progress(iterable: Iterable | None = None, total: int | None = None, desc: str = "",
+             unit: str = "it", enabled: bool = True, every_s: float = 10.0) -> Any:
+    """A progress display: tqdm on a terminal, periodic log lines elsewhere, nothing if disabled.
+
+    Args:
+        iterable: what to wrap (or None and call ``update``).
+        total: number of items, if known.
+        desc: what is being done, e.g. "caching studies".
+        unit: what one item is, e.g. "study".
+        enabled: False shows nothing.
+        every_s: seconds between lines when the output is not a terminal.
+    """
+    if enabled and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr)
+    return _LineProgress(iterable, total, desc, unit, every_s, quiet=not enabled)
+
+
+def _minutes(seconds: float) -> str:
+    m, s = divmod(round(seconds), 60)
+    return f"{m} min {s:02d} s" if m else f"{s} s"
+
+
+def run_summary(metrics: dict[str, Any], run_dir: Path, seconds: float) -> str:
+    """The closing lines of a run: its figures, the files to open first, the next commands."""
+    best = sorted((run_dir / "checkpoints").glob("epoch*.ckpt"))
+    ckpt = best[-1] if best else run_dir / "checkpoints" / "last.ckpt"
+    files = [("metrics.json", "every figure of the run"),
+             ("scatter.png", "predicted vs chronological age (the paper's Fig. 4)"),
+             ("predictions.csv", "one row per test subject"),
+             (str(ckpt.relative_to(run_dir)), "the checkpoint tested (lowest validation loss)")]
+    width = max(len(f) for f, _ in files)
+    lines = [
+        f"bone-age: finished in {_minutes(seconds)}",
+        f"  test MAE {metrics['mae']:.2f} y (SD {metrics.get('mae_sd', float('nan')):.2f}), "
+        f"r {metrics['pearson_r']:.2f}; baseline (always the training mean) "
+        f"{metrics['baseline_mae']:.2f} y; fold {metrics.get('fold', '?')}, "
+        f"{metrics['n_test']} test subjects",
+        f"  run folder: {run_dir}",
+        *(f"    {name:<{width}}  {what}" for name, what in files if (run_dir / name).exists()),
+        "  next:",
+        f"    python -m bone_age.predict {ckpt} DICOM_FOLDER_OR_MANIFEST --out predictions.csv",
+        "    python -m bone_age.run -m model=vgg16,multi_vgg16 loss=mse,mv   (a sweep)",
+        "    python -m bone_age.report multirun/DATE/TIME                    (its Table 1)",
+    ]
+    return "\n".join(lines)
