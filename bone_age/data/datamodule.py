@@ -214,4 +214,8 @@ class BoneAgeDataModule(pl.LightningDataModule):
 
     # -- facts about the fold, for the results --------------------------------------------
     def ages(self, split: str) -> np.ndarray:
-        return np.array([self.studies[i].age for i in self.splits[split]], dtype=float)
+        return self.ages_of(self.splits[split])
+
+    def ages_of(self, index: Sequence[int]) -> np.ndarray:
+        """The manifest's ages (float64) of the studies at ``index``."""
+        return np.array([self.studies[int(i)].age for i in index], dtype=np.float64)
