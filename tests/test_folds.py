@@ -5,7 +5,7 @@ import csv
 import numpy as np
 import pytest
 
-from bone_age.data import BoneAgeDataModule
+from bone_age.data import BoneAgeDataModule, DataError
 from bone_age.data.folds import fold_indices, fold_parts
 
 
@@ -133,3 +133,15 @@ def test_file_level_exclusions_move_nobody_else(cohort, broken_posterior, tmp_pa
     young = {p.subject_id for p in dm.problems}
     assert young and {p.status for p in dm.problems} == {"age_range"}
     assert narrow == {part: ids - young for part, ids in reference.items()}
+
+
+@pytest.mark.parametrize("key, value", [("num_folds", 1), ("val_fraction", 0.7), ("fold", -1)])
+def test_fold_settings_are_one_line_data_errors(key, value):
+    with pytest.raises(DataError, match=f"data.{key} must be"):
+        BoneAgeDataModule(subjects=40, **{key: value})
+
+
+def test_a_small_cohort_gets_fewer_inner_splits(labels):
+    ages, sexes, subjects = (x[:12] for x in labels)
+    split = fold_indices(ages, sexes, subjects, 0, 5, 0.1, seed=1)  # 9 subjects for 10 splits
+    assert len(split["val"]) >= 1 and sum(map(len, split.values())) == 12

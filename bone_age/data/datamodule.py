@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from bone_age.data.cache import StudyCache
-from bone_age.data.folds import fold_parts
+from bone_age.data.folds import check_fold_settings, fold_parts
 from bone_age.data.manifest import Problem, Study, read_cohort, read_manifest
 from bone_age.data.preprocess import Preprocess
 from bone_age.data.transforms import BatchAugment, CountNormalize
@@ -82,8 +82,10 @@ class BoneAgeDataModule(pl.LightningDataModule):
         super().__init__()
         if (manifest is None) == (subjects is None):
             raise DataError("data: set exactly one of data.manifest or data.subjects (phantom)")
-        if not 0 <= fold < num_folds:
-            raise DataError(f"data.fold must be in 0..{num_folds - 1}, got {fold}")
+        try:
+            check_fold_settings(fold, num_folds, val_fraction)
+        except ValueError as err:
+            raise DataError(str(err)) from None
         self.manifest, self.subjects = manifest, subjects
         self.phantom_dir, self.phantom_options = Path(phantom_dir), dict(phantom_options or {})
         self.fold, self.num_folds = fold, num_folds
@@ -158,10 +160,13 @@ class BoneAgeDataModule(pl.LightningDataModule):
         # Parts are drawn over the manifest's whole cohort and the unusable studies leave theirs
         # afterwards: every model (one view or two, any age range) tests the same subjects.
         cohort = read_cohort(path)
-        part_of = fold_parts(
-            [m.age for m in cohort], [m.sex for m in cohort], [m.subject_id for m in cohort],
-            self.fold, self.num_folds, self.val_fraction, self.seed,
-        )
+        try:
+            part_of = fold_parts(
+                [m.age for m in cohort], [m.sex for m in cohort], [m.subject_id for m in cohort],
+                self.fold, self.num_folds, self.val_fraction, self.seed,
+            )
+        except ValueError as err:
+            raise DataError(f"{path}: {err}") from None
         self.studies = [s for s, _ in usable]
         self.entries = [e for _, e in usable]
         self.problems = problems

@@ -50,6 +50,16 @@ def _split(
     raise ValueError(f"data.fold must be in 0..{n_splits - 1}, got {which}")
 
 
+def check_fold_settings(fold: int, num_folds: int, val_fraction: float) -> None:
+    """ValueError naming the data.* key that cannot describe a cross-validation."""
+    if num_folds < 2:
+        raise ValueError(f"data.num_folds must be at least 2, got {num_folds}")
+    if not 0 <= fold < num_folds:
+        raise ValueError(f"data.fold must be in 0..{num_folds - 1}, got {fold}")
+    if not 0 < val_fraction < 0.5:
+        raise ValueError(f"data.val_fraction must be in (0, 0.5), got {val_fraction}")
+
+
 def fold_indices(
     ages: Sequence[float | None],
     sexes: Sequence[str | None],
@@ -66,14 +76,14 @@ def fold_indices(
     are a function of the arguments alone: pass the whole cohort (``read_cohort``), then drop
     the subjects a run cannot use from their parts.
     """
-    if num_folds < 2:
-        raise ValueError(f"data.num_folds must be at least 2, got {num_folds}")
-    if not 0 < val_fraction < 0.5:
-        raise ValueError(f"data.val_fraction must be in (0, 0.5), got {val_fraction}")
+    check_fold_settings(fold, num_folds, val_fraction)
     labels = strata(ages, sexes)
     subjects = np.asarray(subjects)
+    if len(np.unique(subjects)) < num_folds:
+        raise ValueError(f"{len(np.unique(subjects))} subjects cannot fill {num_folds} folds")
     train_val, test = _split(labels, subjects, num_folds, fold, seed)
-    n_inner = max(2, round(1 / val_fraction))
+    # A small cohort gets fewer, larger inner splits rather than an error.
+    n_inner = max(2, min(round(1 / val_fraction), len(np.unique(subjects[train_val]))))
     train, val = _split(labels[train_val], subjects[train_val], n_inner, 0, seed + 1)
     return {"train": train_val[train], "val": train_val[val], "test": test}
 
