@@ -120,11 +120,42 @@ def run_settings(metrics: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     return {RUN_INFO_NAMES.get(k, k): metrics[k] for k in RUN_INFO_KEYS if k in metrics}
 
 
+class RunFileError(ValueError):
+    """A run's metrics.json or predictions.csv cannot be read (the run is left out)."""
+
+
 def _read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    return (np.array([float(r["age"]) for r in rows]),
-            np.array([float(r["pred_age"]) for r in rows]))
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = {"age", "pred_age"} - set(reader.fieldnames or [])
+        if missing:
+            raise RunFileError(f"{path}: no {', '.join(sorted(missing))} column")
+        values = {"age": [], "pred_age": []}
+        for line, row in enumerate(reader, start=2):
+            for key, column in values.items():
+                try:
+                    column.append(float(row[key]))
+                except (TypeError, ValueError):
+                    raise RunFileError(f"{path}, line {line}: {key} {row[key]!r} is not a "
+                                       "number") from None
+    return np.array(values["age"]), np.array(values["pred_age"])
+
+
+def _read_metrics(path: Path) -> dict[str, Any]:
+    try:
+        m = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError
+        raise RunFileError(f"{path}: not JSON ({err})") from None
+    if not isinstance(m, dict):
+        raise RunFileError(f"{path}: not a JSON object")
+    try:
+        m["fold"] = int(m.get("fold", 0))
+    except (TypeError, ValueError):
+        raise RunFileError(f"{path}: fold {m.get('fold')!r} is not a fold number") from None
+    for key in ("train_mean_age", "baseline_mae"):
+        if key in m and (isinstance(m[key], bool) or not isinstance(m[key], (int, float))):
+            raise RunFileError(f"{path}: {key} {m[key]!r} is not a number")
+    return m
 
 
 def collect_runs(root: Path) -> dict[tuple[str, ...], dict[int, dict[str, Any]]]:
@@ -139,18 +170,22 @@ def collect_runs(root: Path) -> dict[tuple[str, ...], dict[int, dict[str, Any]]]
         if not preds_file.exists():
             log.warning("%s: no predictions.csv beside it, left out", metrics_file.parent)
             continue
-        m = json.loads(metrics_file.read_text())
+        try:
+            m = _read_metrics(metrics_file)
+            age, pred = _read_predictions(preds_file)
+            settings = run_settings(m, metrics_file.parent)
+        except (RunFileError, OSError, OmegaConfBaseException) as err:
+            log.warning("%s; run left out", err)
+            continue
         # Variants beyond the paper get rows of their own.
         extras = ["sex"] * bool(m.get("use_sex")) + ["4:1 aspect"] * (m.get("resize") == "pad")
         model = " + ".join([str(m.get("model")), *extras])
-        settings = run_settings(m, metrics_file.parent)
         key = (model, str(m.get("backbone")), str(m.get("loss")),
                json.dumps(settings, sort_keys=True, default=str))
-        fold = int(m.get("fold", 0))
+        fold = m["fold"]
         if fold in cells[key]:
             log.warning("%s fold %d appears twice; the newer run %s is used",
                         "/".join(key[:3]), fold, metrics_file.parent)
-        age, pred = _read_predictions(preds_file)
         cells[key][fold] = {"metrics": m, "age": age, "pred": pred, "dir": metrics_file.parent,
                             "settings": settings}
     return cells
@@ -239,7 +274,7 @@ def _fold_baseline(fold: dict[str, Any]) -> float:
     m = fold["metrics"]
     if "train_mean_age" in m:
         return baseline_mae(fold["age"], m["train_mean_age"])
-    return float(m["baseline_mae"])
+    return float(m.get("baseline_mae", np.nan))
 
 
 def write_table(

@@ -177,3 +177,26 @@ def test_settings_of_older_runs_come_from_hydra_config(tmp_path, caplog):
                                                    "data.image_size=[224, 224]"]
     assert [int(r["folds"]) for r in rows] == [2, 2]
     assert "runs differ in data.image_size;" in caplog.text
+
+
+def test_unreadable_runs_are_left_out_by_name(tmp_path, caplog, capsys):
+    from bone_age.report import main
+
+    rng = np.random.default_rng(2)
+    _fake_run(tmp_path / "good", {"seed": 1}, 0, rng)
+    _fake_run(tmp_path / "bad_json", {"seed": 1}, 1, rng)
+    (tmp_path / "bad_json" / "metrics.json").write_bytes(b"{\xff not json")
+    _fake_run(tmp_path / "bad_pred", {"seed": 1}, 2, rng)
+    preds = tmp_path / "bad_pred" / "predictions.csv"
+    preds.write_text(preds.read_text().replace("\nS20,2,F,", "\nS20,2,F,sixty", 1))
+    _fake_run(tmp_path / "bad_fold", {"seed": 1}, 3, rng)
+    metrics = json.loads((tmp_path / "bad_fold" / "metrics.json").read_text())
+    (tmp_path / "bad_fold" / "metrics.json").write_text(json.dumps({**metrics, "fold": "x"}))
+    with caplog.at_level(logging.WARNING, logger="bone_age.report"):
+        assert main([str(tmp_path)]) == 0
+    (row,) = _csv(tmp_path / "table1.csv")
+    assert int(row["folds"]) == 1
+    for name, reason in (("bad_json", "not JSON"), ("bad_pred", "line 2: age"),
+                         ("bad_fold", "fold 'x'")):
+        assert f"{name}/" in caplog.text and reason in caplog.text
+    assert caplog.text.count("run left out") == 3
