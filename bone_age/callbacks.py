@@ -2,9 +2,11 @@
 
 - ``ResultsWriter`` writes metrics.json, predictions.csv, excluded.csv, history.csv and the
   figures into the run directory (and sends them to W&B when that logger is used).
-- ``RunConfig`` logs the resolved run configuration through every logger and stores what
-  inference needs (model, loss and preprocessing settings, a training data summary) in each
-  checkpoint as plain values, so that ``torch.load(..., weights_only=True)`` can rebuild it.
+- ``RunConfig`` logs the resolved run configuration through every logger, records the settings
+  that define the experiment (``metrics.json`` ``settings``, by which the report pools runs),
+  and stores what inference needs (model, loss and preprocessing settings, a training data
+  summary) in each checkpoint as plain values, so that ``torch.load(..., weights_only=True)``
+  can rebuild it.
 """
 
 from __future__ import annotations
@@ -24,7 +26,10 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
 from bone_age import plots
+from bone_age.data.cache import file_digest
+from bone_age.metrics import age_metrics, baseline_mae, exact
 from bone_age.models import count_parameters
+from bone_age.report import experiment_settings
 from bone_age.tracking import log_run_results, wandb_loggers
 
 log = logging.getLogger(__name__)
@@ -70,7 +75,10 @@ class ResultsWriter(pl.Callback):
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         dm = trainer.datamodule
         preds = {k: v.numpy() for k, v in pl_module.test_predictions.items()}
-        age, pred = preds["age"], preds["pred_age"]
+        # The figures are computed in float64 from exactly the values predictions.csv holds: the
+        # manifest's ages (not their float32 batch copies) and the predictions as predicted.
+        age = dm.ages_of(preds["index"])
+        pred = preds["pred_age"].astype(np.float64)
         train_mean = float(np.mean(dm.ages("train")))
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.metrics = {
@@ -78,14 +86,22 @@ class ResultsWriter(pl.Callback):
             "n_train": len(dm.splits["train"]),
             "n_val": len(dm.splits["val"]),
             "n_test": len(age),
-            **pl_module.test_metrics,
-            "baseline_mae": float(np.mean(np.abs(age - train_mean))),
+            **age_metrics(pred, age),
+            "train_mean_age": train_mean,
+            "baseline_mae": baseline_mae(age, train_mean),
             "num_params": count_parameters(pl_module.net),
             "best_epoch": int(pl_module.best_epoch),
             "epochs": int(trainer.current_epoch),
             "train_seconds": round(self.train_seconds, 1),
             "n_excluded": len(dm.problems),
         }
+        settings = next((dict(c.settings) for c in trainer.callbacks if isinstance(c, RunConfig)),
+                        None)
+        if settings is not None:
+            # The cohort by its manifest's content, not by where the file lies.
+            if settings.get("data.manifest"):
+                settings["data.manifest"] = "blake2b:" + file_digest(dm.manifest_path())
+            self.metrics["settings"] = settings  # what bone_age.report pools runs by
         with (self.output_dir / "metrics.json").open("w") as f:
             json.dump(self.metrics, f, indent=2)
         rows = self._prediction_rows(dm, preds)
@@ -125,8 +141,8 @@ class ResultsWriter(pl.Callback):
             study = dm.studies[int(index)]
             sd = preds["pred_sd"][i]
             rows.append([study.subject_id, self.run_info.get("fold", dm.fold), study.sex,
-                         f"{study.age:g}", f"{preds['pred_age'][i]:.3f}",
-                         "" if math.isnan(sd) else f"{sd:.3f}"])
+                         exact(study.age), exact(preds["pred_age"][i]),
+                         "" if math.isnan(sd) else exact(sd)])
         return rows
 
     def _write_csv(self, name: str, header: list[str], rows: list[list[Any]]) -> None:
@@ -148,6 +164,8 @@ class RunConfig(pl.Callback):
     """
 
     def __init__(self, config: DictConfig | dict, run_info: DictConfig | dict | None = None):
+        # Read before resolving: values that merely repeat another setting are left out.
+        self.settings = experiment_settings(config)
         self.config: dict = _plain(config)
         self.run_info: dict = _plain(run_info) or {}
 

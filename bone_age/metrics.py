@@ -23,3 +23,14 @@ def age_metrics(pred, age) -> dict[str, float]:
         "mae_sd": float(abs_err.std()) if len(abs_err) > 1 else 0.0,
         "pearson_r": float(pearson_corrcoef(pred, age)) if defined else math.nan,
     }
+
+
+def baseline_mae(age, train_mean_age: float) -> float:
+    """MAE of always predicting the training folds' mean age (the table's baseline), float64."""
+    return float(np.mean(np.abs(np.asarray(age, dtype=np.float64) - float(train_mean_age))))
+
+
+def exact(value: float) -> str:
+    """A number as text that reads back as the same float64 (a float32 value is exact in it), so
+    every figure can be recomputed from the files that hold the values."""
+    return repr(float(value))

@@ -24,6 +24,7 @@ from pytorch_lightning.utilities import rank_zero_only  # noqa: E402
 
 from bone_age import calibration as cal  # noqa: E402
 from bone_age.losses import age_to_class, class_ages  # noqa: E402
+from bone_age.metrics import exact  # noqa: E402
 
 
 class CalibrationWriter(pl.Callback):
@@ -43,6 +44,8 @@ class CalibrationWriter(pl.Callback):
                pl_module.collect_outputs(dm._loader("val"), hook).items()}
         test = {k: v.numpy() for k, v in
                 pl_module.collect_outputs(dm._loader("test"), hook).items()}
+        for part in (val, test):  # the manifest's float64 ages, as in predictions.csv
+            part["age"] = dm.ages_of(part["index"])
         self.summary = self.evaluate(pl_module.loss, val, test)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         (self.output_dir / "calibration.json").write_text(json.dumps(self.summary, indent=2))
@@ -100,9 +103,9 @@ class CalibrationWriter(pl.Callback):
             w.writerow(["subject_id", "sex", "age", "pred_age", "gap", "gap_corrected"])
             for i, index in enumerate(test["index"]):
                 study = dm.studies[int(index)]  # pseudonym only, as in predictions.csv
-                w.writerow([study.subject_id, study.sex, f"{study.age:g}",
-                            f"{test['pred_age'][i]:.3f}", f"{test['gap'][i]:.3f}",
-                            f"{test['gap_corrected'][i]:.3f}"])
+                w.writerow([study.subject_id, study.sex, exact(study.age),
+                            exact(test["pred_age"][i]), exact(test["gap"][i]),
+                            exact(test["gap_corrected"][i])])
 
     def _merge_metrics(self, trainer: pl.Trainer) -> None:
         flat = {f"calib_{k}" if k.startswith("cov") or k.startswith("mean_sd") else k: v

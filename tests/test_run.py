@@ -59,6 +59,7 @@ def test_multirun_sweep_writes_table1(cohort, tmp_path):
     table = (sweep / "table1.md").read_text()
     assert "| VGG16 [test_resnet] | Softmax + Mean-Variance loss |" in table
     assert "| Multiple inputs VGG16 [test_resnet] | Softmax + Mean-Variance loss |" in table
+    assert "Not one experiment" not in table  # one sweep: its runs differ in model and fold only
     with (sweep / "table1.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert [int(r["folds"]) for r in rows] == [2, 2]

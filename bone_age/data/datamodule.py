@@ -13,8 +13,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from bone_age.data.cache import StudyCache
-from bone_age.data.folds import fold_indices
-from bone_age.data.manifest import Problem, Study, read_manifest
+from bone_age.data.folds import check_fold_settings, fold_parts
+from bone_age.data.manifest import Problem, Study, read_cohort, read_manifest
 from bone_age.data.preprocess import Preprocess
 from bone_age.data.transforms import BatchAugment, CountNormalize
 from bone_age.reproducibility import EpochShuffleSampler, ResumableLoader, step_seed_of
@@ -97,8 +97,10 @@ class BoneAgeDataModule(pl.LightningDataModule):
         super().__init__()
         if (manifest is None) == (subjects is None):
             raise DataError("data: set exactly one of data.manifest or data.subjects (phantom)")
-        if not 0 <= fold < num_folds:
-            raise DataError(f"data.fold must be in 0..{num_folds - 1}, got {fold}")
+        try:
+            check_fold_settings(fold, num_folds, val_fraction)
+        except ValueError as err:
+            raise DataError(str(err)) from None
         self.manifest, self.subjects = manifest, subjects
         self.phantom_dir, self.phantom_options = Path(phantom_dir), dict(phantom_options or {})
         self.fold, self.num_folds = fold, num_folds
@@ -143,7 +145,8 @@ class BoneAgeDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        studies, problems = read_manifest(self.manifest_path())
+        path = self.manifest_path()
+        studies, problems = read_manifest(path)
         keys = self.cache.build(studies, self.cache_workers, self.progress)
         unreadable = self.cache.problems(studies, keys)
         bad = {p.subject_id for p in unreadable}
@@ -168,16 +171,27 @@ class BoneAgeDataModule(pl.LightningDataModule):
             log.warning("leaving out %d studies (listed in excluded.csv):\n%s",
                         len(problems), listing)
         if len(usable) < 2 * self.num_folds:
-            raise DataError(f"{self.manifest_path()}: only {len(usable)} usable studies for "
+            raise DataError(f"{path}: only {len(usable)} usable studies for "
                             f"{self.num_folds}-fold cross-validation")
+        # Parts are drawn over the manifest's whole cohort and the unusable studies leave theirs
+        # afterwards: every model (one view or two, any age range) tests the same subjects.
+        cohort = read_cohort(path)
+        try:
+            part_of = fold_parts(
+                [m.age for m in cohort], [m.sex for m in cohort], [m.subject_id for m in cohort],
+                self.fold, self.num_folds, self.val_fraction, self.seed,
+            )
+        except ValueError as err:
+            raise DataError(f"{path}: {err}") from None
         self.studies = [s for s, _ in usable]
         self.entries = [e for _, e in usable]
         self.problems = problems
-        self.splits = fold_indices(
-            [s.age for s in self.studies], [s.sex for s in self.studies],
-            [s.subject_id for s in self.studies], self.fold, self.num_folds,
-            self.val_fraction, self.seed,
-        )
+        parts = np.array([part_of[s.subject_id] for s in self.studies])
+        self.splits = {part: np.flatnonzero(parts == part) for part in ("train", "val", "test")}
+        empty = [part for part, index in self.splits.items() if len(index) == 0]
+        if empty:
+            raise DataError(f"{path}: no usable study left in the {' and '.join(empty)} part(s) "
+                            f"of fold {self.fold}")
 
     def _loader(self, split: str, train: bool = False) -> DataLoader:
         dataset = CachedStudies(self.entries, self.studies, self.splits[split])
@@ -221,4 +235,8 @@ class BoneAgeDataModule(pl.LightningDataModule):
 
     # -- facts about the fold, for the results --------------------------------------------
     def ages(self, split: str) -> np.ndarray:
-        return np.array([self.studies[i].age for i in self.splits[split]], dtype=float)
+        return self.ages_of(self.splits[split])
+
+    def ages_of(self, index: Sequence[int]) -> np.ndarray:
+        """The manifest's ages (float64) of the studies at ``index``."""
+        return np.array([self.studies[int(i)].age for i in index], dtype=np.float64)

@@ -1,4 +1,12 @@
-"""Subject-level cross-validation folds, stratified by age band and sex (scikit-learn)."""
+"""Subject-level cross-validation folds, stratified by age band and sex (scikit-learn).
+
+Folds are drawn once per cohort: over every subject the manifest names (``read_cohort``), not
+over the studies one model can use. Which studies a run then leaves out (unreadable or missing
+files, a view the model reads, ages outside its class range) decides only whether that study is
+used, never where anyone else goes. Subjects whose age or sex is missing or unusable still hold
+their place, in strata of their own ("age unknown", "sex unknown"), so fixing or blanking one
+label does not take a subject out of the cohort.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +17,22 @@ import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
 
-def strata(ages: Sequence[float], sexes: Sequence[str], n_bands: int = 4) -> np.ndarray:
-    """Stratum label per study: age band (quantiles of the cohort's ages) x sex."""
-    ages = np.asarray(ages, dtype=float)
-    edges = np.unique(np.quantile(ages, np.linspace(0, 1, n_bands + 1)[1:-1]))
-    return np.searchsorted(edges, ages, side="right") * 2 + (np.asarray(sexes) == "M")
+def strata(
+    ages: Sequence[float | None], sexes: Sequence[str | None], n_bands: int = 4
+) -> np.ndarray:
+    """Stratum label per subject: age band (quantiles of the known ages) x sex.
+
+    An unknown age (None or NaN) is a band of its own, an unknown sex (not F or M) a sex of its
+    own.
+    """
+    ages = np.array([np.nan if a is None else a for a in ages], dtype=float)
+    known = np.isfinite(ages)
+    band = np.full(len(ages), n_bands)
+    if known.any():
+        edges = np.unique(np.quantile(ages[known], np.linspace(0, 1, n_bands + 1)[1:-1]))
+        band[known] = np.searchsorted(edges, ages[known], side="right")
+    sex = np.array([{"F": 0, "M": 1}.get(s, 2) for s in sexes])
+    return band * 3 + sex
 
 
 def _split(
@@ -31,27 +50,58 @@ def _split(
     raise ValueError(f"data.fold must be in 0..{n_splits - 1}, got {which}")
 
 
+def check_fold_settings(fold: int, num_folds: int, val_fraction: float) -> None:
+    """ValueError naming the data.* key that cannot describe a cross-validation."""
+    if num_folds < 2:
+        raise ValueError(f"data.num_folds must be at least 2, got {num_folds}")
+    if not 0 <= fold < num_folds:
+        raise ValueError(f"data.fold must be in 0..{num_folds - 1}, got {fold}")
+    if not 0 < val_fraction < 0.5:
+        raise ValueError(f"data.val_fraction must be in (0, 0.5), got {val_fraction}")
+
+
 def fold_indices(
-    ages: Sequence[float],
-    sexes: Sequence[str],
+    ages: Sequence[float | None],
+    sexes: Sequence[str | None],
     subjects: Sequence[str],
     fold: int,
     num_folds: int = 5,
     val_fraction: float = 0.1,
     seed: int = 0,
 ) -> dict[str, np.ndarray]:
-    """Indices of the train, inner-validation and test (held-out fold) studies.
+    """Indices of the train, inner-validation and test (held-out fold) subjects of a cohort.
 
     Grouping by subject keeps every subject in exactly one part; the inner validation split is
-    drawn from the training folds only, so the test fold never influences training.
+    drawn from the training folds only, so the test fold never influences training. Both splits
+    are a function of the arguments alone: pass the whole cohort (``read_cohort``), then drop
+    the subjects a run cannot use from their parts.
     """
-    if num_folds < 2:
-        raise ValueError(f"data.num_folds must be at least 2, got {num_folds}")
-    if not 0 < val_fraction < 0.5:
-        raise ValueError(f"data.val_fraction must be in (0, 0.5), got {val_fraction}")
+    check_fold_settings(fold, num_folds, val_fraction)
     labels = strata(ages, sexes)
     subjects = np.asarray(subjects)
+    if len(np.unique(subjects)) < num_folds:
+        raise ValueError(f"{len(np.unique(subjects))} subjects cannot fill {num_folds} folds")
     train_val, test = _split(labels, subjects, num_folds, fold, seed)
-    n_inner = max(2, round(1 / val_fraction))
+    # A small cohort gets fewer, larger inner splits rather than an error.
+    n_inner = max(2, min(round(1 / val_fraction), len(np.unique(subjects[train_val]))))
     train, val = _split(labels[train_val], subjects[train_val], n_inner, 0, seed + 1)
     return {"train": train_val[train], "val": train_val[val], "test": test}
+
+
+def fold_parts(
+    ages: Sequence[float | None],
+    sexes: Sequence[str | None],
+    subjects: Sequence[str],
+    fold: int,
+    num_folds: int = 5,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+) -> dict[str, str]:
+    """The part ("train", "val" or "test") of each subject of the cohort, by subject id.
+
+    Args:
+        ages, sexes, subjects: the whole cohort, one entry per subject (see ``fold_indices``).
+        fold, num_folds, val_fraction, seed: as in ``fold_indices``.
+    """
+    splits = fold_indices(ages, sexes, subjects, fold, num_folds, val_fraction, seed)
+    return {subjects[int(i)]: part for part, index in splits.items() for i in index}

@@ -9,6 +9,7 @@ same file twice for a multi-frame file holding both views). Extra columns are ke
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,16 @@ class Study:
 
 
 @dataclass(frozen=True)
+class Member:
+    """A subject of the cohort: its labels, None where the manifest gives none usable."""
+
+    subject_id: str
+    age: float | None
+    sex: str | None
+    row: int
+
+
+@dataclass(frozen=True)
 class Problem:
     """A study left out, and why: written to the run directory, never dropped silently."""
 
@@ -48,6 +59,24 @@ class Problem:
         return f"{self.source}, row {self.row} ({self.subject_id or 'no id'}): {self.reason}"
 
 
+def _parse_age(row: dict[str, str]) -> float | None:
+    """The row's age in years, None when empty; ValueError with the reason when unusable."""
+    text = (row.get("age") or "").strip()
+    if not text:
+        return None
+    try:
+        age = float(text)
+    except ValueError:
+        raise ValueError(f"age {text!r} is not a number of years") from None
+    if not 0 <= age < 150:  # NaN fails this too
+        raise ValueError(f"age {age:g} is not a plausible age in years")
+    return age
+
+
+def _parse_sex(row: dict[str, str]) -> str | None:
+    return _SEX_CODES.get((row.get("sex") or "").strip().upper())
+
+
 def _parse_row(
     row: dict[str, str], line: int, base: Path, source: str
 ) -> tuple[Study | None, Problem | None]:
@@ -58,14 +87,11 @@ def _parse_row(
 
     if not sid:
         return problem("bad_row", "empty subject_id")
-    age_text = (row.get("age") or "").strip()
     try:
-        age = float(age_text) if age_text else None
-    except ValueError:
-        return problem("bad_age", f"age {age_text!r} is not a number of years")
-    if age is not None and not 0 <= age < 150:
-        return problem("bad_age", f"age {age:g} is not a plausible age in years")
-    sex = _SEX_CODES.get((row.get("sex") or "").strip().upper())
+        age = _parse_age(row)
+    except ValueError as err:
+        return problem("bad_age", str(err))
+    sex = _parse_sex(row)
     if sex is None:
         return problem("bad_sex", f"unknown sex code {row.get('sex')!r} (expected F or M)")
     paths = {}
@@ -83,6 +109,47 @@ def _parse_row(
 def read_manifest(path: str | Path) -> tuple[list[Study], list[Problem]]:
     """Parse and check a manifest; returns the usable studies and the problems found."""
     path = Path(path)
+    studies, problems, seen = [], [], set()
+    for line, row in _rows(path):
+        study, problem = _parse_row(row, line, path.parent, str(path))
+        if study is not None and study.subject_id in seen:
+            study, problem = None, Problem(
+                str(path), line, study.subject_id, "duplicate", "subject_id appears twice"
+            )
+        if problem:
+            problems.append(problem)
+        else:
+            seen.add(study.subject_id)
+            studies.append(study)
+    if not studies and not problems:
+        raise ManifestError(f"{path}: no rows")
+    return studies, problems
+
+
+def read_cohort(path: str | Path) -> list[Member]:
+    """Every subject the manifest names, with its labels as far as they can be read.
+
+    This is the cohort that cross-validation folds are drawn over: it depends on the manifest's
+    subject, age and sex columns only, never on whether a study's files exist or decode, so a
+    study that one model cannot use leaves its own fold and moves no one else. A subject named
+    twice appears once (its first row, as in ``read_manifest``).
+    """
+    members, seen = [], set()
+    for line, row in _rows(Path(path)):
+        sid = (row.get("subject_id") or "").strip()
+        if not sid or sid in seen:
+            continue
+        seen.add(sid)
+        try:
+            age = _parse_age(row)
+        except ValueError:
+            age = None
+        members.append(Member(sid, age, _parse_sex(row), line))
+    return members
+
+
+def _rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
+    """(line number, row) of each data row, after checking the file and its columns."""
     if not path.is_file():
         raise ManifestError(f"{path}: manifest file does not exist")
     with path.open(newline="", encoding="utf-8-sig") as f:
@@ -90,18 +157,4 @@ def read_manifest(path: str | Path) -> tuple[list[Study], list[Problem]]:
         missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
             raise ManifestError(f"{path}: missing column(s) {', '.join(missing)}")
-        studies, problems, seen = [], [], set()
-        for line, row in enumerate(reader, start=2):
-            study, problem = _parse_row(row, line, path.parent, str(path))
-            if study is not None and study.subject_id in seen:
-                study, problem = None, Problem(
-                    str(path), line, study.subject_id, "duplicate", "subject_id appears twice"
-                )
-            if problem:
-                problems.append(problem)
-            else:
-                seen.add(study.subject_id)
-                studies.append(study)
-    if not studies and not problems:
-        raise ManifestError(f"{path}: no rows")
-    return studies, problems
+        yield from enumerate(reader, start=2)
