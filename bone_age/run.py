@@ -8,7 +8,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from bone_age.errors import user_error_message
+from bone_age.errors import EXIT_BAD_INPUT, user_error_message
 
 log = logging.getLogger("bone_age")
 
@@ -23,8 +23,8 @@ def main(cfg: DictConfig) -> float | None:
         message = user_error_message(err)
         if message is None:
             raise
-        log.error("bone-age: %s", message)
-        sys.exit(2)
+        log.error("bone-age run: %s", message)
+        sys.exit(EXIT_BAD_INPUT)
     if metrics:
         log.info("test MAE %.2f years (baseline %.2f), r %.3f, n = %d",
                  metrics["mae"], metrics["baseline_mae"], metrics["pearson_r"], metrics["n_test"])
