@@ -16,8 +16,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from bone_age.errors import BoneAgeError
 
-class AgeOutOfRangeError(ValueError):
+
+class AgeOutOfRangeError(BoneAgeError, ValueError):
     """An age label lies outside the class range of the model."""
 
 
@@ -37,9 +39,15 @@ def age_to_class(ages: torch.Tensor, min_age: int, max_age: int) -> torch.Tensor
     return torch.round(ages - min_age).long().clamp_(0, max_age - min_age)
 
 
+def _at_least_float32(dtype: torch.dtype) -> torch.dtype:
+    """The outputs' dtype, widened to float32: labels in years keep their decimals."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 def distribution_moments(logits: torch.Tensor, ages: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Softmax p, its mean (paper eq. 5: the predicted age) and its variance, per sample."""
     p = logits.softmax(dim=-1)
+    ages = ages.to(p.dtype)  # float64 training (trainer.precision=64-true) included
     mean = p @ ages
     var = (p * (ages.unsqueeze(0) - mean.unsqueeze(1)) ** 2).sum(dim=-1)
     return p, mean, var
@@ -47,7 +55,8 @@ def distribution_moments(logits: torch.Tensor, ages: torch.Tensor) -> tuple[torc
 
 def mse_loss(outputs: torch.Tensor, ages: torch.Tensor) -> torch.Tensor:
     """Eq. (6): mean over the batch of (y_hat - y)^2, ``outputs`` of shape (N,) or (N, 1)."""
-    return F.mse_loss(outputs.reshape(-1), ages.float())
+    dtype = _at_least_float32(outputs.dtype)
+    return F.mse_loss(outputs.reshape(-1).to(dtype), ages.to(dtype))
 
 
 def softmax_loss(
@@ -72,7 +81,8 @@ def mean_variance_loss(
     """
     ls = softmax_loss(logits, ages, min_age, max_age)
     _, mean, var = distribution_moments(logits, class_ages(min_age, max_age, logits.device))
-    lm = 0.5 * ((mean - ages.float()) ** 2).mean()
+    dtype = _at_least_float32(mean.dtype)
+    lm = 0.5 * ((mean.to(dtype) - ages.to(dtype)) ** 2).mean()
     lv = var.mean()
     return ls + lambda_mean * lm + lambda_var * lv
 
