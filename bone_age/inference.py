@@ -12,7 +12,6 @@ The input path is exactly training's: ``read_study_views`` -> ``Preprocess`` (co
 from __future__ import annotations
 
 import json
-import pickle
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,14 +169,14 @@ def _damaged_member(path: Path) -> str | None:
         return f"the archive itself ({brief(err)})"
 
 
-def _unpickling_detail(err: BaseException) -> str:
-    """The line of torch's weights-only refusal that says what was found."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    for i, line in enumerate(lines):
-        if line.startswith("WeightsUnpickler error:"):
-            rest = line.removeprefix("WeightsUnpickler error:").strip()
-            return rest or (lines[i + 1] if i + 1 < len(lines) else "")
-    return lines[0] if lines else ""
+def _load_error(err: BaseException) -> str:
+    """What torch.load's error says, in a few words (its messages run to paragraphs)."""
+    text = " ".join(str(err).split())
+    marker = "WeightsUnpickler error:"
+    if marker in text:  # weights-only refusal: what it found is after the marker
+        text = text.split(marker, 1)[1].strip()
+    first = text.split(". ", 1)[0][:160]
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -193,11 +192,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
                               "changed or broken copy); use an intact copy")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:  # garbage, or content that only code could build
-        raise CheckpointError(f"{path}: not a loadable checkpoint: {_unpickling_detail(err)} "
-                              "(only weights are read: nothing in the file is run)") from None
-    except Exception as err:  # corrupt files of every other kind: refuse, one line
-        raise CheckpointError(f"{path}: not a loadable checkpoint ({brief(err)})") from None
+    except Exception as err:  # unsafe pickles and corrupt files alike: refuse, one line
+        raise CheckpointError(f"{path}: not a checkpoint, or a damaged one ({_load_error(err)}; "
+                              "only weights are read, nothing in the file is run)") from None
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: not a Lightning checkpoint (holds a "
                               f"{type(ckpt).__name__}, not a mapping)")

@@ -117,7 +117,7 @@ def _checkpoint_to_resume(
     try:
         problem = _resume_problem(read_checkpoint(newest), module)
     except CheckpointError as err:
-        raise ResumeError(f"cannot resume: {err}; {_resume_hint(newest)}") from None
+        raise ResumeError(f"{err}; cannot resume from it: {_resume_hint(newest)}") from None
     if problem:
         raise ResumeError(f"{newest}: cannot resume from it: {problem}; {_resume_hint(newest)}")
     log.info("resuming from %s", newest)

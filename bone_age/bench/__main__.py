@@ -16,6 +16,7 @@ import traceback
 from pathlib import Path
 
 from bone_age.bench.common import Ctx, entry, table, write_results
+from bone_age.errors import command
 
 ITEMS = {
     "overhead": "bone_age.bench.overhead",
@@ -71,6 +72,7 @@ def run_items(ctx: Ctx, names: list[str]) -> list[dict]:
     return results
 
 
+@command("bench")
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.accuracy is not None:
