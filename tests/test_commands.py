@@ -379,3 +379,57 @@ def test_run_reports_a_latin1_manifest_and_an_empty_last_checkpoint(tiny, tmp_pa
     said = done.stdout + done.stderr
     assert done.returncode == 2 and "Traceback" not in said
     assert "last.ckpt: empty file (0 bytes)" in said
+
+
+def test_every_command_ends_user_errors_in_one_line(tmp_path, capsys):
+    from bone_age import index, report
+    from bone_age.bench.__main__ import main as bench
+    from bone_age.phantom.__main__ import main as phantom
+
+    capsys.readouterr()  # warnings of the imports
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    (tmp_path / "dicom").mkdir()
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "results.json").write_text("{not json")
+    key = f"--key-file={tmp_path / 'secret' / 'k.key'}"
+    cases = {
+        "index": (lambda: index.main([str(tmp_path / "dicom"), "--out",
+                                      str(a_file / "manifest.csv"), key]),
+                  "a_file is a file, not a folder"),
+        "report": (lambda: report.main([str(a_file)]), "a_file: not a folder"),
+        "phantom": (lambda: phantom(["--out", str(a_file / "cohort"), "--subjects", "1",
+                                     "--no-progress"]), "a_file"),
+        "bench": (lambda: bench(["--render", "--out", str(tmp_path / "bench")]),
+                  "results.json: not valid JSON"),
+    }
+    for command, (run, said) in cases.items():
+        assert run() == 2, command
+        assert said in _err_line(capsys, command)
+    assert not (tmp_path / "secret").exists()  # index stopped before creating its key
+
+
+def test_user_errors_are_recognised_without_loading_heavy_modules():
+    code = ("import sys, bone_age.errors as e; "
+            "assert not {'torch', 'hydra', 'omegaconf'} & set(sys.modules), sys.modules.keys(); "
+            "print(e.user_error_message(FileNotFoundError(2, 'No such file', 'x.csv')), "
+            "e.user_error_message(KeyError('bug')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "x.csv: No such file None"
+
+
+def test_config_errors_wrapped_by_hydra_are_user_errors():
+    from hydra.errors import InstantiationException
+
+    from bone_age.data import ManifestError
+
+    wrapped = InstantiationException("Error in call to target 'X':\nValueError(...)")
+    wrapped.__cause__ = ValueError("data.fold must be in 0..4, got 7")
+    assert errors.user_error_message(wrapped) == "data.fold must be in 0..4, got 7"
+    assert errors.user_error_message(ManifestError("m.csv: bad")) == "m.csv: bad"
+    bug = InstantiationException("Error in call to target 'X':\nKeyError('k')")
+    bug.__cause__ = KeyError("k")
+    assert errors.user_error_message(bug) == "Error in call to target 'X':"
+    assert errors.user_error_message(AttributeError("a bug")) is None
