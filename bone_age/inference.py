@@ -152,7 +152,8 @@ def _model_file(path: str | Path, what: str) -> Path:
     if path.is_dir():
         raise CheckpointError(f"{path}: a folder, not a {what} file")
     if not path.is_file():
-        raise CheckpointError(f"{path}: {what} file does not exist")
+        what_is = "is not a regular file" if path.exists() else "does not exist"
+        raise CheckpointError(f"{path}: {what} file {what_is}")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: empty file (0 bytes), no {what} in it")
     return path

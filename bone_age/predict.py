@@ -151,7 +151,7 @@ def _unusable(spec, item: Item) -> str | None:
         have = " + ".join(item.files) or "no view"
         return f"the model needs the {' + '.join(spec.views)} view(s) but the study has {have}"
     if spec.use_sex and item.sex not in ("F", "M"):
-        return "the model uses sex as an input; unknown"
+        return "the model uses sex as an input and the study's sex is unknown"
     return None
 
 

@@ -433,3 +433,16 @@ def test_config_errors_wrapped_by_hydra_are_user_errors():
     bug.__cause__ = KeyError("k")
     assert errors.user_error_message(bug) == "Error in call to target 'X':"
     assert errors.user_error_message(AttributeError("a bug")) is None
+
+
+def test_explain_never_writes_outside_its_folder(tiny, tmp_path, capsys):
+    lines = tiny["manifest"].read_text().splitlines()
+    first = lines[1].split(",")
+    base = tiny["manifest"].parent
+    first[0], first[3], first[4] = "../escaped", str(base / first[3]), str(base / first[4])
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(lines[0] + "\n" + ",".join(first) + "\n")
+    out = tmp_path / "deep" / "x"
+    assert explain.main([str(tiny["ckpt"]), str(manifest), "--out", str(out)]) == 2
+    assert "subject_id '../escaped' cannot name a file" in _err_line(capsys, "explain")
+    assert not list(tmp_path.glob("deep/*.png")) and not out.exists()
