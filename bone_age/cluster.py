@@ -15,8 +15,10 @@ from pathlib import Path
 
 from lightning_fabric.plugins.environments import SLURMEnvironment
 
+from bone_age.errors import BoneAgeError
 
-class SlurmConfigError(ValueError):
+
+class SlurmConfigError(BoneAgeError, ValueError):
     """A SLURM setting of the config that cannot be used."""
 
 

@@ -1,33 +1,85 @@
-"""Errors a user can fix (bad config, files or manifests): reported in one line, no traceback."""
+"""Errors a user can fix (bad config, files or manifests): reported in one line, no traceback.
+
+Every such error of the project derives from ``BoneAgeError``; each command's ``main`` is
+wrapped by ``command`` (or, for the Hydra entry point, calls ``user_error_message``) so that
+they end as one line ``bone-age <command>: <message>`` with exit code ``EXIT_BAD_INPUT``.
+This module imports nothing heavy: the DICOM indexer imports it without torch.
+"""
 
 from __future__ import annotations
 
-from hydra.errors import InstantiationException
-from omegaconf.errors import OmegaConfBaseException
+import functools
+import sys
+from collections.abc import Callable
 
-from bone_age.cluster import SlurmConfigError
-from bone_age.data import DataError, ManifestError
-from bone_age.data.dicom import DicomReadError
-from bone_age.losses import AgeOutOfRangeError
-from bone_age.models.trunk import PretrainedWeightsError
+EXIT_OK = 0
+EXIT_PARTIAL = 1  # finished, but some inputs were refused or nothing was found (reported)
+EXIT_BAD_INPUT = 2  # nothing done: bad input, config, file, checkpoint or output location
 
-USER_ERRORS = (
-    DataError, ManifestError, DicomReadError, AgeOutOfRangeError, PretrainedWeightsError,
-    OmegaConfBaseException, FileNotFoundError, SlurmConfigError,
-)
+
+class BoneAgeError(Exception):
+    """Base of the errors a user can fix; the message is one line naming file/key and fault."""
+
+
+def _one_line(text: str) -> str:
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return lines[0] if len(lines) <= 1 else f"{lines[0]} ({'; '.join(lines[1:])})"
+
+
+def brief(err: BaseException) -> str:
+    """``Type: first line of the message`` (at most 200 characters), for one-line reports."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0][:200]}" if lines else type(err).__name__
 
 
 def user_error_message(err: BaseException) -> str | None:
-    """The one-line message of an error the user can fix, or None for a bug.
+    """The message of an error the user can fix, or None for a bug.
 
     Objects are built by Hydra's ``instantiate``, which wraps what their constructors raise;
     a ValueError or TypeError raised while building from config is a configuration mistake.
+    Errors of OmegaConf/Hydra are only checked for when those are loaded (they are not for
+    the light commands).
     """
-    if isinstance(err, USER_ERRORS):
+    if isinstance(err, BoneAgeError):
         return str(err)
-    if isinstance(err, InstantiationException):
+    if isinstance(err, OSError):  # a file or folder the user named or the system refused
+        if err.filename is not None and err.strerror:
+            return f"{err.filename}: {err.strerror}"
+        return _one_line(str(err))
+    omegaconf_errors = sys.modules.get("omegaconf.errors")
+    if omegaconf_errors and isinstance(err, omegaconf_errors.OmegaConfBaseException):
+        return _one_line(str(err))
+    hydra_errors = sys.modules.get("hydra.errors")
+    if hydra_errors and isinstance(err, hydra_errors.InstantiationException):
         cause = err.__cause__
-        if isinstance(cause, (*USER_ERRORS, ValueError, TypeError)):
-            return str(cause)
+        if cause is not None and (isinstance(cause, (ValueError, TypeError))
+                                  or user_error_message(cause) is not None):
+            return user_error_message(cause) or _one_line(str(cause))
         return str(err).splitlines()[0]
     return None
+
+
+def fail(command: str, message: str) -> int:
+    """Print the one-line error of ``command`` to stderr; returns EXIT_BAD_INPUT."""
+    print(f"bone-age {command}: {_one_line(message)}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def command(name: str) -> Callable[[Callable[..., int]], Callable[..., int]]:
+    """Decorator of a command's ``main(argv)``: a user error ends it with one line, exit 2.
+
+    Args:
+        name: the command as users type it after ``bone-age`` (``predict``, ``export``...).
+    """
+    def wrap(main: Callable[..., int]) -> Callable[..., int]:
+        @functools.wraps(main)
+        def guarded(*args, **kwargs) -> int:
+            try:
+                return main(*args, **kwargs)
+            except Exception as err:
+                message = user_error_message(err)
+                if message is None:
+                    raise
+                return fail(name, message)
+        return guarded
+    return wrap

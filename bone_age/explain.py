@@ -31,9 +31,15 @@ import torch  # noqa: E402
 from captum.attr import LayerAttribution, LayerGradCam  # noqa: E402
 from torch import nn  # noqa: E402
 
-from bone_age.data.dicom import DicomReadError, read_dataset, views_in_file  # noqa: E402
-from bone_age.inference import CheckpointError, Spec, load_checkpoint  # noqa: E402
+from bone_age.data.dicom import read_dataset, views_in_file  # noqa: E402
+from bone_age.errors import EXIT_OK, BoneAgeError, command  # noqa: E402
+from bone_age.inference import Spec, load_checkpoint  # noqa: E402
 from bone_age.models import BoneAgeNet  # noqa: E402
+from bone_age.outputs import check_output_dir, check_output_file, write_atomic  # noqa: E402
+
+
+class ExplainError(BoneAgeError, ValueError):
+    """A study or model that Grad-CAM cannot explain (the message says why)."""
 
 
 def last_stage(trunk: nn.Module, example: torch.Tensor, stage: int = 1) -> nn.Module:
@@ -51,7 +57,8 @@ def last_stage(trunk: nn.Module, example: torch.Tensor, stage: int = 1) -> nn.Mo
     for h in hooks:
         h.remove()
     if len(seen) < stage:
-        raise ValueError(f"the trunk has fewer than {stage} convolutional stages")
+        raise ExplainError(f"--stage {stage}: the trunk has only {len(seen)} convolutional "
+                           "stages")
     return seen[-stage]
 
 
@@ -70,7 +77,8 @@ def gradcam(net: BoneAgeNet, spec: Spec, images: torch.Tensor,
             sex: torch.Tensor | None, stage: int = 1) -> np.ndarray:
     """(V, H, W) signed Grad-CAM maps in [-1, 1] for images (1, V, 3, H, W), at H x W."""
     if len(net.trunks) != net.views:
-        raise ValueError("Grad-CAM per view needs one trunk per view (model.share_weights=false)")
+        raise ExplainError("Grad-CAM per view needs one trunk per view; this model shares one "
+                           "(model.share_weights=true)")
     model = AgeOutput(net, spec, sex)
     maps = []
     for v, trunk in enumerate(net.trunks):
@@ -95,29 +103,36 @@ def overlay(counts: np.ndarray, heat: np.ndarray, scale: int = 4) -> np.ndarray:
     return (np.clip(out, 0, 1) * 255).astype(np.uint8)
 
 
+def output_files(out: Path, name: str, views: tuple[str, ...]) -> list[Path]:
+    """The files ``explain`` writes: one overlay per view, then the figure."""
+    if Path(name).name != name or name in (".", ".."):  # a subject_id is no path
+        raise ExplainError(f"subject_id {name!r} cannot name a file in {out}")
+    return [out / f"{name}_{view}.png" for view in views] + [out / f"{name}_gradcam.png"]
+
+
 def explain(checkpoint: Path, files: dict[str, Path], sex: str | None, out: Path,
             name: str = "study", scale: int = 4, stage: int = 1) -> list[Path]:
-    """Write the figure and one overlay per view; returns the paths."""
+    """Write the figure and one overlay per view (each whole or not at all); returns the paths."""
     net, spec = load_checkpoint(checkpoint)
+    paths = output_files(out, name, spec.views)
+    for path in paths:
+        check_output_file(path, "Grad-CAM image", [checkpoint, *files.values()])
     counts = spec.counts(files)  # (V, H, W)
     images = spec.normalize()(torch.from_numpy(counts[None].astype(np.float32)))
     sex_t = None
     if spec.use_sex:
         if sex not in ("F", "M"):
-            raise DicomReadError("study", "the model uses sex as an input; give --sex F or M")
+            raise ExplainError("the model uses sex as an input; the study has none: give "
+                               "--sex F or M")
         sex_t = torch.tensor([float(sex == "M")])
     with torch.no_grad():
         age, sd = spec.loss.predict(net(images, sex_t))
     heat = gradcam(net, spec, images, sex_t, stage)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for v, view in enumerate(spec.views):
-        path = out / f"{name}_{view}.png"
-        plt.imsave(path, overlay(counts[v], heat[v], scale))
-        written.append(path)
+    for v, path in enumerate(paths[:-1]):
+        write_atomic(path, lambda tmp, v=v: plt.imsave(tmp, overlay(counts[v], heat[v], scale)))
     label = f"predicted age {age.item():.1f} y" + ("" if sd is None else f" (SD {sd.item():.1f})")
-    written.append(_figure(counts, heat, spec, label, out / f"{name}_gradcam.png"))
-    return written
+    write_atomic(paths[-1], lambda tmp: _figure(counts, heat, spec, label, tmp))
+    return paths
 
 
 def _figure(counts: np.ndarray, heat: np.ndarray, spec: Spec, label: str, path: Path) -> Path:
@@ -144,10 +159,12 @@ def _study(args: argparse.Namespace) -> tuple[dict[str, Path], str | None, str]:
     if args.input.suffix.lower() == ".csv":
         from bone_age.predict import from_manifest
 
-        items, _ = from_manifest(args.input)
+        items, refused = from_manifest(args.input)
         chosen = [i for i in items if args.subject in (None, i.subject_id)]
+        why = [r.reason for r in refused if r.subject_id == args.subject]
         if not chosen:
-            raise DicomReadError(args.input, f"no usable study {args.subject or ''} in manifest")
+            raise ExplainError(why[0] if why else f"{args.input}: no usable study "
+                               f"{args.subject or ''} in the manifest")
         item = chosen[0]
         return item.files, args.sex or item.sex, item.subject_id
     from bone_age.data.labels import study_sex
@@ -157,6 +174,14 @@ def _study(args: argparse.Namespace) -> tuple[dict[str, Path], str | None, str]:
     return dict.fromkeys(views, args.input), args.sex or study_sex(ds), "study"
 
 
+def _at_least_1(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 32:
+        raise argparse.ArgumentTypeError(f"must be in 1..32, got {value}")
+    return value
+
+
+@command("explain")
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bone_age.explain",
                                 description=__doc__.splitlines()[0])
@@ -167,19 +192,17 @@ def main(argv: list[str] | None = None) -> int:
                    help="the view of a single-frame file whose headers do not name it")
     p.add_argument("--subject", help="manifest subject_id to explain (default: the first)")
     p.add_argument("--sex", choices=["F", "M"], help="for models using sex, if not in the input")
-    p.add_argument("--scale", type=int, default=4, help="enlargement of the per-view overlays")
-    p.add_argument("--stage", type=int, default=1,
+    p.add_argument("--scale", type=_at_least_1, default=4,
+                   help="enlargement of the per-view overlays (1..32)")
+    p.add_argument("--stage", type=_at_least_1, default=1,
                    help="trunk stage counted from the end (1: last, coarsest; 2: finer)")
     args = p.parse_args(argv)
-    try:
-        files, sex, name = _study(args)
-        written = explain(args.checkpoint, files, sex, args.out, name, args.scale, args.stage)
-    except (CheckpointError, DicomReadError, ValueError) as err:
-        print(f"bone-age explain: {err}", file=sys.stderr)
-        return 2
+    check_output_dir(args.out, "Grad-CAM images")
+    files, sex, name = _study(args)
+    written = explain(args.checkpoint, files, sex, args.out, name, args.scale, args.stage)
     for path in written:
         print(path)
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

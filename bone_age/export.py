@@ -20,9 +20,11 @@ import torch
 from torch import nn
 
 from bone_age.callbacks import METADATA_KEY
-from bone_age.inference import CheckpointError, load_checkpoint
+from bone_age.errors import EXIT_OK, command
+from bone_age.inference import Spec, load_checkpoint
 from bone_age.losses import AgeLoss
-from bone_age.model_card import write_model_card
+from bone_age.model_card import card_path, write_model_card
+from bone_age.outputs import OutputError, check_output_file, write_atomic
 
 OPSET = 18
 
@@ -43,7 +45,11 @@ class ExportedModel(nn.Module):
 
 def export(checkpoint: str | Path, out: str | Path) -> Path:
     """Write ``out`` (ONNX) from a checkpoint; returns its path."""
-    net, spec = load_checkpoint(checkpoint)
+    return export_model(*load_checkpoint(checkpoint), out)
+
+
+def export_model(net: nn.Module, spec: Spec, out: str | Path) -> Path:
+    """Write ``out`` (ONNX, whole or not at all) from a loaded network; returns its path."""
     model = ExportedModel(net, spec.normalize(), spec.loss).eval()
     h, w = spec.meta["data"]["image_size"]
     counts = torch.rand(2, len(spec.views), h, w) * 100
@@ -54,8 +60,6 @@ def export(checkpoint: str | Path, out: str | Path) -> Path:
     if spec.use_sex:
         args, names = (counts, torch.tensor([0.0, 1.0])), ["counts", "sex"]
         shapes["sex"] = {0: batch}
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         program = torch.onnx.export(model, args, dynamo=True, input_names=names,
                                     output_names=["age", "sd"], dynamic_shapes=shapes,
@@ -63,31 +67,43 @@ def export(checkpoint: str | Path, out: str | Path) -> Path:
     proto = program.model_proto
     meta = onnx.StringStringEntryProto(key=METADATA_KEY, value=json.dumps(spec.meta))
     proto.metadata_props.append(meta)
-    onnx.save(proto, str(out))
-    return out
+    return write_atomic(out, lambda tmp: onnx.save(proto, str(tmp)))
 
 
 def run_metrics(checkpoint: Path) -> dict | None:
     """metrics.json of the run the checkpoint belongs to (RUN/checkpoints/x.ckpt), if any."""
     path = checkpoint.resolve().parent.parent / "metrics.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        metrics = err
+    if not isinstance(metrics, dict):
+        print(f"bone-age export: warning: {path} is not a readable metrics file; the model card "
+              "has no performance figures", file=sys.stderr)
+        return None
+    return metrics
 
 
+@command("export")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bone_age.export",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", type=Path, help="a run's checkpoints/*.ckpt")
     parser.add_argument("--out", type=Path, default=Path("model.onnx"), help="ONNX file")
     args = parser.parse_args(argv)
-    try:
-        out = export(args.checkpoint, args.out)
-    except CheckpointError as err:
-        print(f"bone-age export: {err}", file=sys.stderr)
-        return 2
-    _, spec = load_checkpoint(args.checkpoint)
-    card = write_model_card(spec.meta, run_metrics(args.checkpoint), out)
+    check_output_file(args.out, "ONNX model", [args.checkpoint])
+    check_output_file(card_path(args.out), "model card", [args.checkpoint])
+    if card_path(args.out) == args.out:
+        raise OutputError(f"{args.out}: the ONNX model needs another name than its model card "
+                          "(.md); give --out NAME.onnx")
+    net, spec = load_checkpoint(args.checkpoint)
+    metrics = run_metrics(args.checkpoint)
+    out = export_model(net, spec, args.out)
+    card = write_model_card(spec.meta, metrics, out)
     print(f"model: {out}\nmodel card: {card}")
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -20,11 +20,12 @@ from bone_age.data.indexing import (
 )
 from bone_age.data.pseudonym import (
     DEFAULT_KEY_FILE,
-    KeyFileError,
     Pseudonymizer,
     check_secret_location,
     load_or_create_key,
 )
+from bone_age.errors import EXIT_OK, EXIT_PARTIAL, command, fail
+from bone_age.outputs import check_output_file
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -49,21 +50,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+@command("index")
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not args.dicom_dir.is_dir():
-        print(f"bone-age index: {args.dicom_dir} is not a folder", file=sys.stderr)
-        return 2
-    outputs = [args.out.resolve().parent, args.dicom_dir]
-    try:
-        key_file = check_secret_location(args.key_file, outputs, "pseudonym key file")
-        if args.link_file:
-            check_secret_location(args.link_file, outputs, "link file")
-        pseudo = Pseudonymizer(load_or_create_key(key_file))
-    except KeyFileError as err:
-        print(f"bone-age index: {err}", file=sys.stderr)
-        return 2
+        return fail("index", f"{args.dicom_dir} is not a folder")
     report = args.report or args.out.resolve().parent / "index_report.csv"
+    check_output_file(args.out, "manifest")
+    check_output_file(report, "index report")
+    outputs = [args.out.resolve().parent, args.dicom_dir]
+    key_file = check_secret_location(args.key_file, outputs, "pseudonym key file")
+    if args.link_file:
+        check_output_file(args.link_file, "link file")
+        check_secret_location(args.link_file, outputs, "link file")
+    pseudo = Pseudonymizer(load_or_create_key(key_file))
     result = index_folder(args.dicom_dir, args.out, pseudo, args.split_side_by_side,
                           args.check_pixels, tuple(args.age_range), skip=[report])
     write_manifest(result, args.out)
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         write_link_file(result, args.link_file)
     print(summary(result))
     print(f"manifest: {args.out}\nreport:   {report}")
-    return 0 if result.written else 1
+    return EXIT_OK if result.written else EXIT_PARTIAL
 
 
 if __name__ == "__main__":

@@ -8,14 +8,33 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bone_age.losses import AgeLoss
+from bone_age.outputs import write_text_atomic
+
 
 def _fmt(value: Any, spec: str = ".2f") -> str:
     return format(value, spec) if isinstance(value, (int, float)) else "n/a"
 
 
+def _training_lines(train: dict[str, Any], phantom: bool) -> list[str]:
+    n_fit = train["n_female"] + train["n_male"]
+    return [
+        f"- Source: {'synthetic phantom cohort' if phantom else 'manifest cohort'}; fold "
+        f"{train['fold']} of {train['num_folds']} (subject-level cross-validation).",
+        f"- Subjects: {train['n_train']} training, {train['n_val']} validation, "
+        f"{train['n_test']} held-out test; {train['n_excluded']} studies excluded.",
+        f"- Age (training + validation): {train['age_min']:g}-{train['age_max']:g} years, "
+        f"mean {train['age_mean']:.1f} (SD {train['age_sd']:.1f}).",
+        f"- Sex: {train['n_female']} female, {train['n_male']} male "
+        f"(F:M {train['n_female'] / max(train['n_male'], 1):.2f}:1, n = {n_fit}).",
+    ]
+
+
 def model_card(meta: dict[str, Any], metrics: dict[str, Any] | None, model_file: str) -> str:
-    run, model, loss, data = meta.get("run", {}), meta["model"], meta["loss"], meta["data"]
-    train = meta.get("training_data", {})
+    model, ages, data = meta["model"], AgeLoss(**meta["loss"]), meta["data"]
+    # Descriptive entries only: a checkpoint written by hand may lack them or hold other types.
+    run, train = (meta.get(k) if isinstance(meta.get(k), dict) else {}
+                  for k in ("run", "training_data"))
     views = " + ".join(data["views"])
     phantom = train.get("source") == "phantom"
     lines = [
@@ -26,7 +45,7 @@ def model_card(meta: dict[str, Any], metrics: dict[str, Any] | None, model_file:
         "\"Multiple Inputs Deep Neural Networks for Bone Age Estimation Using Whole-Body Bone "
         "Scintigraphy\".",
         f"- Network: `{run.get('model', '?')}` with a `{model['backbone']}` trunk; loss "
-        f"`{loss['name']}`; ages {loss['min_age']}-{loss['max_age']} years"
+        f"`{ages.name}`; ages {ages.min_age}-{ages.max_age} years"
         + ("; uses sex as an input." if model.get("use_sex") else "."),
         f"- Input: counts resized to {data['image_size'][0]} x {data['image_size'][1]} "
         f"({data['resize']}), posterior mirrored: {data['mirror_posterior']}, "
@@ -36,20 +55,10 @@ def model_card(meta: dict[str, Any], metrics: dict[str, Any] | None, model_file:
         "",
         "## Training data",
     ]
-    if train:
-        n_fit = train["n_female"] + train["n_male"]
-        lines += [
-            f"- Source: {'synthetic phantom cohort' if phantom else 'manifest cohort'}; fold "
-            f"{train['fold']} of {train['num_folds']} (subject-level cross-validation).",
-            f"- Subjects: {train['n_train']} training, {train['n_val']} validation, "
-            f"{train['n_test']} held-out test; {train['n_excluded']} studies excluded.",
-            f"- Age (training + validation): {train['age_min']:g}-{train['age_max']:g} years, "
-            f"mean {train['age_mean']:.1f} (SD {train['age_sd']:.1f}).",
-            f"- Sex: {train['n_female']} female, {train['n_male']} male "
-            f"(F:M {train['n_female'] / max(train['n_male'], 1):.2f}:1, n = {n_fit}).",
-        ]
-    else:
-        lines.append("- Not recorded in the checkpoint.")
+    try:
+        lines += _training_lines(train, phantom) if train else ["- Not recorded in the checkpoint."]
+    except (KeyError, TypeError, ValueError):
+        lines.append("- Recorded incompletely in the checkpoint.")
     lines += ["", "## Performance (held-out fold, Table 1 metrics)"]
     if metrics:
         lines += [
@@ -76,11 +85,14 @@ def model_card(meta: dict[str, Any], metrics: dict[str, Any] | None, model_file:
     return "\n".join(lines) + "\n"
 
 
+def card_path(model_path: str | Path) -> Path:
+    """``MODEL.md`` for ``MODEL.onnx``."""
+    return Path(model_path).with_suffix(".md")
+
+
 def write_model_card(
     meta: dict[str, Any], metrics: dict[str, Any] | None, model_path: str | Path
 ) -> Path:
-    """``MODEL.md`` beside ``MODEL.onnx``; returns its path."""
-    model_path = Path(model_path)
-    path = model_path.with_suffix(".md")
-    path.write_text(model_card(meta, metrics, model_path.name))
-    return path
+    """``MODEL.md`` beside ``MODEL.onnx`` (written whole or not at all); returns its path."""
+    return write_text_atomic(card_path(model_path),
+                             model_card(meta, metrics, Path(model_path).name))

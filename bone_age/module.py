@@ -40,7 +40,8 @@ class BoneAgeModule(pl.LightningModule):
         self.test_metrics: dict[str, float] = {}
 
     def forward(self, images: torch.Tensor, sex: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(images, sex)
+        # The data module normalises in float32; the weights may be float64 (64-true precision).
+        return self.net(images.to(self.dtype), sex)
 
     def _step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         outputs = self(batch["image"], batch["sex"])

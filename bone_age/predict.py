@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import os
 import sys
 import tempfile
@@ -26,7 +27,9 @@ import torch
 from tqdm import tqdm
 
 from bone_age.data.dicom import DicomReadError, read_dataset, views_in_file
-from bone_age.data.manifest import ManifestError, read_manifest
+from bone_age.data.manifest import read_manifest
+from bone_age.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_PARTIAL, command
+from bone_age.outputs import check_output_file, write_text_atomic
 
 COLUMNS = ["subject_id", "sex", "age", "pred_age", "pred_sd", "age_gap"]
 
@@ -48,13 +51,17 @@ class Refused:
 
 
 def from_manifest(path: Path) -> tuple[list[Item], list[Refused]]:
-    studies, problems = read_manifest(path)
-    items = [Item(s.subject_id, s.sex, s.age, {"anterior": s.anterior, "posterior": s.posterior})
-             for s in studies]
-    return items, [Refused(p.subject_id, p.reason) for p in problems]
+    """Studies of a manifest; an empty sex is kept as unknown (``predict`` refuses it only for
+    a model that takes sex as an input)."""
+    studies, problems = read_manifest(path, sex_required=False)
+    items = [Item(s.subject_id, s.sex or None, s.age,
+                  {"anterior": s.anterior, "posterior": s.posterior}) for s in studies]
+    return items, [Refused(p.subject_id or "(no subject_id)",
+                           f"{p.source}, row {p.row}: {p.reason}") for p in problems]
 
 
 def _pseudonymizer(key_file: Path, outputs: list[Path]):
+    """The pseudonymiser of ``key_file``, refused inside the input's or the outputs' folders."""
     from bone_age.data.pseudonym import Pseudonymizer, check_secret_location, load_or_create_key
 
     return Pseudonymizer(load_or_create_key(check_secret_location(key_file, outputs, "key file")))
@@ -85,8 +92,8 @@ def from_file(path: Path, view: str | None, key_file: Path, out: Path) -> Item:
     ds = read_dataset(path, pixels=False)  # the pixels are decoded once, at prediction
     views = views_in_file(ds, path, view)
     patient = str(ds.get("PatientID", "") or "")
-    sid = _pseudonymizer(key_file, [out.resolve().parent]).subject(patient) if patient \
-        else "study-1"
+    secret_free = [out.resolve().parent, path.resolve().parent]  # outputs and the export
+    sid = _pseudonymizer(key_file, secret_free).subject(patient) if patient else "study-1"
     age, _ = study_age(ds)
     return Item(sid, study_sex(ds), age, dict.fromkeys(views, path))
 
@@ -144,7 +151,7 @@ def _unusable(spec, item: Item) -> str | None:
         have = " + ".join(item.files) or "no view"
         return f"the model needs the {' + '.join(spec.views)} view(s) but the study has {have}"
     if spec.use_sex and item.sex not in ("F", "M"):
-        return "the model uses sex as an input; unknown"
+        return "the model uses sex as an input and the study's sex is unknown"
     return None
 
 
@@ -187,11 +194,19 @@ def _decoded_ahead(spec, items: list[Item], lookahead: int
 
 
 def write_rows(rows: list[dict], out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    """The predictions CSV, written whole or not at all."""
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(out, text.getvalue())
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -205,7 +220,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--onnx", action="store_true", help="MODEL is an exported ONNX model")
     p.add_argument("--view", choices=["anterior", "posterior"],
                    help="the view of a single-frame file whose headers do not name it")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=_positive, default=16)
     p.add_argument("--key-file", type=Path, default=DEFAULT_KEY_FILE,
                    help="pseudonym key for DICOM input, as python -m bone_age.index uses")
     args = p.parse_args(argv)
@@ -214,32 +229,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+@command("predict")
 def main(argv: list[str] | None = None) -> int:
-    from bone_age.data.pseudonym import KeyFileError
-    from bone_age.inference import CheckpointError, OnnxPredictor, TorchPredictor
+    from bone_age.inference import OnnxPredictor, TorchPredictor
 
     args = parse_args(argv)
-    try:
-        predictor = OnnxPredictor(args.model) if args.onnx else TorchPredictor(args.model)
-        if args.input.is_dir():
-            items, refused = from_folder(args.input, args.key_file, args.out)
-        elif args.input.suffix.lower() == ".csv":
-            items, refused = from_manifest(args.input)
-        else:
-            items, refused = [from_file(args.input, args.view, args.key_file, args.out)], []
-        rows, more = predict(predictor, items, args.batch_size)
-    except (CheckpointError, ManifestError, DicomReadError, KeyFileError) as err:
-        print(f"bone-age predict: {err}", file=sys.stderr)
-        return 2
+    check_output_file(args.out, "predictions", [args.model, args.input])
+    predictor = OnnxPredictor(args.model) if args.onnx else TorchPredictor(args.model)
+    if args.input.is_dir():
+        items, refused = from_folder(args.input, args.key_file, args.out)
+    elif args.input.suffix.lower() == ".csv":
+        items, refused = from_manifest(args.input)
+    else:
+        items, refused = [from_file(args.input, args.view, args.key_file, args.out)], []
+    rows, more = predict(predictor, items, args.batch_size)
     refused += more
     for r in refused:
         print(f"bone-age predict: refused {r.subject_id}: {r.reason}", file=sys.stderr)
     if not rows:
         print("bone-age predict: no study could be predicted", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     write_rows(rows, args.out)
     print(f"{len(rows)} studies predicted, {len(refused)} refused -> {args.out}")
-    return 1 if refused else 0
+    return EXIT_PARTIAL if refused else EXIT_OK
 
 
 if __name__ == "__main__":

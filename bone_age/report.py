@@ -31,6 +31,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from bone_age import plots
+from bone_age.errors import EXIT_OK, EXIT_PARTIAL, command, fail
 from bone_age.metrics import age_metrics, baseline_mae
 
 log = logging.getLogger(__name__)
@@ -366,6 +367,7 @@ class ReportCallback(Callback):
             print(f"\nTable 1 ({md}):\n{md.read_text()}")
 
 
+@command("report")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bone_age.report", description=__doc__)
     parser.add_argument("dir", type=Path, help="a sweep (or any) folder holding finished runs")
@@ -373,13 +375,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="also log Table 1 and the figures to this W&B project")
     args = parser.parse_args(argv)
     if not args.dir.is_dir():
-        parser.error(f"{args.dir}: not a folder")
+        return fail("report", f"{args.dir}: not a folder")
     md = report(args.dir, args.wandb)
     if md is None:
-        print(f"bone-age: no finished runs below {args.dir}", file=sys.stderr)
-        return 1
+        print(f"bone-age report: no finished runs below {args.dir}", file=sys.stderr)
+        return EXIT_PARTIAL
     print(md.read_text())
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from bone_age.console import quiet_third_party, run_summary
-from bone_age.errors import user_error_message
+from bone_age.errors import EXIT_BAD_INPUT, user_error_message
 
 log = logging.getLogger("bone_age")
 
@@ -31,8 +31,8 @@ def main(cfg: DictConfig) -> float | None:
         message = user_error_message(err)
         if message is None:
             raise
-        log.error("bone-age: %s", message)
-        sys.exit(2)
+        log.error("bone-age run: %s", message)
+        sys.exit(EXIT_BAD_INPUT)
     if not metrics:
         return None
     if HydraConfig.get().mode == RunMode.RUN:

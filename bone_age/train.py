@@ -17,6 +17,8 @@ from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from bone_age.cluster import hpc_checkpoints, lightning_handles_requeue, slurm_plugins
+from bone_age.errors import BoneAgeError, brief, user_error_message
+from bone_age.inference import CheckpointError, read_checkpoint, weights_mismatch
 
 log = logging.getLogger(__name__)
 
@@ -66,18 +68,85 @@ def supported_precision(trainer_cfg: DictConfig | dict) -> str:
     return precision
 
 
-def _checkpoint_to_resume(cfg: DictConfig, output_dir: Path) -> str | None:
+class ResumeError(BoneAgeError):
+    """A checkpoint to resume from that cannot be used (the message says what to do)."""
+
+
+def _resume_hint(path: Path) -> str:
+    return "delete it to start the run over" + (", or set resume=false"
+                                                 if path.name == "last.ckpt" else "")
+
+
+def _resume_problem(ckpt: dict, module: pl.LightningModule) -> str | None:
+    """What in a checkpoint would stop Lightning from resuming ``module``'s training."""
+    for key, kind in (("epoch", int), ("global_step", int), ("state_dict", dict),
+                      ("optimizer_states", list), ("lr_schedulers", list), ("loops", dict),
+                      ("callbacks", dict)):
+        if key not in ckpt:
+            return f"'{key}' is missing (not a full training checkpoint)"
+        if not isinstance(ckpt[key], kind) or isinstance(ckpt[key], bool):
+            return f"'{key}' is a {type(ckpt[key]).__name__}, expected a {kind.__name__}"
+    best = ckpt.get("best_val", {})
+    if not isinstance(best, dict) or not isinstance(best.get("value", 0.0), (int, float)) \
+            or not isinstance(best.get("epoch", 0), int):
+        return "'best_val' is not {value: number, epoch: int}"
+    problem = weights_mismatch(module.state_dict(), ckpt["state_dict"],
+                               "the network of this run's settings")
+    if problem:
+        return f"{problem} (a checkpoint of other settings?)"
+    optimizer = module.configure_optimizers()
+    optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+    if len(ckpt["optimizer_states"]) != 1:
+        return f"'optimizer_states' holds {len(ckpt['optimizer_states'])} optimizers, expected 1"
+    try:  # into a throwaway optimizer: checks groups, sizes and state shapes
+        optimizer.load_state_dict(ckpt["optimizer_states"][0])
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
+        return f"optimizer state does not fit ({brief(err)})"
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for name, value in optimizer.state.get(param, {}).items():
+                if torch.is_tensor(value) and value.dim() and value.shape != param.shape:
+                    return (f"optimizer state {name} has shape {list(value.shape)} for a "
+                            f"parameter of shape {list(param.shape)}")
+    return None
+
+
+def _checkpoint_to_resume(
+    cfg: DictConfig, output_dir: Path, module: pl.LightningModule
+) -> Path | None:
     """The newest of: a checkpoint saved at a SLURM requeue signal (always used under SLURM, as
-    Lightning does) and, with ``resume=true``, the last end-of-epoch checkpoint."""
+    Lightning does) and, with ``resume=true``, the last end-of-epoch checkpoint.
+
+    It is checked here (weights-only load) so that a damaged or foreign file ends the run with
+    one line saying what to do, never silently starting over.
+    """
     candidates = hpc_checkpoints(output_dir) if SLURMEnvironment.detect() else []
     last = output_dir / "checkpoints" / "last.ckpt"
-    if cfg.get("resume") and last.exists():
+    if cfg.get("resume") and (last.exists() or last.is_symlink()):
         candidates.append(last)
     if not candidates:
         return None
-    newest = max(candidates, key=lambda p: p.stat().st_mtime_ns)
+    newest = max(candidates, key=lambda p: p.lstat().st_mtime_ns)
+    try:
+        problem = _resume_problem(read_checkpoint(newest), module)
+    except CheckpointError as err:
+        raise ResumeError(f"{err}; cannot resume from it: {_resume_hint(newest)}") from None
+    if problem:
+        raise ResumeError(f"{newest}: cannot resume from it: {problem}; {_resume_hint(newest)}")
     log.info("resuming from %s", newest)
-    return str(newest)
+    return newest
+
+
+class _TrainingStarted(pl.Callback):
+    """Notes that Lightning has restored the checkpoint and begun (sanity check or training)."""
+
+    started = False
+
+    def on_sanity_check_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.started = True
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.started = True
 
 
 def train(cfg: DictConfig) -> dict:
@@ -88,9 +157,18 @@ def train(cfg: DictConfig) -> dict:
     ``hydra.sweep.dir`` to finish it).
     """
     output_dir = Path(cfg.paths.output_dir)
-    if cfg.get("resume") and (output_dir / "metrics.json").exists():
+    done = output_dir / "metrics.json"
+    if cfg.get("resume") and done.exists():
+        try:
+            metrics = json.loads(done.read_text(encoding="utf-8"))
+            why = None if isinstance(metrics, dict) else f"holds a {type(metrics).__name__}"
+        except (OSError, ValueError) as err:
+            why = brief(err)
+        if why:
+            raise ResumeError(f"{done}: not a readable metrics file ({why}); delete it to run "
+                              "again, or set resume=false")
         log.info("%s already finished; skipped (resume=true)", output_dir)
-        return json.loads((output_dir / "metrics.json").read_text())
+        return metrics
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     loss = instantiate(cfg.loss)
@@ -99,16 +177,26 @@ def train(cfg: DictConfig) -> dict:
     module = instantiate(cfg.module, _partial_=True)(net=net, loss=loss)
     _apply_speed_switches(net, cfg.get("speed") or {})
     callbacks = _instantiate_all(cfg.get("callbacks"))
+    started = _TrainingStarted()
     loggers = _instantiate_all(cfg.get("logger"))
     requeue_signal = cfg.get("slurm", {}).get("requeue_signal", "USR2")
     plugins = slurm_plugins(requeue_signal)
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=[*callbacks, started],
+                                      logger=loggers or False,
                                       precision=supported_precision(cfg.trainer),
                                       **({"plugins": plugins} if plugins else {}))
     _pin_job_for_ddp_children(str(output_dir))
+    resume_from = _checkpoint_to_resume(cfg, output_dir, module)
     with _distributed_job(), lightning_handles_requeue(requeue_signal):
-        trainer.fit(module, datamodule=datamodule,
-                    ckpt_path=_checkpoint_to_resume(cfg, output_dir))
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+        except Exception as err:
+            # Lightning restores the loops, optimizer and callbacks before training begins: a
+            # failure in between is the checkpoint's, whatever part of it was damaged.
+            if resume_from is None or started.started or user_error_message(err) is not None:
+                raise
+            raise ResumeError(f"{resume_from}: cannot resume from it ({brief(err)}); "
+                              f"{_resume_hint(resume_from)}") from err
         ckpt = cfg.get("test_ckpt", "best")
         if ckpt == "best" and not getattr(trainer.checkpoint_callback, "best_model_path", ""):
             ckpt = None  # no checkpoint callback: test the weights as they are

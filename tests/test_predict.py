@@ -49,7 +49,7 @@ def test_checkpoint_carries_inference_settings(runs):
 def test_pickled_code_is_refused(tmp_path):
     bad = tmp_path / "bad.ckpt"
     torch.save({"state_dict": {}, "bone_age": {}, "x": CheckpointError("code")}, bad)
-    with pytest.raises(CheckpointError, match="not a loadable checkpoint"):
+    with pytest.raises(CheckpointError, match="not a checkpoint, or a damaged one"):
         load_checkpoint(bad)
 
 

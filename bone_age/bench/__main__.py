@@ -16,6 +16,7 @@ import traceback
 from pathlib import Path
 
 from bone_age.bench.common import Ctx, entry, table, write_results
+from bone_age.errors import BoneAgeError, command
 
 ITEMS = {
     "overhead": "bone_age.bench.overhead",
@@ -71,6 +72,7 @@ def run_items(ctx: Ctx, names: list[str]) -> list[dict]:
     return results
 
 
+@command("bench")
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.accuracy is not None:
@@ -84,7 +86,11 @@ def main(argv: list[str] | None = None) -> int:
         print(table(results))
         return 0
     if args.render:
-        results = json.loads((args.out / "results.json").read_text())
+        saved = args.out / "results.json"
+        try:
+            results = json.loads(saved.read_text())
+        except ValueError as err:
+            raise BoneAgeError(f"{saved}: not valid JSON ({err})") from None
         old = (args.out / "results.md").read_text() if (args.out / "results.md").exists() else ""
         tail = next((line for line in old.splitlines() if line.startswith("Suite wall")), "")
         write_results(results, args.out, _notes(args.out) + (f"\n{tail}\n" if tail else ""))

@@ -17,12 +17,13 @@ from bone_age.data.folds import check_fold_settings, fold_parts
 from bone_age.data.manifest import Problem, Study, read_cohort, read_manifest
 from bone_age.data.preprocess import Preprocess
 from bone_age.data.transforms import BatchAugment, CountNormalize
+from bone_age.errors import BoneAgeError
 from bone_age.reproducibility import EpochShuffleSampler, ResumableLoader, step_seed_of
 
 log = logging.getLogger(__name__)
 
 
-class DataError(ValueError):
+class DataError(BoneAgeError, ValueError):
     """The cohort cannot be trained on as configured (the message lists why)."""
 
 

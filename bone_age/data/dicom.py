@@ -25,6 +25,8 @@ import torch
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_modality_lut
 
+from bone_age.errors import BoneAgeError
+
 View = Literal["anterior", "posterior"]
 VIEWS: tuple[View, View] = ("anterior", "posterior")
 
@@ -38,7 +40,7 @@ _VIEW_WORDS = (
 _TEXT_KEYWORDS = ("ImageID", "SeriesDescription", "ImageComments", "ProtocolName")
 
 
-class DicomReadError(ValueError):
+class DicomReadError(BoneAgeError, ValueError):
     """A file that cannot give the requested view; the message names file and reason."""
 
     def __init__(self, path: str | Path, reason: str) -> None:

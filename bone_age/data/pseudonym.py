@@ -14,13 +14,15 @@ import os
 import secrets
 from pathlib import Path
 
+from bone_age.errors import BoneAgeError
+
 DEFAULT_KEY_FILE = Path("~/.config/bone-age/pseudonym.key")
 SUBJECT_PREFIX = "BA-"
 STUDY_PREFIX = "ST-"
 DIGITS = 16  # hex digits kept: 64 bits, collisions negligible for any hospital's patients
 
 
-class KeyFileError(ValueError):
+class KeyFileError(BoneAgeError, ValueError):
     """The key file cannot be created, read or is in an unsafe place."""
 
 

@@ -12,8 +12,10 @@ import timm
 import torch
 from torch import nn
 
+from bone_age.errors import BoneAgeError
 
-class PretrainedWeightsError(RuntimeError):
+
+class PretrainedWeightsError(BoneAgeError, RuntimeError):
     """ImageNet weights were asked for but could not be loaded."""
 
 

@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+from bone_age.errors import command, fail
+
 from .cohort import DEFAULTS, LAYOUTS, generate_cohort
 from .dicom_writer import TRANSFER_SYNTAXES
 
@@ -54,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p  # fmt: skip
 
 
+@command("phantom")
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -79,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
 
             render_preview(args.preview, args.seed, args.sigma, args.variability)
             print(f"wrote preview {args.preview}", file=sys.stderr)
-    except (ValueError, OSError) as exc:
-        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    except ValueError as exc:  # the cohort's settings, checked where they are used
+        return fail("phantom", str(exc))
     return 0
 
 
