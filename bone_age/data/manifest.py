@@ -9,6 +9,7 @@ same file twice for a multi-frame file holding both views). Extra columns are ke
 from __future__ import annotations
 
 import csv
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,7 +74,9 @@ def _parse_row(
         text = (row.get(view) or "").strip()
         if not text:
             return problem("missing_view", f"no {view} file given")
-        path = (base / text).resolve()
+        # Absolute but not resolved: a link keeps its (pseudonymous) name in every message,
+        # where resolving it would print the export's own path, which may name the patient.
+        path = Path(os.path.abspath(base / text))
         if not path.is_file():
             return problem("missing_file", f"{view} file {text} does not exist")
         paths[view] = path
