@@ -3,8 +3,10 @@
 PACS exports often name folders or files after the patient (Patient ID, "SMITH_JOHN",
 "1960-03-15"). The indexer reads every file's Patient ID, Other Patient IDs, name and birth
 date, and checks each path component below the export folder against all of them. Matching is
-generous (case-insensitive, ignoring punctuation and spaces, anywhere in a component): a false
-alarm only adds a warning to the owner's report, while a miss would leak an identity.
+generous (case-insensitive, ignoring punctuation and spaces): an identifier of 5 or more
+characters anywhere in a component, a shorter one (a name like "Li" or "Ann") as a word of it
+("SMITH_ANN", "AnnLee", "IM_1234"), so that it does not fire on every "scanner". A false alarm
+only adds a warning to the owner's report (the manifest never names export paths anyway).
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ from pydicom.dataset import Dataset
 
 from bone_age.data.dicom import values
 
-MIN_LENGTH = 3  # shorter identifiers (a two-letter name) must fill a whole word of the path
+MIN_LENGTH = 5  # shorter identifiers must fill a whole word of the path component
 _NAME_SPLIT = re.compile(r"[\^=,\s]+")
-_WORD_SPLIT = re.compile(r"[\W_]+")
+# Words of a path component: runs between punctuation, and within them camel-case words,
+# letter runs and digit runs.
+_WORDS = (re.compile(r"[^\W_]+"), re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+"),
+          re.compile(r"[^\W\d_]+"))
 _DATE = re.compile(r"(\d{4})\D?(\d{2})\D?(\d{2})")
 
 
@@ -47,7 +52,7 @@ def identifiers(ds: Dataset) -> set[str]:
         found.update(_squash(part) for part in _NAME_SPLIT.split(str(name)))
     for date in values(ds, "PatientBirthDate"):
         found.update(_date_forms(str(date)))
-    return {f for f in found if f}
+    return {f for f in found if len(f) > 1}  # an initial alone names no one
 
 
 class PathChecker:
@@ -78,5 +83,7 @@ class PathChecker:
         if any(squashed[i:i + n] in self._long for n in self._lengths
                for i in range(len(squashed) - n + 1)):
             return True
-        words: Iterable[str] = (_squash(w) for w in _WORD_SPLIT.split(part))
-        return bool(self._short) and any(w in self._short for w in words)
+        if not self._short:
+            return False
+        words: Iterable[str] = (w.casefold() for pattern in _WORDS for w in pattern.findall(part))
+        return any(w in self._short for w in words)

@@ -170,27 +170,27 @@ def _classify(inst: Instance, split_side_by_side: bool) -> Instance:
                          "scintigraphy)")
     if "PixelData" not in ds:
         return inst.fail("no_pixels", f"{rel}: no pixel data")
-    if _pixel_data_short(ds, path):
-        return inst.fail("unreadable", f"{rel}: file is truncated (pixel data shorter than "
-                                       "its Rows x Columns x frames)")
     photometric = " ".join(str(v) for v in values(ds, "PhotometricInterpretation")).upper()
     if header_int(ds, "SamplesPerPixel", 1, path) != 1 or not photometric.startswith("MONO"):
         shown = photometric[:16] or "unknown"
         return inst.fail("unsupported_image", f"{rel}: colour image ({shown}); expected grey "
                                               "counts")
+    if _pixel_data_short(ds, path):  # after the colour check: subsampled colour is shorter
+        return inst.fail("unreadable", f"{rel}: file is truncated (pixel data shorter than "
+                                       "its Rows x Columns x frames)")
     inst.views = frames_by_view(ds, path)
-    frames = number_of_frames(ds, path)
-    if not inst.views and frames == 1 and _looks_side_by_side(ds, path):
-        if not split_side_by_side:
-            return inst.fail("view_unknown", f"{rel}: one image that seems to hold both views "
-                                             "side by side; rerun with --split-side-by-side")
-        refusal = _split_refusal(ds, path)
-        if refusal:
-            return inst.fail("not_side_by_side", f"{rel}: no view named, and not split with "
-                                                 f"--split-side-by-side: {refusal}")
+    if inst.views:
+        return inst
+    refusal = _split_refusal(ds, path) if number_of_frames(ds, path) == 1 else "several frames"
+    if split_side_by_side and refusal is None:
         inst.side_by_side = True
         inst.views = {"anterior": [0], "posterior": [0]}
-    elif not inst.views:
-        return inst.fail("view_unknown", f"{rel}: no anterior or posterior view named in View "
-                                         "Code Sequence, Image ID, descriptions or comments")
-    return inst
+        return inst
+    if _looks_side_by_side(ds, path) and refusal is None:
+        return inst.fail("view_unknown", f"{rel}: one image that seems to hold both views "
+                                         "side by side; rerun with --split-side-by-side")
+    if split_side_by_side and _looks_side_by_side(ds, path):
+        return inst.fail("not_side_by_side", f"{rel}: no view named, and not split with "
+                                             f"--split-side-by-side: {refusal}")
+    return inst.fail("view_unknown", f"{rel}: no anterior or posterior view named in View "
+                                     "Code Sequence, Image ID, descriptions or comments")
