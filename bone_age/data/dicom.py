@@ -23,8 +23,10 @@ from typing import Any, Literal
 import numpy as np
 import pydicom
 import torch
+from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_modality_lut
+from pydicom.pixels.common import PhotometricInterpretation
 
 # pydicom's value-validation warnings quote the offending value (a malformed birth date or
 # name) on stderr; every value the project uses is checked where it is read instead.
@@ -79,20 +81,35 @@ def _whole(value: Any) -> int | None:
     return int(number) if number.is_integer() else None
 
 
+_VR_MAX = {"US": 2**16 - 1, "UL": 2**32 - 1, "IS": 2**31 - 1, "SS": 2**15 - 1, "SL": 2**31 - 1}
+
+
 def header_int(ds: Dataset, keyword: str, default: int, path: str | Path = "<dataset>") -> int:
     """A single whole-number attribute (``default`` when absent or empty).
 
-    Raises DicomReadError when it holds several values or is not a whole number >= 0 (the value
-    itself is not quoted: a damaged header may hold anything there).
+    Raises DicomReadError when it holds several values or is not a whole number between 0 and
+    the largest its standard VR can hold (the value itself is not quoted: a damaged header may
+    hold anything there, a birth date included).
     """
     found = values(ds, keyword)
     if not found:
         return default
     number = _whole(found[0])
-    if len(found) > 1 or number is None or number < 0:
+    largest = _VR_MAX.get(dictionary_VR(keyword), 2**31 - 1)
+    if len(found) > 1 or number is None or not 0 <= number <= largest:
         why = f"holds {len(found)} values" if len(found) > 1 else "is not a whole number"
-        raise DicomReadError(path, f"{keyword} {why}; expected one whole number")
+        raise DicomReadError(path, f"{keyword} {why}; expected one whole number "
+                                   f"from 0 to {largest}")
     return number
+
+
+PHOTOMETRIC = frozenset(p.value for p in PhotometricInterpretation)
+
+
+def shown_code(text: str, known: frozenset[str] | set[str]) -> str:
+    """A coded header value as a message may quote it: only a known code is quoted (a damaged
+    or misused header may hold anything, a name included)."""
+    return text if text in known else ("none" if not text else "an unrecognised code")
 
 
 def _view_of_code_sequence(item: Dataset) -> View | None:
@@ -231,8 +248,8 @@ def pixel_counts(ds: Dataset, path: str | Path = "<dataset>") -> np.ndarray:
     photometric = _text(ds, "PhotometricInterpretation").strip().upper() or "MONOCHROME2"
     samples = header_int(ds, "SamplesPerPixel", 1, path)
     if samples != 1 or not photometric.startswith("MONOCHROME"):
-        raise DicomReadError(path, f"colour image ({photometric[:16]}, Samples per Pixel "
-                                   f"{samples}); expected grey counts")
+        raise DicomReadError(path, f"colour image ({shown_code(photometric, PHOTOMETRIC)}, "
+                                   f"Samples per Pixel {samples}); expected grey counts")
     rows, cols = header_int(ds, "Rows", 0, path), header_int(ds, "Columns", 0, path)
     if rows < 1 or cols < 1:
         raise DicomReadError(path, f"image of {rows} x {cols} pixels")

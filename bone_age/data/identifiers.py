@@ -42,16 +42,32 @@ def _date_forms(text: str) -> set[str]:
     return {year + month + day, day + month + year, month + day + year}
 
 
+def _texts(ds: Dataset, keyword: str) -> list[str]:
+    """The values of an element as text; the raw bytes where pydicom cannot convert them (a
+    damaged VR must not hide an identifier)."""
+    try:
+        return [str(v) for v in values(ds, keyword)]
+    except Exception:
+        try:
+            raw = ds.get_item(keyword, keep_deferred=True)
+        except Exception:
+            return []
+        data = getattr(raw, "value", None)
+        if not isinstance(data, (bytes, bytearray)):
+            return []
+        return bytes(data).decode("latin-1").strip(" \0").split("\\")
+
+
 def identifiers(ds: Dataset) -> set[str]:
     """The squashed identifying strings of one header: IDs, each name component, birth date."""
     found: set[str] = set()
     for keyword in ("PatientID", "OtherPatientIDs"):
-        found.update(_squash(str(v)) for v in values(ds, keyword))
-    for name in values(ds, "PatientName"):
+        found.update(_squash(v) for v in _texts(ds, keyword))
+    for name in _texts(ds, "PatientName"):
         # Every component of every group (alphabetic, ideographic, phonetic).
-        found.update(_squash(part) for part in _NAME_SPLIT.split(str(name)))
-    for date in values(ds, "PatientBirthDate"):
-        found.update(_date_forms(str(date)))
+        found.update(_squash(part) for part in _NAME_SPLIT.split(name))
+    for date in _texts(ds, "PatientBirthDate"):
+        found.update(_date_forms(date))
     return {f for f in found if len(f) > 1}  # an initial alone names no one
 
 

@@ -13,6 +13,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from bone_age.data.dicom import (
+    PHOTOMETRIC,
     VIEWS,
     DicomReadError,
     View,
@@ -20,12 +21,23 @@ from bone_age.data.dicom import (
     header_int,
     header_views,
     number_of_frames,
+    shown_code,
     values,
 )
 
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"  # prefix of every Secondary Capture class
 NM_MODALITIES = {"NM"}
+# Modality codes a report may quote (DICOM PS3.3 C.7.3.1.1.1, the common ones); any other value
+# is not echoed.
+MODALITIES = frozenset({
+    "AR", "ASMT", "AU", "BDUS", "BI", "BMD", "CR", "CT", "DG", "DOC", "DX", "ECG", "EPS", "ES",
+    "FID", "GM", "HC", "HD", "IO", "IOL", "IVOCT", "IVUS", "KER", "KO", "LEN", "LS", "MG", "MR",
+    "M3D", "NM", "OAM", "OCT", "OP", "OPM", "OPT", "OPTBSV", "OPTENF", "OPV", "OSS", "OT", "PLAN",
+    "PR", "PT", "PX", "REG", "RESP", "RF", "RG", "RTDOSE", "RTIMAGE", "RTINTENT", "RTPLAN",
+    "RTRAD", "RTRECORD", "RTSEGANN", "RTSTRUCT", "RWV", "SEG", "SM", "SMR", "SR", "SRF", "STAIN",
+    "TEXTUREMAP", "TG", "US", "VA", "XA", "XC",
+})
 SC_MODALITIES = {"NM", "OT", ""}  # a screen capture of a bone scan may say OT or nothing
 # Value lengths above this are not loaded while grouping (the pixel data, mainly).
 DEFER_SIZE = "4 KB"
@@ -166,13 +178,13 @@ def _classify(inst: Instance, split_side_by_side: bool) -> Instance:
     is_sc = sop_class.startswith(SECONDARY_CAPTURE)
     if modality not in NM_MODALITIES and not (is_sc and modality in SC_MODALITIES):
         return inst.fail("unsupported_modality",
-                         f"{rel}: modality {modality[:16] or 'none'}; expected NM (bone "
-                         "scintigraphy)")
+                         f"{rel}: modality {shown_code(modality, MODALITIES)}; expected NM "
+                         "(bone scintigraphy)")
     if "PixelData" not in ds:
         return inst.fail("no_pixels", f"{rel}: no pixel data")
     photometric = " ".join(str(v) for v in values(ds, "PhotometricInterpretation")).upper()
     if header_int(ds, "SamplesPerPixel", 1, path) != 1 or not photometric.startswith("MONO"):
-        shown = photometric[:16] or "unknown"
+        shown = shown_code(photometric, PHOTOMETRIC)
         return inst.fail("unsupported_image", f"{rel}: colour image ({shown}); expected grey "
                                               "counts")
     if _pixel_data_short(ds, path):  # after the colour check: subsampled colour is shorter
