@@ -141,6 +141,27 @@ def test_a_study_failing_in_any_way_fails_alone(tmp_path, monkeypatch):
     assert report["b.dcm"]["subject_id"] == ""
 
 
+class _Panic(BaseException):
+    """Like pyo3's PanicException, raised by Rust decoders (pylibjpeg-rle) on bad input."""
+
+
+def test_a_decoder_panic_is_a_read_error_not_a_crash(tmp_path, monkeypatch):
+    export = tmp_path / "export"
+    write(nm_dataset("P0"), export / "a.dcm")
+    write(nm_dataset("P1", seed=1), export / "b.dcm")
+
+    def panic(arr, ds):
+        if ds.PatientID == "P1":
+            raise _Panic("index out of bounds: the len is 2048 but the index is 2048")
+        return arr
+
+    monkeypatch.setattr("bone_age.data.dicom.apply_modality_lut", panic)
+    with pytest.raises(DicomReadError, match="cannot be decoded .*_Panic: index out of"):
+        read_view(export / "b.dcm", "anterior")
+    rows, _, report = run_index(export, tmp_path / "out")
+    assert statuses(report) == {"a.dcm": "ok", "b.dcm": "unreadable"} and len(rows) == 1
+
+
 # 2. Deflated files are not "truncated" --------------------------------------------------
 
 @pytest.mark.parametrize("check", [True, False])
@@ -372,6 +393,7 @@ def test_paths_naming_the_patient_never_reach_the_manifest(tmp_path, copy):
     assert flagged == {"VANDERMEER_OTTOLINE/QZ-4471.dcm", "1931-05-22/ant.dcm",
                        "notes_marie.txt"}
     assert first.startswith("# For the data owner only: 3 of 4 paths")
+    assert (out / "index_report.csv").stat().st_mode & 0o077 == 0  # owner-only, like the key
     studies, problems = read_manifest(out / "manifest.csv")
     assert not problems
     for study in studies:  # training and predict read the linked (or copied) files

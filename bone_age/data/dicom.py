@@ -256,7 +256,10 @@ def pixel_counts(ds: Dataset, path: str | Path = "<dataset>") -> np.ndarray:
     try:
         arr = apply_modality_lut(ds.pixel_array, ds)
         arr = _as_float32(arr).reshape(-1, rows, cols)
-    except Exception as err:  # decoders raise many types; report them all the same way
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as err:  # decoders raise many types, Rust ones pyo3's PanicException
+        # (a BaseException): report them all the same way
         raise DicomReadError(path, f"pixel data cannot be decoded ({brief(err)})") from None
     if photometric == "MONOCHROME1" and arr.size and _stored_inverted(arr):
         arr = arr.max() - arr

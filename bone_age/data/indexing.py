@@ -472,8 +472,9 @@ def write_outputs(result: IndexResult, manifest: Path, report: Path,
             for src, name in names.items():
                 place(src, staged_links / name)
                 links[src] = links_dir / name
-        texts = [(manifest, manifest_text(result, base, links), 0o644),
-                 (report, report_text(result), 0o644)]
+        # The umask applies; a report naming patients is owner-only, like the link file.
+        texts = [(manifest, manifest_text(result, base, links), 0o666),
+                 (report, report_text(result), 0o600 if result.patient_paths else 0o666)]
         if link_file is not None:
             texts.append((Path(link_file).absolute(), link_file_text(result), 0o600))
         staged = []
@@ -481,11 +482,12 @@ def write_outputs(result: IndexResult, manifest: Path, report: Path,
             tmp = _temp(target)
             target.parent.mkdir(parents=True, exist_ok=True)
             temps.append(tmp)
+            if os.path.lexists(tmp):  # left by a run that was killed
+                tmp.unlink()
             # Created with its final mode: the link file is owner-only before any ID is in it.
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
             with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
                 f.write(text)
-            os.chmod(tmp, mode)
             staged.append((tmp, target))
         if os.path.lexists(links_dir):
             if not is_links_dir(links_dir):
