@@ -221,9 +221,13 @@ def views_in_file(ds: Dataset, path: str | Path, view: View | None = None) -> di
     return views
 
 
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
 def brief(err: BaseException, limit: int = 160) -> str:
-    """An exception as one short line (decoder messages may span many lines)."""
-    text = " ".join(str(err).split())
+    """An exception as one short line (decoder messages may span many lines), with anything
+    quoted in it left out: library messages quote header values, which may be anything."""
+    text = _QUOTED.sub("'...'", " ".join(str(err).split()))
     text = text if len(text) <= limit else text[: limit - 3] + "..."
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 

@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pydicom
+
 from bone_age.data.dicom import (
     VIEWS,
     DicomReadError,
@@ -34,6 +36,7 @@ from bone_age.data.dicom import (
     pixel_counts,
     read_dataset,
     read_view,
+    shown_code,
     values,
 )
 from bone_age.data.identifiers import PathChecker
@@ -48,6 +51,7 @@ WRITTEN = ("ok", "no_age", "age_out_of_range", "unknown_sex")
 SPLIT_DIR = "split"
 LINKS_DIR = "links"
 _SUFFIX = {"anterior": "ANT", "posterior": "POST"}
+SEX_SHOWN = frozenset({"F", "M", "O"})  # Patient's Sex codes a reason may quote
 
 # Every status of the report, with its meaning (the README lists these).
 STATUSES = {
@@ -248,19 +252,19 @@ def _labels(row: StudyRow, chosen: dict[View, Instance], age_range: tuple[float,
     ds = chosen["anterior"].ds
     row.age, source = study_age(ds)
     row.sex = study_sex(ds) or ""
-    warnings = []
+    notes = []
     if row.age is None:
-        warnings.append(("no_age", "no usable Patient's Age or birth and study dates; age left "
+        notes.append(("no_age", "no usable Patient's Age or birth and study dates; age left "
                                    "empty (can be predicted, not trained on)"))
     elif not age_range[0] - 0.5 <= row.age <= age_range[1] + 0.5:
         # Same tolerance as the DataModule, which leaves such a study out and reports it.
-        warnings.append(("age_out_of_range", f"age {row.age:g} (from {source}) is outside "
+        notes.append(("age_out_of_range", f"age {row.age:g} (from {source}) is outside "
                                              f"{age_range[0]:g}-{age_range[1]:g}; kept"))
     if not row.sex:
-        code = str(ds.get("PatientSex", "") or "").strip()[:4]
-        warnings.append(("unknown_sex", f"Patient's Sex {code!r} is not F or M; sex left empty"))
-    row.status = warnings[0][0] if warnings else "ok"
-    row.reason = "; ".join(w for _, w in warnings) or f"age {row.age:g} from {source}"
+        code = shown_code(_text(chosen["anterior"], "PatientSex").upper(), SEX_SHOWN)
+        notes.append(("unknown_sex", f"Patient's Sex is {code}, not F or M; sex left empty"))
+    row.status = notes[0][0] if notes else "ok"
+    row.reason = "; ".join(w for _, w in notes) or f"age {row.age:g} from {source}"
 
 
 def _text(inst: Instance, keyword: str) -> str:
@@ -341,23 +345,31 @@ def index_folder(
                 groups[inst.study_uid].append(inst)
         studies = [_safe_study(StudyRow(pseudo.study(uid), files), pseudo, split_dir,
                                check_pixels, age_range) for uid, files in groups.items()]
+        patient_paths = _patient_paths(instances)
     _one_study_per_subject(studies)
     for row in studies:
         for inst in row.files:
             if not inst.status:
                 views = "+".join(v for v in VIEWS if v in inst.views)
                 inst.fail(row.status, f"{inst.rel}: {views} of study {row.key}: {row.reason}")
-    return IndexResult(instances, studies, time.perf_counter() - start,
-                       _patient_paths(instances))
+    return IndexResult(instances, studies, time.perf_counter() - start, patient_paths)
 
 
 def _patient_paths(instances: list[Instance]) -> set[str]:
     """The relative paths that hold a Patient ID, name or birth date of any file read."""
     checker = PathChecker()
     for inst in instances:
-        if inst.ds is not None:
+        ds = inst.ds
+        if ds is None and inst.status == "unreadable":
+            # A file too damaged to index may still give its patient's identifiers (its
+            # header read up to the pixel data, e.g. a cut file): a second, lenient read.
             try:
-                checker.add(inst.ds)
+                ds = pydicom.dcmread(inst.path, stop_before_pixels=True)
+            except Exception:
+                continue
+        if ds is not None:
+            try:
+                checker.add(ds)
             except Exception:  # a header too damaged to give identifiers gives none
                 continue
     return {i.rel for i in instances if checker.names_patient(i.rel)}
