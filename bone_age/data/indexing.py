@@ -13,6 +13,7 @@ says so in its first line, and the manifest never holds them: it points to pseud
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import io
@@ -359,17 +360,16 @@ def _patient_paths(instances: list[Instance]) -> set[str]:
     """The relative paths that hold a Patient ID, name or birth date of any file read."""
     checker = PathChecker()
     for inst in instances:
-        ds = inst.ds
-        if ds is None and inst.status == "unreadable":
-            # A file too damaged to index may still give its patient's identifiers (its
-            # header read up to the pixel data, e.g. a cut file): a second, lenient read.
+        headers = [inst.ds]
+        if inst.status == "unreadable":
+            # A file too damaged to index may still give its patient's identifiers to a
+            # second read that stops before the pixel data (e.g. a cut file).
+            with contextlib.suppress(Exception):
+                headers.append(pydicom.dcmread(inst.path, stop_before_pixels=True))
+        for ds in headers:
             try:
-                ds = pydicom.dcmread(inst.path, stop_before_pixels=True)
-            except Exception:
-                continue
-        if ds is not None:
-            try:
-                checker.add(ds)
+                if ds is not None:
+                    checker.add(ds)
             except Exception:  # a header too damaged to give identifiers gives none
                 continue
     return {i.rel for i in instances if checker.names_patient(i.rel)}
