@@ -43,9 +43,10 @@ def read_report(path: Path) -> tuple[str, dict[str, dict[str, str]]]:
     return first, by_file
 
 
-def run_index(export: Path, out: Path, *extra: str, code: tuple[int, ...] = (0, 1)):
+def run_index(export: Path, out: Path, *extra: str, code: tuple[int, ...] = (0, 1),
+              key: Path | None = None):
     rc = main([str(export), "--out", str(out / "manifest.csv"),
-               "--key-file", str(out.parent / "secret" / "key"), *extra])
+               "--key-file", str(key or out.parent / "secret" / "key"), *extra])
     assert rc in code
     first, report = read_report(out / "index_report.csv")
     with (out / "manifest.csv").open(newline="") as f:
@@ -434,3 +435,22 @@ def test_identity_in_a_damaged_file_is_not_quoted(tmp_path, capsys):
     shown = [str(w.message) for w in caught]
     for text in (captured.out, captured.err, written, *shown):
         assert "1931" not in text and "Vandermeer" not in text
+
+
+def test_outputs_inside_the_export_are_rows_of_their_own(tmp_path):
+    export = tmp_path / "export"
+    write(nm_dataset(), export / "a.dcm")
+    out, key = export / "derived", tmp_path / "secret" / "key"
+    run_index(export, out, key=key)
+    _, _, report = run_index(export, out, key=key)  # it sees the first run's outputs
+    assert statuses(report) == {"a.dcm": "ok", "derived/manifest.csv": "own_output",
+                                "derived/index_report.csv": "own_output",
+                                "derived/links": "own_output"}
+
+
+def test_a_file_name_that_is_not_utf8_is_reported_not_fatal(tmp_path):
+    export = tmp_path / "export"
+    write(nm_dataset(), export / "a.dcm")
+    (export / os.fsdecode(b"caf\xe9.txt")).write_text("a Latin-1 file name")
+    _, _, report = run_index(export, tmp_path / "out")
+    assert statuses(report) == {"a.dcm": "ok", "caf\\xe9.txt": "not_dicom"}
