@@ -42,7 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                                   "for the data owner only (never by default)")
     p.add_argument("--copy-files", action="store_true",
                    help=f"copy the used files into {LINKS_DIR}/ beside the manifest instead of "
-                        "linking to them (for a manifest that must travel without the export)")
+                        "hard- or symbolically linking them (for outputs that must travel "
+                        "without the export)")
     p.add_argument("--split-side-by-side", action="store_true",
                    help="split a single NM image holding both whole-body views: left half "
                         "anterior, right half posterior (written as new files under split/ "
@@ -106,12 +107,14 @@ def main(argv: list[str] | None = None) -> int:
     result = index_folder(args.dicom_dir, out, pseudo, args.split_side_by_side,
                           args.check_pixels, tuple(args.age_range), skip=[report])
     try:
-        write_outputs(result, out, report, link_file, args.copy_files)
+        placed = write_outputs(result, out, report, link_file, args.copy_files)
     except OSError as err:
         print(f"bone-age index: cannot write the outputs ({err}); nothing written",
               file=sys.stderr)
         return 2
     print(summary(result))
+    if placed:
+        print(f"{LINKS_DIR}/: " + ", ".join(f"{how}: {n}" for how, n in sorted(placed.items())))
     print(f"manifest: {out}\nreport:   {report}")
     return 0 if result.written else 1
 

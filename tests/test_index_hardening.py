@@ -14,13 +14,14 @@ import pytest
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
-from pydicom.uid import DeflatedExplicitVRLittleEndian
+from pydicom.uid import DeflatedExplicitVRLittleEndian, RLELossless
 
 import bone_age.data.indexing as indexing
 import bone_age.data.instances as instances
 from bone_age.data.dicom import (
     DicomReadError,
     frame_views,
+    frames_by_view,
     read_study_views,
     read_view,
     values,
@@ -397,9 +398,11 @@ def test_paths_naming_the_patient_never_reach_the_manifest(tmp_path, copy):
     assert (out / "index_report.csv").stat().st_mode & 0o077 == 0  # owner-only, like the key
     studies, problems = read_manifest(out / "manifest.csv")
     assert not problems
+    sources = {p.name: p for p in export.rglob("*.dcm")}
     for study in studies:  # training and predict read the linked (or copied) files
         assert study.anterior.parent == out / "links"
-        assert study.anterior.is_symlink() != copy
+        linked = any(os.path.samefile(study.anterior, src) for src in sources.values())
+        assert linked != copy and not study.anterior.is_symlink()  # hard link or copy
         views = read_study_views({"anterior": study.anterior, "posterior": study.posterior})
         assert views["anterior"].max() > 0
     # The reasons of a manifest-based reader name the link, never the export's path.
@@ -454,3 +457,47 @@ def test_a_file_name_that_is_not_utf8_is_reported_not_fatal(tmp_path):
     (export / os.fsdecode(b"caf\xe9.txt")).write_text("a Latin-1 file name")
     _, _, report = run_index(export, tmp_path / "out")
     assert statuses(report) == {"a.dcm": "ok", "caf\\xe9.txt": "not_dicom"}
+
+
+@pytest.mark.parametrize("identifying", [False, True])
+def test_without_hard_links_a_path_naming_the_patient_is_copied(tmp_path, monkeypatch,
+                                                                identifying):
+    """A symbolic link stores its target's path, which may name the patient: copied then."""
+    export = tmp_path / "export"
+    folder = "VANDERMEER_OTTOLINE" if identifying else "study1"
+    write(nm_dataset(IDENTITY["patient_id"], IDENTITY["name"], IDENTITY["birth"]),
+          export / folder / "IM1")
+
+    def no_hard_links(src, dst):
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(indexing.os, "link", no_hard_links)
+    rows, _, _ = run_index(export, tmp_path / "out")
+    link = tmp_path / "out" / rows[0]["anterior"]
+    assert link.is_symlink() != identifying
+    if not identifying:
+        assert os.readlink(link) == str((export / folder / "IM1").resolve())
+    for path in (tmp_path / "out" / "links").iterdir():
+        text = os.readlink(path) if path.is_symlink() else ""
+        assert "VANDERMEER" not in text.upper()
+
+
+def test_a_header_claiming_a_huge_image_is_refused_without_decoding(tmp_path):
+    """2**31 frames or 65535 x 65535 pixels would make the views or the decoder take all
+    memory; such a file is reported as it is, and nothing large is built."""
+    export = tmp_path / "export"
+    frames = nm_dataset("P0")
+    frames.NumberOfFrames = 2**31 - 1
+    del frames.DetectorVector
+    write(frames, export / "frames.dcm")
+    big = nm_dataset("P1", seed=1)
+    big.compress(RLELossless)
+    big.Rows = big.Columns = 65535
+    write(big, export / "big.dcm")
+    assert frames_by_view(pydicom.dcmread(export / "frames.dcm")) == {"anterior": [0],
+                                                                      "posterior": [1]}
+    with pytest.raises(DicomReadError, match="larger than any whole-body scan"):
+        read_view(export / "big.dcm", "anterior")
+    _, _, report = run_index(export, tmp_path / "out")
+    assert statuses(report) == {"frames.dcm": "unsupported_image",
+                                "big.dcm": "unsupported_image"}

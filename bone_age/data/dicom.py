@@ -150,37 +150,39 @@ def number_of_frames(ds: Dataset, path: str | Path = "<dataset>") -> int:
     return frames
 
 
-def view_of_each_frame(ds: Dataset, path: str | Path = "<dataset>") -> list[View | None]:
-    """The view of every frame from the headers alone (None where none is named).
+def _marked_frames(ds: Dataset, path: str | Path) -> list[tuple[int, View]]:
+    """(frame, view) of every frame whose headers name its view.
 
     A frame's detector is its entry in Detector Vector (frames in order when there is none);
     the detector's item of Detector Information Sequence names its view. A Detector Vector
-    shorter than the frames leaves the frames beyond it without a view.
+    shorter than the frames leaves the frames beyond it without a view. Only frames that have
+    a detector are looked at: a header may claim 2**31 frames.
     """
     n_frames = number_of_frames(ds, path)
     detectors = items(ds, "DetectorInformationSequence")
     if n_frames > 1:
-        vector = values(ds, "DetectorVector") or list(range(1, n_frames + 1))
-        found: list[View | None] = []
-        for frame in range(n_frames):
-            detector = _whole(vector[frame]) if frame < len(vector) else None
-            found.append(_view_of_code_sequence(detectors[detector - 1])
-                         if detector is not None and 1 <= detector <= len(detectors) else None)
+        vector = values(ds, "DetectorVector") or list(range(1, min(n_frames, len(detectors)) + 1))
+        found = []
+        for frame, entry in enumerate(vector[:n_frames]):
+            detector = _whole(entry)
+            if detector is not None and 1 <= detector <= len(detectors):
+                view = _view_of_code_sequence(detectors[detector - 1])
+                if view is not None:
+                    found.append((frame, view))
         return found
     view = _view_of_code_sequence(ds) or next(
         (v for item in detectors if (v := _view_of_code_sequence(item))), None
     )
     if view is None:
         view = next((v for kw in _TEXT_KEYWORDS if (v := view_from_text(_text(ds, kw)))), None)
-    return [view]
+    return [(0, view)] if view else []
 
 
 def frames_by_view(ds: Dataset, path: str | Path = "<dataset>") -> dict[View, list[int]]:
     """Every frame marked as each view (more than one frame for a view is ambiguous)."""
     found: dict[View, list[int]] = {}
-    for frame, view in enumerate(view_of_each_frame(ds, path)):
-        if view is not None:
-            found.setdefault(view, []).append(frame)
+    for frame, view in _marked_frames(ds, path):
+        found.setdefault(view, []).append(frame)
     return found
 
 
@@ -257,6 +259,9 @@ def pixel_counts(ds: Dataset, path: str | Path = "<dataset>") -> np.ndarray:
     rows, cols = header_int(ds, "Rows", 0, path), header_int(ds, "Columns", 0, path)
     if rows < 1 or cols < 1:
         raise DicomReadError(path, f"image of {rows} x {cols} pixels")
+    too_large = size_problem(ds, path)
+    if too_large:
+        raise DicomReadError(path, too_large)
     try:
         arr = apply_modality_lut(ds.pixel_array, ds)
         arr = _as_float32(arr).reshape(-1, rows, cols)
@@ -268,6 +273,20 @@ def pixel_counts(ds: Dataset, path: str | Path = "<dataset>") -> np.ndarray:
     if photometric == "MONOCHROME1" and arr.size and _stored_inverted(arr):
         arr = arr.max() - arr
     return arr
+
+
+MAX_PIXELS = 2**26  # 128 times a two-view 1024 x 256 scan: a header claiming more is wrong
+
+
+def size_problem(ds: Dataset, path: str | Path = "<dataset>") -> str | None:
+    """Why an image is too large to decode (its header would make the decoder allocate
+    gigabytes), else None. The sizes are not quoted: a damaged header may hold anything."""
+    pixels = (header_int(ds, "Rows", 0, path) * header_int(ds, "Columns", 0, path)
+              * number_of_frames(ds, path) * header_int(ds, "SamplesPerPixel", 1, path))
+    if pixels > MAX_PIXELS:
+        return (f"Rows x Columns x frames is larger than any whole-body scan (over {MAX_PIXELS} "
+                "pixels); not decoded")
+    return None
 
 
 def count_problem(counts: np.ndarray) -> tuple[str, str] | None:

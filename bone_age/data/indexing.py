@@ -23,7 +23,7 @@ import stat
 import time
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,7 +76,7 @@ STATUSES = {
     "duplicate": "the same SOP Instance UID as another file (or a folder reached twice), "
                  "which is used instead",
     "unsupported_modality": "not NM (or an NM-like secondary capture)",
-    "unsupported_image": "colour image",
+    "unsupported_image": "a colour image, or one larger than any whole-body scan",
     "no_pixels": "no pixel data",
     "view_unknown": "no anterior or posterior view named in its headers",
     "not_side_by_side": "with --split-side-by-side: an image that is not NM or not shaped "
@@ -113,6 +113,7 @@ class IndexResult:
     studies: list[StudyRow]
     seconds: float
     patient_paths: set[str] = field(default_factory=set)  # relative paths naming a patient
+    checker: PathChecker = field(default_factory=PathChecker)  # the export's identifiers
 
     @property
     def written(self) -> list[StudyRow]:
@@ -346,18 +347,19 @@ def index_folder(
                 groups[inst.study_uid].append(inst)
         studies = [_safe_study(StudyRow(pseudo.study(uid), files), pseudo, split_dir,
                                check_pixels, age_range) for uid, files in groups.items()]
-        patient_paths = _patient_paths(instances)
+        checker = _identifiers(instances)
     _one_study_per_subject(studies)
     for row in studies:
         for inst in row.files:
             if not inst.status:
                 views = "+".join(v for v in VIEWS if v in inst.views)
                 inst.fail(row.status, f"{inst.rel}: {views} of study {row.key}: {row.reason}")
-    return IndexResult(instances, studies, time.perf_counter() - start, patient_paths)
+    patient_paths = {i.rel for i in instances if checker.names_patient(i.rel)}
+    return IndexResult(instances, studies, time.perf_counter() - start, patient_paths, checker)
 
 
-def _patient_paths(instances: list[Instance]) -> set[str]:
-    """The relative paths that hold a Patient ID, name or birth date of any file read."""
+def _identifiers(instances: list[Instance]) -> PathChecker:
+    """The Patient IDs, names and birth dates of every file read, to check paths against."""
     checker = PathChecker()
     for inst in instances:
         headers = [inst.ds]
@@ -372,7 +374,7 @@ def _patient_paths(instances: list[Instance]) -> set[str]:
                     checker.add(ds)
             except Exception:  # a header too damaged to give identifiers gives none
                 continue
-    return {i.rel for i in instances if checker.names_patient(i.rel)}
+    return checker
 
 
 def _csv_text(columns: list[str], rows: list[dict], first_line: str = "") -> str:
@@ -461,9 +463,31 @@ def _temp(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
+def _place(src: Path, dst: Path, copy: bool, checker: PathChecker) -> str:
+    """Put export file ``src`` at ``dst``; returns how ("hard link", "copy", "symbolic link").
+
+    A hard link stores no path, so it is tried first; a symbolic link would store the export's
+    absolute path (the folders above the export included), so where that path names a patient
+    the file is copied instead.
+    """
+    target = src.resolve()
+    if not copy:
+        try:
+            os.link(target, dst)
+            return "hard link"
+        except OSError:  # another file system, or a file the user may not link
+            pass
+        if not checker.names_patient(target.as_posix()):
+            os.symlink(target, dst)
+            return "symbolic link"
+    shutil.copyfile(target, dst)
+    return "copy"
+
+
 def write_outputs(result: IndexResult, manifest: Path, report: Path,
-                  link_file: Path | None = None, copy_files: bool = False) -> None:
-    """Write the links (or copies), manifest, report and link file, all or nothing.
+                  link_file: Path | None = None, copy_files: bool = False) -> Counter:
+    """Write the links (or copies), manifest, report and link file, all or nothing; returns
+    how many files of links/ are hard links, copies and symbolic links.
 
     Everything is first written under temporary names beside its target, then renamed into
     place (atomic per file on POSIX): an error leaves no half-written output behind.
@@ -477,12 +501,11 @@ def write_outputs(result: IndexResult, manifest: Path, report: Path,
         staged_links = _temp(links_dir)
         temps.append(staged_links)
         links: dict[Path, Path] = {}
+        placed: Counter = Counter()
         if names:
             staged_links.mkdir(parents=True)
-            place: Callable[[Path, Path], object] = shutil.copyfile if copy_files else \
-                (lambda src, dst: os.symlink(src.resolve(), dst))
             for src, name in names.items():
-                place(src, staged_links / name)
+                placed[_place(src, staged_links / name, copy_files, result.checker)] += 1
                 links[src] = links_dir / name
         # The umask applies; a report naming patients is owner-only, like the link file.
         texts = [(manifest, manifest_text(result, base, links), 0o666),
@@ -511,6 +534,7 @@ def write_outputs(result: IndexResult, manifest: Path, report: Path,
             os.replace(staged_links, links_dir)
         for tmp, target in staged:
             os.replace(tmp, target)
+        return placed
     finally:
         for tmp in temps:
             if tmp.is_dir() and not tmp.is_symlink():

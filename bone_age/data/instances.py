@@ -22,6 +22,7 @@ from bone_age.data.dicom import (
     header_views,
     number_of_frames,
     shown_code,
+    size_problem,
     values,
 )
 
@@ -187,6 +188,9 @@ def _classify(inst: Instance, split_side_by_side: bool) -> Instance:
         shown = shown_code(photometric, PHOTOMETRIC)
         return inst.fail("unsupported_image", f"{rel}: colour image ({shown}); expected grey "
                                               "counts")
+    too_large = size_problem(ds, path)
+    if too_large:
+        return inst.fail("unsupported_image", f"{rel}: {too_large}")
     if _pixel_data_short(ds, path):  # after the colour check: subsampled colour is shorter
         return inst.fail("unreadable", f"{rel}: file is truncated (pixel data shorter than "
                                        "its Rows x Columns x frames)")
