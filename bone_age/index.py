@@ -43,7 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--copy-files", action="store_true",
                    help=f"copy the used files into {LINKS_DIR}/ beside the manifest instead of "
                         "hard- or symbolically linking them (for outputs that must travel "
-                        "without the export)")
+                        "without the export; the copies keep their DICOM headers, patient "
+                        "identity included)")
     p.add_argument("--split-side-by-side", action="store_true",
                    help="split a single NM image holding both whole-body views: left half "
                         "anterior, right half posterior (written as new files under split/ "
