@@ -1,8 +1,9 @@
 """python -m bone_age.index DICOM_DIR --out manifest.csv: a DICOM export -> a safe manifest.
 
-Writes the manifest (pseudonymous subject ids, labels, paths) and ``index_report.csv`` (every
-input file with a status and reason) beside it, and prints a summary. See
-bone_age/data/indexing.py for the statuses.
+Writes the manifest (pseudonymous subject ids, labels, paths of pseudonymous links in
+``links/``), ``index_report.csv`` (every path below the export with a status and reason) beside
+it, and prints a summary. See bone_age/data/indexing.py (STATUSES) for the statuses. Exit codes:
+0 when studies were written, 1 when none could be, 2 for bad arguments (one line on stderr).
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ import sys
 from pathlib import Path
 
 from bone_age.data.indexing import (
+    LINKS_DIR,
     index_folder,
+    is_links_dir,
     summary,
-    write_link_file,
-    write_manifest,
-    write_report,
+    write_outputs,
 )
 from bone_age.data.pseudonym import (
     DEFAULT_KEY_FILE,
@@ -25,7 +26,7 @@ from bone_age.data.pseudonym import (
     load_or_create_key,
 )
 from bone_age.errors import EXIT_OK, EXIT_PARTIAL, command, fail
-from bone_age.outputs import check_output_file
+from bone_age.outputs import OutputError, check_output_file
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -39,15 +40,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "the repository and outputs (default: %(default)s)")
     p.add_argument("--link-file", type=Path, help="also write subject_id -> Patient ID here, "
                                                   "for the data owner only (never by default)")
+    p.add_argument("--copy-files", action="store_true",
+                   help=f"copy the used files into {LINKS_DIR}/ beside the manifest instead of "
+                        "hard- or symbolically linking them (for outputs that must travel "
+                        "without the export; the copies keep their DICOM headers, patient "
+                        "identity included)")
     p.add_argument("--split-side-by-side", action="store_true",
-                   help="split a single image holding both views: left half anterior, right "
-                        "half posterior (written as new files under split/ beside the manifest)")
+                   help="split a single NM image holding both whole-body views: left half "
+                        "anterior, right half posterior (written as new files under split/ "
+                        "beside the manifest)")
     p.add_argument("--no-check-pixels", dest="check_pixels", action="store_false",
-                   help="skip decoding the chosen views (faster; damaged or all-zero pixels "
-                        "are then only found at training time)")
+                   help="skip decoding the chosen views (faster; damaged, all-zero or negative "
+                        "pixels are then only found at training time)")
     p.add_argument("--age-range", type=float, nargs=2, default=(40.0, 80.0),
                    metavar=("MIN", "MAX"), help="ages outside are reported (and kept)")
     return p.parse_args(argv)
+
+
+def _outputs(args: argparse.Namespace) -> tuple[Path, Path, Path | None]:
+    """The output files, checked before any work (OutputError names the option and path)."""
+    out = check_output_file(args.out, "manifest").absolute()
+    report = check_output_file(args.report or out.parent / "index_report.csv",
+                               "index report").absolute()
+    link = check_output_file(args.link_file, "link file").absolute() if args.link_file else None
+    if report == out or link in (out, report):
+        raise OutputError(f"{report if report == out else link}: given for two outputs")
+    links = out.parent / LINKS_DIR
+    if not is_links_dir(links):
+        raise OutputError(f"--out {out}: {links} holds files the index did not write; move "
+                          "them or choose another --out folder")
+    return out, report, link
 
 
 @command("index")
@@ -55,23 +77,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not args.dicom_dir.is_dir():
         return fail("index", f"{args.dicom_dir} is not a folder")
-    report = args.report or args.out.resolve().parent / "index_report.csv"
-    check_output_file(args.out, "manifest")
-    check_output_file(report, "index report")
-    outputs = [args.out.resolve().parent, args.dicom_dir]
+    out, report, link_file = _outputs(args)
+    outputs = [out.parent, args.dicom_dir]
     key_file = check_secret_location(args.key_file, outputs, "pseudonym key file")
-    if args.link_file:
-        check_output_file(args.link_file, "link file")
-        check_secret_location(args.link_file, outputs, "link file")
+    if link_file:
+        check_secret_location(link_file, outputs, "link file")
     pseudo = Pseudonymizer(load_or_create_key(key_file))
-    result = index_folder(args.dicom_dir, args.out, pseudo, args.split_side_by_side,
+    result = index_folder(args.dicom_dir, out, pseudo, args.split_side_by_side,
                           args.check_pixels, tuple(args.age_range), skip=[report])
-    write_manifest(result, args.out)
-    write_report(result, report)
-    if args.link_file:
-        write_link_file(result, args.link_file)
+    try:
+        placed = write_outputs(result, out, report, link_file, args.copy_files)
+    except OSError as err:
+        return fail("index", f"cannot write the outputs ({err}); nothing written")
     print(summary(result))
-    print(f"manifest: {args.out}\nreport:   {report}")
+    if placed:
+        print(f"{LINKS_DIR}/: " + ", ".join(f"{how}: {n}" for how, n in sorted(placed.items())))
+    print(f"manifest: {out}\nreport:   {report}")
     return EXIT_OK if result.written else EXIT_PARTIAL
 
 

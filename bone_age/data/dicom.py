@@ -16,16 +16,23 @@ mean high uptake.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pydicom
 import torch
+from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_modality_lut
+from pydicom.pixels.common import PhotometricInterpretation
 
 from bone_age.errors import BoneAgeError
+
+# pydicom's value-validation warnings quote the offending value (a malformed birth date or
+# name) on stderr; every value the project uses is checked where it is read instead.
+pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 
 View = Literal["anterior", "posterior"]
 VIEWS: tuple[View, View] = ("anterior", "posterior")
@@ -49,12 +56,70 @@ class DicomReadError(BoneAgeError, ValueError):
         self.reason = reason
 
 
+def values(ds: Dataset, keyword: str) -> list[Any]:
+    """Every value of an element as a list, whatever its multiplicity.
+
+    pydicom gives a multi-valued element as a MultiValue, a single value as a plain scalar and
+    an empty element as None or '' (a missing one is absent): callers see one shape for all.
+    """
+    value = ds.get(keyword)
+    if value is None or (isinstance(value, (str, bytes)) and not value):
+        return []
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes, bytearray)):
+        return list(value)
+    return [value]
+
+
+def items(ds: Dataset, keyword: str) -> list[Dataset]:
+    """The items of a sequence element ([] when absent, empty or not a sequence at all)."""
+    return [item for item in values(ds, keyword) if isinstance(item, Dataset)]
+
+
+def _whole(value: Any) -> int | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return int(number) if number.is_integer() else None
+
+
+_VR_MAX = {"US": 2**16 - 1, "UL": 2**32 - 1, "IS": 2**31 - 1, "SS": 2**15 - 1, "SL": 2**31 - 1}
+
+
+def header_int(ds: Dataset, keyword: str, default: int, path: str | Path = "<dataset>") -> int:
+    """A single whole-number attribute (``default`` when absent or empty).
+
+    Raises DicomReadError when it holds several values or is not a whole number between 0 and
+    the largest its standard VR can hold (the value itself is not quoted: a damaged header may
+    hold anything there, a birth date included).
+    """
+    found = values(ds, keyword)
+    if not found:
+        return default
+    number = _whole(found[0])
+    largest = _VR_MAX.get(dictionary_VR(keyword), 2**31 - 1)
+    if len(found) > 1 or number is None or not 0 <= number <= largest:
+        why = f"holds {len(found)} values" if len(found) > 1 else "is not a whole number"
+        raise DicomReadError(path, f"{keyword} {why}; expected one whole number "
+                                   f"from 0 to {largest}")
+    return number
+
+
+PHOTOMETRIC = frozenset(p.value for p in PhotometricInterpretation)
+
+
+def shown_code(text: str, known: frozenset[str] | set[str]) -> str:
+    """A coded header value as a message may quote it: only a known code is quoted (a damaged
+    or misused header may hold anything, a name included)."""
+    return text if text in known else ("none" if not text else "an unrecognised code")
+
+
 def _view_of_code_sequence(item: Dataset) -> View | None:
-    for code in item.get("ViewCodeSequence", []):
-        value = str(code.get("CodeValue", "")).strip()
+    for code in items(item, "ViewCodeSequence"):
+        value = str(code.get("CodeValue", "") or "").strip()
         if value in VIEW_CODES:
             return VIEW_CODES[value]
-        view = view_from_text(str(code.get("CodeMeaning", "")))
+        view = view_from_text(str(code.get("CodeMeaning", "") or ""))
         if view:
             return view
     return None
@@ -71,32 +136,77 @@ def view_from_text(text: str) -> View | None:
     return found.pop() if len(found) == 1 else None
 
 
+def _text(ds: Dataset, keyword: str) -> str:
+    return " ".join(str(v) for v in values(ds, keyword))
+
+
 def header_views(ds: Dataset) -> set[View]:
     """Every view named in the free-text headers (Image ID, descriptions, comments, protocol)."""
-    return set().union(*(views_in_text(str(ds.get(kw, ""))) for kw in _TEXT_KEYWORDS))
+    return set().union(*(views_in_text(_text(ds, kw)) for kw in _TEXT_KEYWORDS))
 
 
-def frame_views(ds: Dataset) -> dict[View, int]:
-    """Which frame holds which view, from the headers alone (no pixel data needed)."""
-    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
-    detectors = ds.get("DetectorInformationSequence", [])
+def number_of_frames(ds: Dataset, path: str | Path = "<dataset>") -> int:
+    frames = header_int(ds, "NumberOfFrames", 1, path)
+    if frames < 1:
+        raise DicomReadError(path, "NumberOfFrames is 0")
+    return frames
+
+
+def _marked_frames(ds: Dataset, path: str | Path) -> list[tuple[int, View]]:
+    """(frame, view) of every frame whose headers name its view.
+
+    A frame's detector is its entry in Detector Vector (frames in order when there is none);
+    the detector's item of Detector Information Sequence names its view. A Detector Vector
+    shorter than the frames leaves the frames beyond it without a view. Only frames that have
+    a detector are looked at: a header may claim 2**31 frames.
+    """
+    n_frames = number_of_frames(ds, path)
+    detectors = items(ds, "DetectorInformationSequence")
     if n_frames > 1:
-        vector = list(ds.get("DetectorVector", range(1, n_frames + 1)))
-        found: dict[View, int] = {}
-        for frame, detector in enumerate(vector[:n_frames]):
-            view = _view_of_code_sequence(detectors[detector - 1]) if detector <= len(detectors) \
-                else None
-            if view is not None and view not in found:
-                found[view] = frame
+        vector = values(ds, "DetectorVector") or list(range(1, min(n_frames, len(detectors)) + 1))
+        found = []
+        for frame, entry in enumerate(vector[:n_frames]):
+            detector = _whole(entry)
+            if detector is not None and 1 <= detector <= len(detectors):
+                view = _view_of_code_sequence(detectors[detector - 1])
+                if view is not None:
+                    found.append((frame, view))
         return found
     view = _view_of_code_sequence(ds) or next(
         (v for item in detectors if (v := _view_of_code_sequence(item))), None
     )
     if view is None:
-        view = next(
-            (v for kw in _TEXT_KEYWORDS if (v := view_from_text(str(ds.get(kw, ""))))), None
-        )
-    return {view: 0} if view else {}
+        view = next((v for kw in _TEXT_KEYWORDS if (v := view_from_text(_text(ds, kw)))), None)
+    return [(0, view)] if view else []
+
+
+def frames_by_view(ds: Dataset, path: str | Path = "<dataset>") -> dict[View, list[int]]:
+    """Every frame marked as each view (more than one frame for a view is ambiguous)."""
+    found: dict[View, list[int]] = {}
+    for frame, view in _marked_frames(ds, path):
+        found.setdefault(view, []).append(frame)
+    return found
+
+
+def ambiguity(frames: dict[View, list[int]], only: View | None = None) -> str | None:
+    """Why a view cannot be taken from a file that marks several frames with it (or None)."""
+    for view, found in frames.items():
+        if len(found) > 1 and only in (None, view):
+            listed = ", ".join(str(f + 1) for f in found)
+            return f"frames {listed} are all marked as the {view} view"
+    return None
+
+
+def frame_views(ds: Dataset, path: str | Path = "<dataset>") -> dict[View, int]:
+    """Which frame holds which view, from the headers alone (no pixel data needed).
+
+    Raises DicomReadError when two frames claim the same view: taking either would be a guess.
+    """
+    frames = frames_by_view(ds, path)
+    why = ambiguity(frames)
+    if why:
+        raise DicomReadError(path, why)
+    return {view: found[0] for view, found in frames.items()}
 
 
 def views_in_file(ds: Dataset, path: str | Path, view: View | None = None) -> dict[View, int]:
@@ -105,14 +215,25 @@ def views_in_file(ds: Dataset, path: str | Path, view: View | None = None) -> di
     Headers only: nothing is decoded. A single frame with no view in its headers and none stated
     is an error, since a file alone (unlike a manifest row) does not say which view it is.
     """
-    single = int(ds.get("NumberOfFrames", 1) or 1) == 1
+    single = number_of_frames(ds, path) == 1
     if single and view:
         return {view: 0}
-    views = frame_views(ds)
+    views = frame_views(ds, path)
     if single and not views:
         raise DicomReadError(path, "a single frame whose headers do not name its view; state "
                                    "it with --view anterior or --view posterior")
     return views
+
+
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
+def brief(err: BaseException, limit: int = 160) -> str:
+    """An exception as one short line (decoder messages may span many lines), with anything
+    quoted in it left out: library messages quote header values, which may be anything."""
+    text = _QUOTED.sub("'...'", " ".join(str(err).split()))
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
 def read_dataset(path: str | Path, pixels: bool = True) -> Dataset:
@@ -121,26 +242,71 @@ def read_dataset(path: str | Path, pixels: bool = True) -> Dataset:
         return pydicom.dcmread(path, stop_before_pixels=not pixels)
     except FileNotFoundError:
         raise DicomReadError(path, "file does not exist") from None
-    except (pydicom.errors.InvalidDicomError, OSError, EOFError, ValueError) as err:
-        raise DicomReadError(path, f"not a readable DICOM file ({err})") from None
+    except (pydicom.errors.InvalidDicomError, OSError, EOFError) as err:
+        raise DicomReadError(path, f"not a readable DICOM file ({brief(err)})") from None
+    except Exception as err:  # a damaged file can raise nearly anything inside the parser
+        # Only the type: the message of an arbitrary error may quote a header value.
+        raise DicomReadError(path, f"damaged DICOM file ({type(err).__name__})") from None
 
 
 def pixel_counts(ds: Dataset, path: str | Path = "<dataset>") -> np.ndarray:
     """All frames as float32 counts, shape (frames, rows, columns)."""
     if "PixelData" not in ds:
         raise DicomReadError(path, "no pixel data")
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
-    if int(ds.get("SamplesPerPixel", 1)) != 1 or not photometric.startswith("MONOCHROME"):
-        raise DicomReadError(path, f"colour image ({photometric}, Samples per Pixel "
-                                   f"{ds.get('SamplesPerPixel', 1)}); expected grey counts")
+    photometric = _text(ds, "PhotometricInterpretation").strip().upper() or "MONOCHROME2"
+    samples = header_int(ds, "SamplesPerPixel", 1, path)
+    if samples != 1 or not photometric.startswith("MONOCHROME"):
+        raise DicomReadError(path, f"colour image ({shown_code(photometric, PHOTOMETRIC)}, "
+                                   f"Samples per Pixel {samples}); expected grey counts")
+    rows, cols = header_int(ds, "Rows", 0, path), header_int(ds, "Columns", 0, path)
+    if rows < 1 or cols < 1:
+        raise DicomReadError(path, f"image of {rows} x {cols} pixels")
+    too_large = size_problem(ds, path)
+    if too_large:
+        raise DicomReadError(path, too_large)
     try:
         arr = apply_modality_lut(ds.pixel_array, ds)
-    except Exception as err:  # decoders raise many types; report them all the same way
-        raise DicomReadError(path, f"pixel data cannot be decoded ({err})") from None
-    arr = _as_float32(arr).reshape(-1, *arr.shape[-2:])
+        arr = _as_float32(arr).reshape(-1, rows, cols)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as err:  # decoders raise many types, Rust ones pyo3's PanicException
+        # (a BaseException): report them all the same way
+        raise DicomReadError(path, f"pixel data cannot be decoded ({brief(err)})") from None
     if photometric == "MONOCHROME1" and arr.size and _stored_inverted(arr):
         arr = arr.max() - arr
     return arr
+
+
+MAX_PIXELS = 2**26  # 128 times a two-view 1024 x 256 scan: a header claiming more is wrong
+
+
+def size_problem(ds: Dataset, path: str | Path = "<dataset>") -> str | None:
+    """Why an image is too large to decode (its header would make the decoder allocate
+    gigabytes), else None. The sizes are not quoted: a damaged header may hold anything."""
+    pixels = (header_int(ds, "Rows", 0, path) * header_int(ds, "Columns", 0, path)
+              * number_of_frames(ds, path) * header_int(ds, "SamplesPerPixel", 1, path))
+    if pixels > MAX_PIXELS:
+        return (f"Rows x Columns x frames is larger than any whole-body scan (over {MAX_PIXELS} "
+                "pixels); not decoded")
+    return None
+
+
+def count_problem(counts: np.ndarray) -> tuple[str, str] | None:
+    """(status, why) when a view cannot be trained on as counts, else None.
+
+    An all-zero or non-finite view would only teach the model noise. Negative values are no
+    counts either: they come from processed images (background subtraction) or from pixels read
+    with the wrong sign, and clipping them to zero would hide the latter (the hottest pixels
+    wrap negative) and bias the former, so such a view is refused, not clipped.
+    """
+    if not np.isfinite(counts).all() or counts.max() <= 0:
+        return "empty_image", "has no counts (all zero or not finite)"
+    low = float(counts.min())
+    if low < 0:
+        n = int((counts < 0).sum())
+        return "negative_counts", (f"has {n} pixels below zero (lowest {low:g}): not raw "
+                                   "counts (processed, or stored with the wrong sign)")
+    return None
 
 
 def _as_float32(arr: np.ndarray) -> np.ndarray:
@@ -161,12 +327,19 @@ def _stored_inverted(arr: np.ndarray) -> bool:
 def _select_view(path: str | Path, view: View, ds: Dataset, frames: np.ndarray) -> np.ndarray:
     if frames.shape[0] == 1:
         return frames[0]
-    views = frame_views(ds)
-    if view not in views:
+    marked = frames_by_view(ds, path)
+    why = ambiguity(marked, only=view)
+    if why:
+        raise DicomReadError(path, why)
+    if view not in marked:
         raise DicomReadError(
             path, f"{frames.shape[0]} frames but no frame is marked as the {view} view"
         )
-    return frames[views[view]]
+    frame = marked[view][0]
+    if frame >= frames.shape[0]:
+        raise DicomReadError(path, f"the {view} view is frame {frame + 1} of a file that "
+                                   f"holds {frames.shape[0]}")
+    return frames[frame]
 
 
 def read_view(path: str | Path, view: View, ds: Dataset | None = None) -> np.ndarray:
@@ -182,7 +355,7 @@ def read_view(path: str | Path, view: View, ds: Dataset | None = None) -> np.nda
 def read_study_views(files: dict[View, Path]) -> dict[View, np.ndarray]:
     """Every view of one study, each file read and decoded once (a two-frame file holds both).
 
-    An all-zero or non-finite view is an error: it would only teach the model noise.
+    A view that :func:`count_problem` refuses is an error.
     """
     decoded: dict[Path, tuple[Dataset, np.ndarray]] = {}
     out: dict[View, np.ndarray] = {}
@@ -191,7 +364,8 @@ def read_study_views(files: dict[View, Path]) -> dict[View, np.ndarray]:
             ds = read_dataset(path)
             decoded[path] = (ds, pixel_counts(ds, path))
         counts = _select_view(path, view, *decoded[path])
-        if not np.isfinite(counts).all() or counts.max() <= 0:
-            raise DicomReadError(path, f"{view} view is empty or not finite")
+        problem = count_problem(counts)
+        if problem:
+            raise DicomReadError(path, f"the {view} view {problem[1]}")
         out[view] = counts
     return out

@@ -1,43 +1,96 @@
 """Index a DICOM export (e.g. from a PACS) into a pseudonymous manifest and a per-file report.
 
 Grouping reads headers only; pixels are decoded only to check the chosen views (optional) or to
-split a side-by-side image. Every input file gets exactly one report row with a status:
-
-- ``ok``, or a warning for a study that is still written: ``no_age`` (age empty),
-  ``age_out_of_range`` (kept with its age; training leaves it out and says so), ``unknown_sex``
-  (sex empty; training reports it).
-- a file that gives no view: ``dicomdir``, ``not_dicom``, ``unreadable``, ``duplicate``,
-  ``unsupported_modality``, ``unsupported_image``, ``no_pixels``, ``view_unknown``.
-- a study that is not written: ``incomplete_study``, ``ambiguous_view``, ``inconsistent_study``,
-  ``no_patient_id``, ``empty_image``, ``repeat_study`` (one study per subject: the earliest).
+split a side-by-side image. Every path below the export folder gets exactly one report row with
+a status (see STATUSES). Whatever goes wrong with one file becomes that file's status: an index
+run never stops at a bad file.
 
 Reasons name the file (relative to the DICOM folder) and the pseudonymous study key, never a
-patient attribute.
+patient attribute. The export's own paths may name patients; the report (for the data owner)
+says so in its first line, and the manifest never holds them: it points to pseudonymous links
+(or copies) named after the subject, in ``links/`` beside it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
+import io
 import os
+import shutil
+import stat
 import time
+import warnings
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
+import pydicom
 
-from bone_age.data.dicom import VIEWS, DicomReadError, View, pixel_counts, read_dataset, read_view
+from bone_age.data.dicom import (
+    VIEWS,
+    DicomReadError,
+    View,
+    count_problem,
+    pixel_counts,
+    read_dataset,
+    read_view,
+    shown_code,
+    values,
+)
+from bone_age.data.identifiers import PathChecker
 from bone_age.data.instances import Instance, classify
 from bone_age.data.labels import study_age, study_sex
-from bone_age.data.pseudonym import Pseudonymizer
+from bone_age.data.pseudonym import SUBJECT_PREFIX, Pseudonymizer
 from bone_age.data.sidebyside import split_halves, write_view_file
 
 MANIFEST_COLUMNS = ["subject_id", "age", "sex", "anterior", "posterior", "study"]
-REPORT_COLUMNS = ["file", "status", "study", "subject_id", "reason"]
+REPORT_COLUMNS = ["file", "status", "study", "subject_id", "names_patient", "reason"]
 WRITTEN = ("ok", "no_age", "age_out_of_range", "unknown_sex")
 SPLIT_DIR = "split"
+LINKS_DIR = "links"
 _SUFFIX = {"anterior": "ANT", "posterior": "POST"}
+SEX_SHOWN = frozenset({"F", "M", "O"})  # Patient's Sex codes a reason may quote
+
+# Every status of the report, with its meaning (the README lists these).
+STATUSES = {
+    # a study that is written to the manifest (the last three are warnings)
+    "ok": "written to the manifest",
+    "no_age": "written with an empty age: no usable Patient's Age or birth and study dates "
+              "(can be predicted, not trained on)",
+    "age_out_of_range": "written with its age, which lies outside --age-range (training "
+                        "leaves it out and says so)",
+    "unknown_sex": "written with an empty sex: Patient's Sex is not F or M",
+    # a path that gives no view
+    "unreadable_folder": "a folder that cannot be listed (e.g. permission denied); its "
+                         "contents are unknown",
+    "broken_link": "a symbolic link whose target is missing or loops",
+    "link_loop": "a link to a folder that contains it (not followed)",
+    "not_a_file": "a FIFO, socket or device: not read",
+    "own_output": "an output of this index (manifest, report, links/, split/) inside the export",
+    "dicomdir": "a DICOMDIR index file",
+    "not_dicom": "not a DICOM file",
+    "unreadable": "a damaged or truncated file, or a header value that cannot be used",
+    "duplicate": "the same SOP Instance UID as another file (or a folder reached twice), "
+                 "which is used instead",
+    "unsupported_modality": "not NM (or an NM-like secondary capture)",
+    "unsupported_image": "a colour image, or one larger than any whole-body scan",
+    "no_pixels": "no pixel data",
+    "view_unknown": "no anterior or posterior view named in its headers",
+    "not_side_by_side": "with --split-side-by-side: an image that is not NM or not shaped "
+                        "like two whole-body views side by side, so not split",
+    # a study that is not written (every file of it gets the status)
+    "incomplete_study": "the anterior or the posterior view is missing",
+    "ambiguous_view": "two files, or two frames of one file, claim the same view",
+    "inconsistent_study": "its files carry different Patient IDs",
+    "no_patient_id": "no Patient ID to derive a pseudonym from",
+    "empty_image": "a view is all zero or not finite",
+    "negative_counts": "a view has pixels below zero: not raw counts (processed, or read "
+                       "with the wrong sign); refused rather than clipped",
+    "repeat_study": "a later study of a subject already written (one study per subject)",
+}
 
 
 @dataclass
@@ -59,6 +112,8 @@ class IndexResult:
     instances: list[Instance]
     studies: list[StudyRow]
     seconds: float
+    patient_paths: set[str] = field(default_factory=set)  # relative paths naming a patient
+    checker: PathChecker = field(default_factory=PathChecker)  # the export's identifiers
 
     @property
     def written(self) -> list[StudyRow]:
@@ -66,10 +121,68 @@ class IndexResult:
                       key=lambda s: s.subject_id)
 
 
-def _walk(root: Path, skip: Sequence[Path]) -> list[Path]:
-    """Every file under root, except our own outputs (when written inside the export)."""
-    return sorted(p for p in root.rglob("*") if p.is_file()
-                  and not any(p == s or p.is_relative_to(s) for s in skip))
+def _special(mode: int) -> str:
+    kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
+
+
+def _walk(root: Path, skip: Sequence[Path]) -> Iterator[Instance]:
+    """Every path under root as an Instance: plain files (and links to them) to classify, and
+    the rest already failed with their status, so that none goes unreported.
+
+    os.scandir rather than os.walk: each entry's type (link, folder, FIFO...) is needed, and a
+    folder that cannot be listed must become a row, not a skipped subtree. Links to folders are
+    followed, except into a folder already walked (a loop, or the same folder twice).
+    """
+    outputs = {os.path.normpath(p) for p in skip}
+    root_stat = root.stat()
+    walked = {(root_stat.st_dev, root_stat.st_ino)}
+    stack: list[tuple[Path, str, frozenset]] = [(root, "", frozenset(walked))]
+    while stack:
+        folder, prefix, ancestors = stack.pop()
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda e: e.name)
+        except OSError as err:
+            rel = prefix.rstrip("/") or "."
+            yield Instance(folder, rel).fail(
+                "unreadable_folder",
+                f"{rel}: folder cannot be listed ({err.strerror or type(err).__name__})")
+            continue
+        folders = []
+        for entry in entries:
+            path, rel = Path(entry.path), prefix + entry.name
+            inst = Instance(path, rel)
+            if os.path.normpath(entry.path) in outputs:
+                yield inst.fail("own_output", f"{rel}: written by this index, not indexed")
+                continue
+            try:
+                st = os.stat(path)  # follows links
+            except OSError as err:
+                if entry.is_symlink():
+                    why = "loops" if err.errno == errno.ELOOP else "points to nothing"
+                    yield inst.fail("broken_link", f"{rel}: symbolic link that {why}")
+                else:
+                    yield inst.fail("unreadable", f"{rel}: cannot be read "
+                                                  f"({err.strerror or type(err).__name__})")
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                ident = (st.st_dev, st.st_ino)
+                if ident in ancestors:
+                    yield inst.fail("link_loop", f"{rel}: link to a folder that contains it; "
+                                                 "not followed")
+                elif ident in walked:
+                    yield inst.fail("duplicate", f"{rel}: a folder already indexed through "
+                                                 "another path; not indexed twice")
+                else:
+                    walked.add(ident)
+                    folders.append((path, rel + "/", ancestors | {ident}))
+            elif stat.S_ISREG(st.st_mode):
+                yield inst
+            else:
+                yield inst.fail("not_a_file", f"{rel}: {_special(st.st_mode)}; not read")
+        stack.extend(reversed(folders))  # popped in name order
 
 
 def _mark_duplicates(instances: list[Instance]) -> None:
@@ -92,19 +205,21 @@ def _fail_study(row: StudyRow, status: str, why: str) -> StudyRow:
 
 
 def _assemble(row: StudyRow) -> dict[View, Instance] | None:
-    """The one instance giving each view, or None after failing the study."""
-    candidates = {v: [i for i in row.files if v in i.views] for v in VIEWS}
-    for view, found in candidates.items():
+    """The one instance giving each view, or None after failing the study. Each frame marked
+    with a view is a candidate: two files or two frames of one file claiming it are ambiguous."""
+    for view in VIEWS:
+        found = [(i, f) for i in row.files for f in i.views.get(view, [])]
         if len(found) > 1:
-            _fail_study(row, "ambiguous_view", f"{len(found)} candidate {view} views "
-                                               f"({', '.join(i.rel for i in found)})")
+            listed = ", ".join(i.rel if len(i.views[view]) == 1 else f"{i.rel} frame {f + 1}"
+                               for i, f in found)
+            _fail_study(row, "ambiguous_view", f"{len(found)} candidate {view} views ({listed})")
             return None
-    missing = [v for v in VIEWS if not candidates[v]]
+    missing = [v for v in VIEWS if not any(v in i.views for i in row.files)]
     if missing:
         _fail_study(row, "incomplete_study", f"no {' or '.join(missing)} view found")
         return None
     # Only the instances that give a view belong to the written study.
-    chosen = {v: candidates[v][0] for v in VIEWS}
+    chosen = {v: next(i for i in row.files if v in i.views) for v in VIEWS}
     row.files = list(dict.fromkeys(chosen.values()))
     return chosen
 
@@ -124,9 +239,9 @@ def _pixels(row: StudyRow, chosen: dict[View, Instance], split_dir: Path, check:
             _fail_study(row, "unreadable", f"{inst.rel}: {err.reason}")
             return False
         for view, counts in views.items():
-            if not np.isfinite(counts).all() or counts.max() <= 0:
-                _fail_study(row, "empty_image",
-                            f"the {view} view has no counts (all zero or not finite)")
+            problem = count_problem(counts)
+            if problem:
+                _fail_study(row, problem[0], f"the {view} view {problem[1]}")
                 return False
             if inst.side_by_side:
                 path = split_dir / f"{row.key}_{_SUFFIX[view]}.dcm"
@@ -139,19 +254,23 @@ def _labels(row: StudyRow, chosen: dict[View, Instance], age_range: tuple[float,
     ds = chosen["anterior"].ds
     row.age, source = study_age(ds)
     row.sex = study_sex(ds) or ""
-    warnings = []
+    notes = []
     if row.age is None:
-        warnings.append(("no_age", "no usable Patient's Age or birth and study dates; age left "
+        notes.append(("no_age", "no usable Patient's Age or birth and study dates; age left "
                                    "empty (can be predicted, not trained on)"))
     elif not age_range[0] - 0.5 <= row.age <= age_range[1] + 0.5:
         # Same tolerance as the DataModule, which leaves such a study out and reports it.
-        warnings.append(("age_out_of_range", f"age {row.age:g} (from {source}) is outside "
+        notes.append(("age_out_of_range", f"age {row.age:g} (from {source}) is outside "
                                              f"{age_range[0]:g}-{age_range[1]:g}; kept"))
     if not row.sex:
-        code = str(ds.get("PatientSex", "") or "").strip()[:4]
-        warnings.append(("unknown_sex", f"Patient's Sex {code!r} is not F or M; sex left empty"))
-    row.status = warnings[0][0] if warnings else "ok"
-    row.reason = "; ".join(w for _, w in warnings) or f"age {row.age:g} from {source}"
+        code = shown_code(_text(chosen["anterior"], "PatientSex").upper(), SEX_SHOWN)
+        notes.append(("unknown_sex", f"Patient's Sex is {code}, not F or M; sex left empty"))
+    row.status = notes[0][0] if notes else "ok"
+    row.reason = "; ".join(w for _, w in notes) or f"age {row.age:g} from {source}"
+
+
+def _text(inst: Instance, keyword: str) -> str:
+    return "\\".join(str(v) for v in values(inst.ds, keyword)).strip()
 
 
 def _study(row: StudyRow, pseudo: Pseudonymizer, split_dir: Path, check: bool,
@@ -159,20 +278,30 @@ def _study(row: StudyRow, pseudo: Pseudonymizer, split_dir: Path, check: bool,
     chosen = _assemble(row)
     if chosen is None:
         return row
-    ids = {str(i.ds.get("PatientID", "") or "").strip() for i in row.files}
+    ids = {_text(i, "PatientID") for i in row.files}
     if len(ids) > 1:
         return _fail_study(row, "inconsistent_study", "its views carry different Patient IDs")
     row.patient_id = ids.pop()
     if not row.patient_id:
         return _fail_study(row, "no_patient_id", "no Patient ID to derive a pseudonym from")
     row.subject_id = pseudo.subject(row.patient_id)
-    row.date = str(chosen["anterior"].ds.get("StudyDate", "") or "")
+    row.date = _text(chosen["anterior"], "StudyDate")
     if not _pixels(row, chosen, split_dir, check):
         return row
     for view, inst in chosen.items():
         row.views.setdefault(view, inst.path)
     _labels(row, chosen, age_range)
     return row
+
+
+def _safe_study(row: StudyRow, *args) -> StudyRow:
+    """A study whose processing fails in an unforeseen way fails alone, as ``unreadable``."""
+    try:
+        return _study(row, *args)
+    except Exception as err:  # only the type: an arbitrary message may quote a header value
+        row.subject_id, row.views = "", {}
+        return _fail_study(row, "unreadable", f"its headers or pixels cannot be used "
+                                              f"({type(err).__name__})")
 
 
 def _one_study_per_subject(studies: list[StudyRow]) -> None:
@@ -195,71 +324,223 @@ def index_folder(
     age_range: tuple[float, float] = (40, 80),
     skip: Sequence[Path] = (),
 ) -> IndexResult:
-    """Classify every file under ``root`` and assemble the studies (nothing written yet, except
-    the split halves of side-by-side images, next to the manifest). Files in ``skip`` (and the
-    manifest and split folder) are not indexed: a re-run into the export sees only the export."""
+    """Classify every path under ``root`` and assemble the studies (nothing written yet, except
+    the split halves of side-by-side images, next to the manifest). Paths in ``skip`` (and the
+    manifest, links and split folders) are reported as ``own_output``, not indexed: a re-run
+    into the export sees only the export."""
     start = time.perf_counter()
     root = Path(root).resolve()
-    split_dir = Path(manifest).resolve().parent / SPLIT_DIR
-    outputs = [Path(manifest).resolve(), split_dir, *(Path(p).resolve() for p in skip)]
-    instances = [classify(p, root, split_side_by_side) for p in _walk(root, outputs)]
-    _mark_duplicates(instances)
-    groups: dict[str, list[Instance]] = defaultdict(list)
-    for inst in instances:
-        if not inst.status:
-            groups[inst.study_uid].append(inst)
-    studies = [_study(StudyRow(pseudo.study(uid), files), pseudo, split_dir, check_pixels,
-                      age_range) for uid, files in groups.items()]
+    base = Path(manifest).resolve().parent
+    split_dir = base / SPLIT_DIR
+    outputs = [Path(manifest).resolve(), split_dir, base / LINKS_DIR,
+               *(Path(p).resolve() for p in skip)]
+    with warnings.catch_warnings():
+        # pydicom warns about damaged files with their values; each file's status says it all.
+        warnings.simplefilter("ignore")
+        instances = [inst if inst.status else classify(inst, split_side_by_side)
+                     for inst in _walk(root, outputs)]
+        instances.sort(key=lambda i: i.rel)
+        _mark_duplicates(instances)
+        groups: dict[str, list[Instance]] = defaultdict(list)
+        for inst in instances:
+            if not inst.status:
+                groups[inst.study_uid].append(inst)
+        studies = [_safe_study(StudyRow(pseudo.study(uid), files), pseudo, split_dir,
+                               check_pixels, age_range) for uid, files in groups.items()]
+        checker = _identifiers(instances)
     _one_study_per_subject(studies)
     for row in studies:
         for inst in row.files:
             if not inst.status:
                 views = "+".join(v for v in VIEWS if v in inst.views)
                 inst.fail(row.status, f"{inst.rel}: {views} of study {row.key}: {row.reason}")
-    return IndexResult(instances, studies, time.perf_counter() - start)
+    patient_paths = {i.rel for i in instances if checker.names_patient(i.rel)}
+    return IndexResult(instances, studies, time.perf_counter() - start, patient_paths, checker)
 
 
-def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+def _identifiers(instances: list[Instance]) -> PathChecker:
+    """The Patient IDs, names and birth dates of every file read, to check paths against."""
+    checker = PathChecker()
+    for inst in instances:
+        headers = [inst.ds]
+        if inst.status == "unreadable":
+            # A file too damaged to index may still give its patient's identifiers to a
+            # second read that stops before the pixel data (e.g. a cut file).
+            with contextlib.suppress(Exception):
+                headers.append(pydicom.dcmread(inst.path, stop_before_pixels=True))
+        for ds in headers:
+            try:
+                if ds is not None:
+                    checker.add(ds)
+            except Exception:  # a header too damaged to give identifiers gives none
+                continue
+    return checker
 
 
-def write_manifest(result: IndexResult, path: str | Path) -> None:
-    """The manifest: pseudonyms, labels and paths relative to the manifest's folder."""
-    path = Path(path)
-    base = path.resolve().parent
-    _write_csv(path, MANIFEST_COLUMNS, [{
+def _csv_text(columns: list[str], rows: list[dict], first_line: str = "") -> str:
+    buffer = io.StringIO()
+    if first_line:
+        buffer.write(first_line + "\r\n")
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _shown(text: str) -> str:
+    """A path as UTF-8 can hold it (a file name that is not valid UTF-8 keeps its bytes as
+    backslash escapes instead of failing the whole write)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def link_names(result: IndexResult) -> dict[Path, str]:
+    """The pseudonymous name of each export file the manifest uses: ``<subject_id>.dcm`` for a
+    file holding both views, ``<subject_id>_<view>.dcm`` otherwise."""
+    names: dict[Path, str] = {}
+    for s in result.written:
+        files = {s.views[v] for v in VIEWS}
+        for view in VIEWS:
+            path = s.views[view]
+            if path.parent.name == SPLIT_DIR and path.name.startswith(s.key):
+                continue  # halves written by the index: pseudonymous already
+            names[path] = f"{s.subject_id}.dcm" if len(files) == 1 else \
+                f"{s.subject_id}_{view}.dcm"
+    return names
+
+
+def manifest_text(result: IndexResult, base: Path, links: dict[Path, Path]) -> str:
+    """The manifest: pseudonyms, labels and paths (links) relative to the manifest's folder."""
+    def rel(path: Path) -> str:
+        return Path(os.path.relpath(links.get(path, path), base)).as_posix()
+
+    return _csv_text(MANIFEST_COLUMNS, [{
         "subject_id": s.subject_id, "age": "" if s.age is None else f"{s.age:g}", "sex": s.sex,
-        **{v: Path(os.path.relpath(s.views[v], base)).as_posix() for v in VIEWS},
-        "study": s.key,
+        **{v: rel(s.views[v]) for v in VIEWS}, "study": s.key,
     } for s in result.written])
 
 
-def write_report(result: IndexResult, path: str | Path) -> None:
-    """One row per input file, in walk order."""
+def report_text(result: IndexResult) -> str:
+    """One row per path below the export, in path order, after a first line for the owner."""
     study_of = {id(i): s for s in result.studies for i in s.files}
     rows = []
     for inst in result.instances:
         row = study_of.get(id(inst))
-        rows.append({"file": inst.rel, "status": inst.status,
+        rows.append({"file": _shown(inst.rel), "status": inst.status,
                      "study": row.key if row else "",
                      "subject_id": row.subject_id if row and row.status in WRITTEN else "",
-                     "reason": inst.reason})
-    _write_csv(Path(path), REPORT_COLUMNS, rows)
+                     "names_patient": "yes" if inst.rel in result.patient_paths else "",
+                     "reason": _shown(inst.reason)})
+    n = len(result.patient_paths)
+    if n:
+        first = (f"# For the data owner only: {n} of {len(rows)} paths below the export name a "
+                 "patient (Patient ID, name or birth date; column names_patient). The manifest "
+                 "names none: it points to pseudonymous links.")
+    else:
+        first = ("# No path below the export names a patient (checked against the Patient IDs, "
+                 "names and birth dates of its files).")
+    return _csv_text(REPORT_COLUMNS, rows, first)
 
 
-def write_link_file(result: IndexResult, path: str | Path) -> None:
+def link_file_text(result: IndexResult) -> str:
     """For the data owner only: pseudonym -> Patient ID of every written subject."""
     pairs = {s.subject_id: s.patient_id for s in result.written}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))  # owner-only before any ID is in it
-    os.chmod(path, 0o600)
-    _write_csv(path, ["subject_id", "patient_id"],
-               [{"subject_id": k, "patient_id": v} for k, v in sorted(pairs.items())])
+    return _csv_text(["subject_id", "patient_id"],
+                     [{"subject_id": k, "patient_id": v} for k, v in sorted(pairs.items())])
+
+
+def is_links_dir(path: Path) -> bool:
+    """True when ``path`` is absent or holds only what the index writes there (so that a
+    re-run may replace it)."""
+    if not os.path.lexists(path):
+        return True
+    if path.is_symlink() or not path.is_dir():
+        return False
+    return all(e.name.startswith(SUBJECT_PREFIX) and e.name.endswith(".dcm")
+               and not e.is_dir(follow_symlinks=False) for e in os.scandir(path))
+
+
+def _temp(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def _place(src: Path, dst: Path, copy: bool, checker: PathChecker) -> str:
+    """Put export file ``src`` at ``dst``; returns how ("hard link", "copy", "symbolic link").
+
+    A hard link stores no path, so it is tried first; a symbolic link would store the export's
+    absolute path (the folders above the export included), so where that path names a patient
+    the file is copied instead.
+    """
+    target = src.resolve()
+    if not copy:
+        try:
+            os.link(target, dst)
+            return "hard link"
+        except OSError:  # another file system, or a file the user may not link
+            pass
+        if not checker.names_patient(target.as_posix()):
+            os.symlink(target, dst)
+            return "symbolic link"
+    shutil.copyfile(target, dst)
+    return "copy"
+
+
+def write_outputs(result: IndexResult, manifest: Path, report: Path,
+                  link_file: Path | None = None, copy_files: bool = False) -> Counter:
+    """Write the links (or copies), manifest, report and link file, all or nothing; returns
+    how many files of links/ are hard links, copies and symbolic links.
+
+    Everything is first written under temporary names beside its target, then renamed into
+    place (atomic per file on POSIX): an error leaves no half-written output behind.
+    """
+    manifest, report = Path(manifest).absolute(), Path(report).absolute()
+    base = manifest.parent
+    links_dir = base / LINKS_DIR
+    names = link_names(result)
+    temps: list[Path] = []
+    try:
+        staged_links = _temp(links_dir)
+        temps.append(staged_links)
+        links: dict[Path, Path] = {}
+        placed: Counter = Counter()
+        if names:
+            staged_links.mkdir(parents=True)
+            for src, name in names.items():
+                placed[_place(src, staged_links / name, copy_files, result.checker)] += 1
+                links[src] = links_dir / name
+        # The umask applies; a report naming patients is owner-only, like the link file.
+        texts = [(manifest, manifest_text(result, base, links), 0o666),
+                 (report, report_text(result), 0o600 if result.patient_paths else 0o666)]
+        if link_file is not None:
+            texts.append((Path(link_file).absolute(), link_file_text(result), 0o600))
+        staged = []
+        for target, text, mode in texts:
+            tmp = _temp(target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            temps.append(tmp)
+            if os.path.lexists(tmp):  # left by a run that was killed
+                tmp.unlink()
+            # Created with its final mode: the link file is owner-only before any ID is in it.
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+                f.write(text)
+            staged.append((tmp, target))
+        if os.path.lexists(links_dir):
+            if not is_links_dir(links_dir):
+                raise OSError(errno.EEXIST, "holds files the index did not write", links_dir)
+            old = _temp(links_dir.with_name(links_dir.name + "-old"))
+            temps.append(old)
+            os.replace(links_dir, old)
+        if names:
+            os.replace(staged_links, links_dir)
+        for tmp, target in staged:
+            os.replace(tmp, target)
+        return placed
+    finally:
+        for tmp in temps:
+            if tmp.is_dir() and not tmp.is_symlink():
+                shutil.rmtree(tmp, ignore_errors=True)
+            elif os.path.lexists(tmp):
+                tmp.unlink()
 
 
 def summary(result: IndexResult) -> str:
@@ -269,4 +550,7 @@ def summary(result: IndexResult) -> str:
     lines = [f"{len(result.instances)} files, {n} studies written in {result.seconds:.1f} s "
              f"({rate:.1f} studies/s)"]
     lines += [f"  {status:<22}{count:>7}" for status, count in sorted(counts.items())]
+    if result.patient_paths:
+        lines.append(f"{len(result.patient_paths)} paths below the export name a patient: the "
+                     "report is for the data owner only (the manifest uses pseudonymous links)")
     return "\n".join(lines)

@@ -8,13 +8,37 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.uid import UID
 
-from bone_age.data.dicom import VIEWS, View, frame_views, header_views
+from bone_age.data.dicom import (
+    PHOTOMETRIC,
+    VIEWS,
+    DicomReadError,
+    View,
+    frames_by_view,
+    header_int,
+    header_views,
+    number_of_frames,
+    shown_code,
+    size_problem,
+    values,
+)
 
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"  # prefix of every Secondary Capture class
 NM_MODALITIES = {"NM"}
+# Modality codes a report may quote (DICOM PS3.3 C.7.3.1.1.1, the common ones); any other value
+# is not echoed.
+MODALITIES = frozenset({
+    "AR", "ASMT", "AU", "BDUS", "BI", "BMD", "CR", "CT", "DG", "DOC", "DX", "ECG", "EPS", "ES",
+    "FID", "GM", "HC", "HD", "IO", "IOL", "IVOCT", "IVUS", "KER", "KO", "LEN", "LS", "MG", "MR",
+    "M3D", "NM", "OAM", "OCT", "OP", "OPM", "OPT", "OPTBSV", "OPTENF", "OPV", "OSS", "OT", "PLAN",
+    "PR", "PT", "PX", "REG", "RESP", "RF", "RG", "RTDOSE", "RTIMAGE", "RTINTENT", "RTPLAN",
+    "RTRAD", "RTRECORD", "RTSEGANN", "RTSTRUCT", "RWV", "SEG", "SM", "SMR", "SR", "SRF", "STAIN",
+    "TEXTUREMAP", "TG", "US", "VA", "XA", "XC",
+})
 SC_MODALITIES = {"NM", "OT", ""}  # a screen capture of a bone scan may say OT or nothing
 # Value lengths above this are not loaded while grouping (the pixel data, mainly).
 DEFER_SIZE = "4 KB"
@@ -27,7 +51,7 @@ class Instance:
     path: Path
     rel: str  # path relative to the DICOM folder: what reports show
     ds: Dataset | None = None
-    views: dict[View, int] = field(default_factory=dict)  # view -> frame
+    views: dict[View, list[int]] = field(default_factory=dict)  # view -> frames marked so
     side_by_side: bool = False  # one frame holding both views, left and right
     status: str = ""
     reason: str = ""
@@ -38,11 +62,16 @@ class Instance:
 
     @property
     def sop_uid(self) -> str:
-        return str(self.ds.get("SOPInstanceUID", "")).strip() if self.ds else ""
+        return _uid(self.ds, "SOPInstanceUID")
 
     @property
     def study_uid(self) -> str:
-        return str(self.ds.get("StudyInstanceUID", "")).strip() if self.ds else ""
+        return _uid(self.ds, "StudyInstanceUID")
+
+
+def _uid(ds: Dataset | None, keyword: str) -> str:
+    found = values(ds, keyword) if ds is not None else []
+    return str(found[0]).strip() if len(found) == 1 else ""
 
 
 def _header(inst: Instance) -> Instance:
@@ -60,59 +89,124 @@ def _header(inst: Instance) -> Instance:
     return inst
 
 
-def _expected_native_bytes(ds: Dataset) -> int:
-    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    samples, bits = int(ds.get("SamplesPerPixel", 1) or 1), int(ds.get("BitsAllocated", 0) or 0)
-    return rows * cols * frames * samples * bits // 8
+def _expected_native_bytes(ds: Dataset, path: Path) -> int:
+    rows, cols = header_int(ds, "Rows", 0, path), header_int(ds, "Columns", 0, path)
+    samples = header_int(ds, "SamplesPerPixel", 1, path)
+    bits = header_int(ds, "BitsAllocated", 0, path)
+    return (rows * cols * number_of_frames(ds, path) * samples * bits + 7) // 8
 
 
-def _looks_side_by_side(ds: Dataset) -> bool:
+def _pixel_data_short(ds: Dataset, path: Path) -> bool:
+    """True when native pixel data hold fewer bytes than the image needs.
+
+    Only for native (uncompressed) transfer syntaxes, where the length is fixed by the header;
+    the bytes present in the file are compared too, except for a deflated file, whose element
+    offsets are in the inflated stream (pydicom reports a truncated deflate stream itself).
+    """
+    syntax = UID(str(ds.file_meta.get("TransferSyntaxUID", "") or ""))
+    if not syntax.is_transfer_syntax or syntax.is_compressed:
+        return False  # encapsulated frames, or a syntax pydicom does not know: the decoder says
+    element = ds.get_item("PixelData", keep_deferred=True)
+    if isinstance(element, RawDataElement):
+        length, start = element.length, element.value_tell
+    else:
+        length, start = len(element.value or b""), None
+    if length == 0xFFFFFFFF:  # undefined length (encapsulated) under a native syntax
+        return False
+    needed = _expected_native_bytes(ds, path)
+    if length < needed:
+        return True
+    return not syntax.is_deflated and start is not None \
+        and path.stat().st_size < start + needed
+
+
+def _modality(ds: Dataset) -> str:
+    return " ".join(str(v) for v in values(ds, "Modality")).strip().upper()
+
+
+def _split_refusal(ds: Dataset, path: Path) -> str | None:
+    """Why a single image may not be split as two whole-body views side by side (or None).
+
+    Only an NM image qualifies, and only if each half has a whole-body view's shape (a 1024 x
+    256 view is 4:1; halves between 2.5:1 and 6:1 tall): a square 512 x 512 image is a spot
+    view or a screen capture of something else, and cutting it in two would invent views.
+    """
+    if _modality(ds) not in NM_MODALITIES:
+        return "its modality is not NM"
+    rows, cols = header_int(ds, "Rows", 0, path), header_int(ds, "Columns", 0, path)
+    if cols < 2 or not 2.5 <= rows / (cols / 2) <= 6:
+        return (f"its {rows} x {cols} pixels are not two whole-body views side by side "
+                "(each half about 4:1 tall)")
+    return None
+
+
+def _looks_side_by_side(ds: Dataset, path: Path) -> bool:
     """Both views named in the text headers, or an image at least half as wide as tall: a
     single whole-body view is about 4:1 tall (e.g. 1024 x 256), two side by side about 2:1."""
-    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    rows, cols = header_int(ds, "Rows", 0, path), header_int(ds, "Columns", 0, path)
     return header_views(ds) == set(VIEWS) or (rows > 0 and 2 * cols >= rows)
 
 
-def classify(path: Path, root: Path, split_side_by_side: bool = False) -> Instance:
-    """Read one file's header and decide what it can contribute to a study."""
-    inst = Instance(path, path.relative_to(root).as_posix())
+def classify(inst: Instance, split_side_by_side: bool = False) -> Instance:
+    """Read one file's header and decide what it can contribute to a study.
+
+    Never raises: whatever goes wrong with one file becomes its status.
+    """
+    try:
+        return _classify(inst, split_side_by_side)
+    except DicomReadError as err:
+        return inst.fail("unreadable", f"{inst.rel}: {err.reason}")
+    except Exception as err:  # a damaged header can fail in any attribute; only the type:
+        # the message of an arbitrary error may quote a header value (a name, a date)
+        return inst.fail("unreadable", f"{inst.rel}: damaged DICOM header "
+                                       f"({type(err).__name__})")
+
+
+def _classify(inst: Instance, split_side_by_side: bool) -> Instance:
+    path = inst.path
     if path.name.upper() == "DICOMDIR":
         return inst.fail("dicomdir", f"{inst.rel}: DICOMDIR index file, skipped")
     if _header(inst).status:
         return inst
     ds, rel = inst.ds, inst.rel
-    sop_class = str(ds.get("SOPClassUID", "") or ds.file_meta.get("MediaStorageSOPClassUID", ""))
+    sop_class = _uid(ds, "SOPClassUID") or _uid(ds.file_meta, "MediaStorageSOPClassUID")
     if sop_class == DICOMDIR_SOP_CLASS:
         return inst.fail("dicomdir", f"{rel}: DICOMDIR index file, skipped")
     if not inst.sop_uid or not inst.study_uid:
         return inst.fail("unreadable", f"{rel}: header lacks SOP Instance / Study Instance UID "
                                        "(truncated or not an image)")
-    modality = str(ds.get("Modality", "")).strip().upper()
+    modality = _modality(ds)
     is_sc = sop_class.startswith(SECONDARY_CAPTURE)
     if modality not in NM_MODALITIES and not (is_sc and modality in SC_MODALITIES):
         return inst.fail("unsupported_modality",
-                         f"{rel}: modality {modality or 'none'}; expected NM (bone scintigraphy)")
+                         f"{rel}: modality {shown_code(modality, MODALITIES)}; expected NM "
+                         "(bone scintigraphy)")
     if "PixelData" not in ds:
         return inst.fail("no_pixels", f"{rel}: no pixel data")
-    syntax = ds.file_meta.get("TransferSyntaxUID")
-    if syntax is not None and not syntax.is_compressed \
-            and path.stat().st_size < _expected_native_bytes(ds):
+    photometric = " ".join(str(v) for v in values(ds, "PhotometricInterpretation")).upper()
+    if header_int(ds, "SamplesPerPixel", 1, path) != 1 or not photometric.startswith("MONO"):
+        shown = shown_code(photometric, PHOTOMETRIC)
+        return inst.fail("unsupported_image", f"{rel}: colour image ({shown}); expected grey "
+                                              "counts")
+    too_large = size_problem(ds, path)
+    if too_large:
+        return inst.fail("unsupported_image", f"{rel}: {too_large}")
+    if _pixel_data_short(ds, path):  # after the colour check: subsampled colour is shorter
         return inst.fail("unreadable", f"{rel}: file is truncated (pixel data shorter than "
-                                       f"{ds.get('Rows')} x {ds.get('Columns')} pixels)")
-    photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
-    if int(ds.get("SamplesPerPixel", 1) or 1) != 1 or not photometric.startswith("MONOCHROME"):
-        return inst.fail("unsupported_image",
-                         f"{rel}: colour image ({photometric or 'unknown'}); expected grey counts")
-    inst.views = frame_views(ds)
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    if not inst.views and frames == 1 and _looks_side_by_side(ds):
-        if not split_side_by_side:
-            return inst.fail("view_unknown", f"{rel}: one image that seems to hold both views "
-                                             "side by side; rerun with --split-side-by-side")
+                                       "its Rows x Columns x frames)")
+    inst.views = frames_by_view(ds, path)
+    if inst.views:
+        return inst
+    refusal = _split_refusal(ds, path) if number_of_frames(ds, path) == 1 else "several frames"
+    if split_side_by_side and refusal is None:
         inst.side_by_side = True
-        inst.views = {"anterior": 0, "posterior": 0}
-    elif not inst.views:
-        return inst.fail("view_unknown", f"{rel}: no anterior or posterior view named in View "
-                                         "Code Sequence, Image ID, descriptions or comments")
-    return inst
+        inst.views = {"anterior": [0], "posterior": [0]}
+        return inst
+    if _looks_side_by_side(ds, path) and refusal is None:
+        return inst.fail("view_unknown", f"{rel}: one image that seems to hold both views "
+                                         "side by side; rerun with --split-side-by-side")
+    if split_side_by_side and _looks_side_by_side(ds, path):
+        return inst.fail("not_side_by_side", f"{rel}: no view named, and not split with "
+                                             f"--split-side-by-side: {refusal}")
+    return inst.fail("view_unknown", f"{rel}: no anterior or posterior view named in View "
+                                     "Code Sequence, Image ID, descriptions or comments")

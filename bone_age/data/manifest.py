@@ -13,6 +13,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,11 +109,14 @@ def _parse_row(
         text = (row.get(view) or "").strip()
         if not text:
             return problem("missing_view", f"column {view}: no file given")
+        # Absolute but not resolved: a link keeps its (pseudonymous) name in every message,
+        # where resolving it would print the export's own path, which may name the patient.
         try:
-            path = (base / text).resolve()
+            path = Path(os.path.abspath(base / text))
             found = path.is_file()
-        except (OSError, RuntimeError, ValueError) as err:  # too long, a link loop...
-            return problem("missing_file", f"column {view}: cannot use path {text!r} ({err})")
+        except (OSError, RuntimeError, ValueError) as err:  # too long, a NUL byte...
+            return problem("missing_file", f"column {view}: cannot use path {text!r} "
+                                           f"({type(err).__name__})")
         if not found:
             what = "is a folder, not a file" if path.is_dir() else "does not exist"
             return problem("missing_file", f"column {view}: file {text} {what}")

@@ -12,6 +12,8 @@ import hashlib
 import hmac
 import os
 import secrets
+import stat
+import sys
 from pathlib import Path
 
 from bone_age.errors import BoneAgeError
@@ -26,12 +28,27 @@ class KeyFileError(BoneAgeError, ValueError):
     """The key file cannot be created, read or is in an unsafe place."""
 
 
+def exposure_warning(path: str | Path) -> str | None:
+    """A one-line warning when an existing key file is readable or writable by group or
+    others (anyone who can read the key can recompute every pseudonym), else None."""
+    path = Path(path).expanduser()
+    mode = path.stat().st_mode
+    if not mode & 0o077:
+        return None
+    return (f"{path}: pseudonym key is accessible to group/others (mode "
+            f"{stat.filemode(mode)}); restrict it with: chmod 600 {path}")
+
+
 def load_or_create_key(path: str | Path) -> bytes:
-    """The secret key in ``path`` (hex text), created with 0600 permissions if absent."""
+    """The secret key in ``path`` (hex text), created with 0600 permissions if absent.
+
+    An existing key readable by others is still used (refusing would stop a whole cohort's
+    work), with a warning line on stderr that says how to fix it.
+    """
     path = Path(path).expanduser()
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             # O_EXCL: never overwrite a key another process created meanwhile.
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
@@ -40,6 +57,8 @@ def load_or_create_key(path: str | Path) -> bytes:
             pass
         except OSError as err:
             raise KeyFileError(f"{path}: cannot create the pseudonym key ({err})") from None
+    if not path.is_file():  # a FIFO or device would block the read
+        raise KeyFileError(f"{path}: the pseudonym key file is not a regular file")
     try:
         text = path.read_text().strip()
         key = bytes.fromhex(text)
@@ -47,6 +66,9 @@ def load_or_create_key(path: str | Path) -> bytes:
         raise KeyFileError(f"{path}: not a readable pseudonym key file ({err})") from None
     if len(key) < 16:
         raise KeyFileError(f"{path}: pseudonym key is too short ({len(key)} bytes, need >= 16)")
+    warning = exposure_warning(path)
+    if warning:
+        print(f"bone-age: warning: {warning}", file=sys.stderr)
     return key
 
 
