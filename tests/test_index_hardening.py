@@ -305,7 +305,7 @@ def test_output_under_an_existing_file_is_refused_before_any_work(tmp_path, caps
         args += [name, str(path)]
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and option in err and "somefile.txt is not a folder" in err
+    assert err.count("\n") == 1 and option in err and "somefile.txt is a file, not a folder" in err
     assert not (tmp_path / "out").exists() and not (tmp_path / "secret").exists()
 
 
