@@ -16,7 +16,7 @@ import os
 import sys
 import tempfile
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
@@ -67,8 +67,28 @@ def _pseudonymizer(key_file: Path, outputs: list[Path]):
     return Pseudonymizer(load_or_create_key(check_secret_location(key_file, outputs, "key file")))
 
 
-def from_folder(folder: Path, key_file: Path, out: Path) -> tuple[list[Item], list[Refused]]:
-    """Studies of a DICOM folder, grouped, labelled and pseudonymised by bone_age's indexer."""
+PATIENT_PATH = "<a file whose path names the patient>"
+
+
+def _scrubber(folder: Path, paths: set[str]) -> Callable[[str], str]:
+    """Replaces every path below ``folder`` that names a patient (as the indexer found) in a
+    message by a placeholder: refusals are printed, and PACS exports name files after patients.
+    """
+    hidden = sorted({f for rel in paths for f in (str(folder / rel), str(folder.absolute() / rel),
+                                                  rel)}, key=len, reverse=True)
+
+    def scrub(text: str) -> str:
+        for path in hidden:
+            text = text.replace(path, PATIENT_PATH)
+        return text
+    return scrub
+
+
+def from_folder(
+    folder: Path, key_file: Path, out: Path
+) -> tuple[list[Item], list[Refused], Callable[[str], str]]:
+    """Studies of a DICOM folder, grouped, labelled and pseudonymised by bone_age's indexer,
+    and the scrubber that keeps the export's identifying paths out of messages."""
     from bone_age.data.indexing import WRITTEN, index_folder
 
     pseudo = _pseudonymizer(key_file, [out.resolve().parent, folder])
@@ -82,7 +102,7 @@ def from_folder(folder: Path, key_file: Path, out: Path) -> tuple[list[Item], li
             refused.append(Refused(s.subject_id or s.key, s.reason))
     refused += [Refused(i.rel, i.reason) for i in result.instances
                 if i.status and not any(i in s.files for s in result.studies)]
-    return items, refused
+    return items, refused, _scrubber(folder, result.patient_paths)
 
 
 def from_file(path: Path, view: str | None, key_file: Path, out: Path) -> Item:
@@ -236,8 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     check_output_file(args.out, "predictions", [args.model, args.input])
     predictor = OnnxPredictor(args.model) if args.onnx else TorchPredictor(args.model)
+    scrub: Callable[[str], str] = str
     if args.input.is_dir():
-        items, refused = from_folder(args.input, args.key_file, args.out)
+        items, refused, scrub = from_folder(args.input, args.key_file, args.out)
     elif args.input.suffix.lower() == ".csv":
         items, refused = from_manifest(args.input)
     else:
@@ -245,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, more = predict(predictor, items, args.batch_size)
     refused += more
     for r in refused:
-        print(f"bone-age predict: refused {r.subject_id}: {r.reason}", file=sys.stderr)
+        print(scrub(f"bone-age predict: refused {r.subject_id}: {r.reason}"), file=sys.stderr)
     if not rows:
         print("bone-age predict: no study could be predicted", file=sys.stderr)
         return EXIT_BAD_INPUT

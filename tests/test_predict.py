@@ -111,3 +111,23 @@ def test_decoding_ahead_in_a_thread_gives_the_same_rows_and_refusals(runs, cohor
     ahead = P.predict(predictor, items, batch_size=4, progress=False)
     assert ahead == in_turn and len(in_turn[0]) == 39
     assert [r.subject_id for r in ahead[1]] == [items[3].subject_id]
+
+
+def test_refusals_of_a_folder_never_print_a_path_that_names_the_patient(runs, cohort, tmp_path,
+                                                                         key_file, capsys):
+    # The phantom names its files after the Patient ID, as many PACS exports do.
+    import shutil
+
+    export = tmp_path / "export"
+    export.mkdir()
+    for i in range(3):
+        shutil.copy(cohort.parent / "dicom" / f"PH00000{i}.dcm", export)
+    broken = export / "PH000001.dcm"
+    data = broken.read_bytes()
+    broken.write_bytes(data[: int(len(data) * 0.7)])  # header fine, pixels cut short
+    out = tmp_path / "p.csv"
+    assert main([str(runs["multi_vgg16"]), str(export), "--out", str(out),
+                 "--key-file", str(key_file)]) == 1
+    err = capsys.readouterr().err
+    assert "refused" in err and "PH000001" not in err
+    assert len(_rows(out)) == 2
