@@ -29,6 +29,10 @@ def rowwise_quantile(x: torch.Tensor, q: float) -> torch.Tensor:
         x: (..., P) values; each row of P values gets one quantile.
         q: the quantile in [0, 1].
     """
+    if torch.compiler.is_compiling():
+        # Traced (ONNX export, torch.compile): no shape-dependent chunking, which would put a
+        # bound on the batch size into the graph; the exported graph has no such size limit.
+        return torch.quantile(x, q, dim=-1)
     rows = x.reshape(-1, x.shape[-1])
     per_chunk = max(1, _QUANTILE_MAX_NUMEL // max(1, rows.shape[1]))
     if rows.shape[1] > _QUANTILE_MAX_NUMEL:  # one row past the limit: exact order statistics
