@@ -50,8 +50,17 @@ def test_bf16_falls_back_to_fp16_on_a_gpu_without_bf16(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     assert supported_precision(node) == "16-mixed"
     assert supported_precision({**node, "precision": "32-true"}) == "32-true"
-    assert supported_precision({**node, "accelerator": "cpu"}) == "bf16-mixed"
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert supported_precision(node) == "bf16-mixed"
+
+
+def test_bf16_on_a_cpu_only_where_it_is_native(monkeypatch):
+    import bone_age.train as train_module
+
+    node = {"accelerator": "cpu", "precision": "bf16-mixed"}
+    monkeypatch.setattr(train_module, "cpu_has_bf16", lambda: False)
+    assert supported_precision(node) == "32-true"
+    monkeypatch.setattr(train_module, "cpu_has_bf16", lambda: True)
     assert supported_precision(node) == "bf16-mixed"
 
 
