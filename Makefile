@@ -13,7 +13,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip 2>&1 | sed '/is ignored: it is neither/d'
-	$(BIN)/python -m pip install -q -e '.[dev,scale]' 2>&1 | sed '/is ignored: it is neither/d'
+	$(BIN)/python -m pip install -q -e '.[all,dev,scale]' 2>&1 | sed '/is ignored: it is neither/d'
 	touch $(STAMP)
 
 run: $(STAMP)

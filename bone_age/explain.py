@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import matplotlib
 
@@ -28,11 +29,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from captum.attr import LayerAttribution, LayerGradCam  # noqa: E402
 from torch import nn  # noqa: E402
 
 from bone_age.data.dicom import read_dataset, views_in_file  # noqa: E402
 from bone_age.errors import EXIT_OK, BoneAgeError, command  # noqa: E402
+from bone_age.extras import require  # noqa: E402
 from bone_age.inference import Spec, load_checkpoint  # noqa: E402
 from bone_age.models import BoneAgeNet  # noqa: E402
 from bone_age.outputs import check_output_dir, check_output_file, write_atomic  # noqa: E402
@@ -40,6 +41,11 @@ from bone_age.outputs import check_output_dir, check_output_file, write_atomic  
 
 class ExplainError(BoneAgeError, ValueError):
     """A study or model that Grad-CAM cannot explain (the message says why)."""
+
+
+def captum_attr() -> ModuleType:
+    """captum.attr, of the optional ``explain`` extra."""
+    return require("captum.attr", "python -m bone_age.explain (Grad-CAM)")
 
 
 def last_stage(trunk: nn.Module, example: torch.Tensor, stage: int = 1) -> nn.Module:
@@ -83,8 +89,8 @@ def gradcam(net: BoneAgeNet, spec: Spec, images: torch.Tensor,
     maps = []
     for v, trunk in enumerate(net.trunks):
         layer = last_stage(trunk, images[:, v], stage)
-        attr = LayerGradCam(model, layer).attribute(images, target=0)
-        up = LayerAttribution.interpolate(attr, tuple(images.shape[-2:]), "bilinear")
+        attr = captum_attr().LayerGradCam(model, layer).attribute(images, target=0)
+        up = captum_attr().LayerAttribution.interpolate(attr, tuple(images.shape[-2:]), "bilinear")
         maps.append(up[0, 0].detach().numpy())
     stacked = np.stack(maps)
     top = float(np.abs(stacked).max())
@@ -197,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stage", type=_at_least_1, default=1,
                    help="trunk stage counted from the end (1: last, coarsest; 2: finer)")
     args = p.parse_args(argv)
+    captum_attr()  # before any work: a missing extra is one line
     check_output_dir(args.out, "Grad-CAM images")
     files, sex, name = _study(args)
     written = explain(args.checkpoint, files, sex, args.out, name, args.scale, args.stage)

@@ -15,12 +15,12 @@ import json
 import sys
 from pathlib import Path
 
-import onnx
 import torch
 from torch import nn
 
 from bone_age.callbacks import METADATA_KEY
 from bone_age.errors import EXIT_OK, command
+from bone_age.extras import require
 from bone_age.inference import Spec, load_checkpoint
 from bone_age.losses import AgeLoss
 from bone_age.model_card import card_path, write_model_card
@@ -50,6 +50,8 @@ def export(checkpoint: str | Path, out: str | Path) -> Path:
 
 def export_model(net: nn.Module, spec: Spec, out: str | Path) -> Path:
     """Write ``out`` (ONNX, whole or not at all) from a loaded network; returns its path."""
+    onnx = require("onnx", "ONNX export")
+    require("onnxscript", "ONNX export")  # torch.onnx's exporter builds the graph with it
     model = ExportedModel(net, spec.normalize(), spec.loss).eval()
     h, w = spec.meta["data"]["image_size"]
     counts = torch.rand(2, len(spec.views), h, w) * 100

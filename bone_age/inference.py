@@ -284,7 +284,9 @@ class OnnxPredictor:
     """An exported model (``python -m bone_age.export``) run by onnxruntime."""
 
     def __init__(self, path: str | Path) -> None:
-        import onnxruntime as ort
+        from bone_age.extras import require
+
+        ort = require("onnxruntime", "running an ONNX model")
 
         path = _model_file(path, "ONNX model")
         try:

@@ -12,6 +12,8 @@ from typing import Any
 
 from pytorch_lightning.loggers import Logger, WandbLogger
 
+from bone_age.extras import require
+
 
 def sweep_group() -> str | None:
     """Name of the Hydra sweep folder in a multirun (None in a single run or outside Hydra)."""
@@ -37,9 +39,18 @@ def wandb_logger(
     one group per Table 1 sweep with one run per model, loss and fold; ``group`` applies to
     single runs.
     """
+    require("wandb", "logger=wandb")
     Path(save_dir).mkdir(parents=True, exist_ok=True)
     return WandbLogger(project=project, save_dir=save_dir, name=name,
                        group=sweep_group() or group, tags=list(tags), **kwargs)
+
+
+def tensorboard_logger(save_dir: str, **kwargs: Any) -> Logger:
+    """Lightning's TensorBoardLogger, once the optional ``tensorboard`` extra is there."""
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    require("tensorboard", "logger=tensorboard")
+    return TensorBoardLogger(save_dir=save_dir, **kwargs)
 
 
 def wandb_loggers(loggers: Sequence[Logger]) -> list[WandbLogger]:
@@ -76,7 +87,7 @@ def log_table1(
     **init_kwargs: Any,
 ) -> str:
     """A ``report`` run in the sweep's group with Table 1 as a W&B table and its figures."""
-    import wandb
+    wandb = require("wandb", "the report's W&B upload")
 
     with wandb.init(project=project, group=sweep_dir.name, name=f"table1-{sweep_dir.name}",
                     job_type="report", dir=str(sweep_dir), **init_kwargs) as run:
