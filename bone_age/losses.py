@@ -23,8 +23,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from bone_age.errors import BoneAgeError
 
-class AgeOutOfRangeError(ValueError):
+
+class AgeOutOfRangeError(BoneAgeError, ValueError):
     """An age label lies outside the class range of the model."""
 
 

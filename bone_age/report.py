@@ -31,7 +31,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from bone_age import plots
-from bone_age.errors import EXIT_OK, EXIT_PARTIAL, command, fail
+from bone_age.errors import EXIT_OK, EXIT_PARTIAL, BoneAgeError, command, fail
 from bone_age.metrics import age_metrics, baseline_mae
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ def run_settings(metrics: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     return {RUN_INFO_NAMES.get(k, k): metrics[k] for k in RUN_INFO_KEYS if k in metrics}
 
 
-class RunFileError(ValueError):
+class RunFileError(BoneAgeError, ValueError):
     """A run's metrics.json or predictions.csv cannot be read (the run is left out)."""
 
 

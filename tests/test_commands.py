@@ -440,3 +440,24 @@ def test_explain_never_writes_outside_its_folder(tiny, tmp_path, capsys):
     assert explain.main([str(tiny["ckpt"]), str(manifest), "--out", str(out)]) == 2
     assert "subject_id '../escaped' cannot name a file" in _err_line(capsys, "explain")
     assert not list(tmp_path.glob("deep/*.png")) and not out.exists()
+
+
+def test_every_error_class_of_the_package_derives_from_one_base():
+    import importlib
+    import inspect
+    import pkgutil
+
+    import bone_age
+    from bone_age.errors import BoneAgeError
+
+    skip = ("bone_age.bench", "bone_age.run", "bone_age.phantom.__main__")
+    found = []
+    for info in pkgutil.walk_packages(bone_age.__path__, "bone_age."):
+        if info.name.startswith(skip):
+            continue
+        module = importlib.import_module(info.name)
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ == info.name and issubclass(cls, Exception):
+                found.append(cls)
+                assert issubclass(cls, BoneAgeError), cls
+    assert len(found) >= 10

@@ -98,3 +98,4 @@ assert not [m for m, v in sys.modules.items() if v is not None
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (run / "metrics.json").exists() and (tmp_path / "p.csv").exists()
+
