@@ -43,9 +43,12 @@ class _DropNoise(logging.Filter):
         return not any(part in message for part in _NOISE)
 
 
+_DROP_NOISE = _DropNoise()  # one instance: addFilter skips it when a sweep's next job re-adds it
+
+
 def quiet_third_party() -> None:
     """Filter Lightning's tips and hardware lines and warnings nobody can act on."""
-    noise = _DropNoise()
+    noise = _DROP_NOISE
     for name in ("pytorch_lightning", "lightning.pytorch", "lightning.fabric",
                  "lightning_fabric", "pytorch_lightning.utilities.rank_zero",
                  "lightning.pytorch.utilities.rank_zero"):

@@ -129,7 +129,7 @@ def stage_throughput(check: Check) -> None:
             if check.left < 20:
                 check.log(f"b {model} {mode}: skipped, time budget spent")
                 continue
-            rows.append(T.measure(model, mode, check.sizes, check.found["peak"]))
+            rows.append(T.measure(model, mode, check.sizes))
             _throughput_entries(check, T.with_mfu(rows, check.found["peak"])[-1])
     check.found["throughput"] = rows
 
@@ -206,7 +206,7 @@ def stage_projection(check: Check) -> None:
 
 
 def stage_compile(check: Check) -> None:
-    r = T.measure("multi_vgg16", "bf16+cl+compile", check.sizes, check.found["peak"])
+    r = T.measure("multi_vgg16", "bf16+cl+compile", check.sizes)
     rows = check.found.get("throughput", [])
     _throughput_entries(check, T.with_mfu([*rows, r], check.found["peak"])[-1])
 

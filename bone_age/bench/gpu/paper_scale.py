@@ -115,12 +115,13 @@ def input_pipeline(cfg: DictConfig, dm, sizes: Sizes) -> dict[str, Any]:
     full = _fit_batches(module, dm, sizes, steps, first)
     # The same batches, augmented and normalised once, resident on the device.
     device = torch.device(sizes.device)
+    normalize = dm.normalize.to(device)
     ready = []
     for i, batch in enumerate(dm._loader("train")):
         if i == steps:
             break
         batch = {k: v.to(device) for k, v in batch.items()}
-        batch["image"] = dm.normalize.to(device)(dm.augment(batch["image"]))
+        batch["image"] = normalize(dm.augment(batch["image"]))
         ready.append(batch)
     loader = torch.utils.data.DataLoader(ready, batch_size=None, shuffle=False)
     compute = _fit_batches(module, loader, sizes, steps, first)

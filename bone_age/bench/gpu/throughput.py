@@ -114,7 +114,7 @@ def time_steps(step: Callable[[], None], device: str, warmup: int, steps: int) -
     return (time.perf_counter() - t0) / steps
 
 
-def measure(model: str, mode: str, sizes: Sizes, peak: float) -> dict[str, Any]:
+def measure(model: str, mode: str, sizes: Sizes) -> dict[str, Any]:
     """Samples/s, images/s, step time and MFU of one model under one mode."""
     step = TrainStep(model, mode, sizes)
     first = time.perf_counter()
