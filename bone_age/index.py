@@ -25,8 +25,8 @@ from bone_age.data.pseudonym import (
     check_secret_location,
     load_or_create_key,
 )
-from bone_age.errors import EXIT_OK, EXIT_PARTIAL, command, fail
-from bone_age.outputs import OutputError, check_output_file
+from bone_age.utils.errors import EXIT_OK, EXIT_PARTIAL, command, fail
+from bone_age.utils.outputs import OutputError, check_output_file
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

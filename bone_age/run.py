@@ -12,8 +12,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from bone_age.console import quiet_third_party, run_summary
-from bone_age.errors import EXIT_BAD_INPUT, user_error_message
+from bone_age.utils.console import quiet_third_party, run_summary
+from bone_age.utils.errors import EXIT_BAD_INPUT, user_error_message
 
 log = logging.getLogger("bone_age")
 
@@ -23,10 +23,11 @@ def main(cfg: DictConfig) -> float | None:
     start = time.perf_counter()
     if not cfg.get("verbose"):
         quiet_third_party()
-    from bone_age.train import train  # heavy imports after Hydra has parsed the command line
+    # Heavy imports after Hydra has parsed the command line.
+    from bone_age.training.train import train
 
     try:
-        metrics = train(cfg)
+        metrics = train(cfg).metrics
     except Exception as err:
         message = user_error_message(err)
         if message is None:

@@ -1,10 +1,14 @@
-"""Shared fixtures: one small phantom cohort per test session, and tiny run overrides."""
+"""Shared fixtures and helpers: one small phantom cohort per test session, tiny run overrides,
+a run in this process, and tiny trained checkpoints."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
 
 from bone_age.phantom import generate_cohort
 
@@ -28,3 +32,27 @@ def tiny_overrides(manifest: Path, tmp: Path) -> list[str]:
         "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
         "logger=csv", f"paths.data_dir={tmp / 'data'}",
     ]
+
+
+def run_in_process(overrides: list[str], out_dir) -> dict:
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+        with open_dict(cfg):
+            cfg.hydra.runtime.output_dir = str(out_dir)
+        HydraConfig.instance().set_config(cfg)
+        cfg.paths.output_dir = str(out_dir)
+        from bone_age.training.train import train
+
+        return train(cfg).metrics
+
+
+@pytest.fixture(scope="module")
+def runs(cohort, tmp_path_factory) -> dict:
+    """Best checkpoints of a tiny dual-view mv run and a tiny single-view mse run."""
+    tmp = tmp_path_factory.mktemp("predict_runs")
+    out = {}
+    for model, loss in (("multi_vgg16", "mv"), ("vgg16", "mse")):
+        run = tmp / f"{model}_{loss}"
+        run_in_process([*tiny_overrides(cohort, tmp), f"model={model}", f"loss={loss}"], run)
+        out[model] = next((run / "checkpoints").glob("epoch*.ckpt"))
+    return out

@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from bone_age import errors, explain, export, predict
+from bone_age.inference import explain, export, predict
 from bone_age.models import BoneAgeNet
-from bone_age.outputs import OutputError, write_atomic
-from bone_age.train import ResumeError
-from tests.conftest import tiny_overrides
-from tests.test_run import run_in_process
+from bone_age.training.resume import ResumeError
+from bone_age.utils import errors
+from bone_age.utils.outputs import OutputError, write_atomic
+from tests.conftest import run_in_process, tiny_overrides
 
 
 @pytest.fixture(scope="module")
@@ -212,12 +212,12 @@ def test_onnx_models_with_wrong_interface_or_metadata(tiny, tmp_path, capsys):
 
 
 def test_outputs_are_checked_before_any_work(tiny, tmp_path, capsys, monkeypatch):
-    import bone_age.inference
+    import bone_age.inference.predictor
 
     def no_work(*_a, **_k):
         raise AssertionError("the model was loaded before the output was checked")
 
-    monkeypatch.setattr(bone_age.inference, "TorchPredictor", no_work)
+    monkeypatch.setattr(bone_age.inference.predictor, "TorchPredictor", no_work)
     monkeypatch.setattr(export, "load_checkpoint", no_work)
     monkeypatch.setattr(explain, "load_checkpoint", no_work)
     a_file = tmp_path / "some_file.txt"
@@ -376,8 +376,9 @@ def test_run_reports_a_latin1_manifest_in_one_line(tiny, tmp_path):
 
 
 def test_every_command_ends_user_errors_in_one_line(tmp_path, capsys):
-    from bone_age import index, report
+    from bone_age import index
     from bone_age.bench.__main__ import main as bench
+    from bone_age.evaluation import report
     from bone_age.phantom.__main__ import main as phantom
 
     capsys.readouterr()  # warnings of the imports
@@ -404,7 +405,7 @@ def test_every_command_ends_user_errors_in_one_line(tmp_path, capsys):
 
 
 def test_user_errors_are_recognised_without_loading_heavy_modules():
-    code = ("import sys, bone_age.errors as e; "
+    code = ("import sys, bone_age.utils.errors as e; "
             "assert not {'torch', 'hydra', 'omegaconf'} & set(sys.modules), sys.modules.keys(); "
             "print(e.user_error_message(FileNotFoundError(2, 'No such file', 'x.csv')), "
             "e.user_error_message(KeyError('bug')))")
@@ -448,7 +449,7 @@ def test_every_error_class_of_the_package_derives_from_one_base():
     import pkgutil
 
     import bone_age
-    from bone_age.errors import BoneAgeError
+    from bone_age.utils.errors import BoneAgeError
 
     skip = ("bone_age.bench", "bone_age.run", "bone_age.phantom.__main__")
     found = []

@@ -16,7 +16,7 @@ import traceback
 from pathlib import Path
 
 from bone_age.bench.common import Ctx, entry, table, write_results
-from bone_age.errors import BoneAgeError, command
+from bone_age.utils.errors import BoneAgeError, command
 
 ITEMS = {
     "overhead": "bone_age.bench.overhead",

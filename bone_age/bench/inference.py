@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import traceback
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -12,31 +11,28 @@ import torch
 
 from bone_age.bench import training as T
 from bone_age.bench.common import Ctx, entry, interleave, paired_ratio, rate
-from bone_age.callbacks import METADATA_KEY, METADATA_VERSION
-from bone_age.losses import AgeLoss
+from bone_age.data.preprocess import Preprocess
+from bone_age.data.transforms import CountNormalize
+from bone_age.inference.run_metadata import METADATA_KEY, RunMetadata
+from bone_age.losses import MeanVarianceLoss
 
 
 def make_checkpoint(path: Path, backbone: str, size: tuple[int, int]) -> Path:
     """A checkpoint as training writes it: ``net.*`` weights + the ``bone_age`` settings."""
     net = T.make_net(backbone)
-    meta = {
-        "version": METADATA_VERSION,
-        "run": {"model": "multi_vgg16", "backbone": backbone, "loss": "mv"},
-        "model": {"backbone": backbone, "views": 2, "num_outputs": 41, "pretrained": False,
-                  "weights": None},
-        "loss": asdict(AgeLoss(name="mv")),
-        "data": {"views": ["anterior", "posterior"], "image_size": list(size),
-                 "resize": "stretch", "mirror_posterior": True, "normalize": "percentile",
-                 "percentile": 99.0},
-    }
+    record = RunMetadata.build(
+        model={"backbone": backbone, "views": 2}, loss=MeanVarianceLoss(),
+        preprocess=Preprocess(size, "stretch", True), normalize=CountNormalize("percentile", 99.0),
+        views=("anterior", "posterior"),
+        run={"model": "multi_vgg16", "backbone": backbone, "loss": "mv"})
     state = {f"net.{k}": v for k, v in net.state_dict().items()}
-    torch.save({"state_dict": state, METADATA_KEY: meta}, path)
+    torch.save({"state_dict": state, METADATA_KEY: record.to_dict()}, path)
     return path
 
 
 def run(ctx: Ctx) -> list[dict]:
-    from bone_age.inference import OnnxPredictor, TorchPredictor
-    from bone_age.predict import from_manifest, predict
+    from bone_age.inference.predict import from_manifest, predict
+    from bone_age.inference.predictor import OnnxPredictor, TorchPredictor
 
     backbone, size = ("test_resnet", (32, 16)) if ctx.quick else ("resnet10t", (128, 64))
     ckpt = make_checkpoint(ctx.workdir / "bench.ckpt", backbone, size)
@@ -81,7 +77,7 @@ def run(ctx: Ctx) -> list[dict]:
                   f"on preloaded count tensors {bare_rate:.1f} studies/s"),
             torch_threads=threads, predict_studies_per_s=api_rate, bare_studies_per_s=bare_rate))
     try:
-        from bone_age.export import export
+        from bone_age.inference.export import export
 
         onnx_pred = OnnxPredictor(export(ckpt, ctx.workdir / "bench.onnx"))
         feeds = [(counts[i:i + batch], sex[i:i + batch]) for i in range(0, len(counts), batch)]

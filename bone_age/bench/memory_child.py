@@ -9,13 +9,15 @@ import time
 
 from bone_age.bench import training as T
 from bone_age.data.datamodule import BoneAgeDataModule
+from bone_age.data.preprocess import Preprocess
+from bone_age.data.sources import ManifestSource
 from bone_age.data.transforms import BatchAugment
 
 
 def main(argv: list[str]) -> None:
     manifest, cache, h, w, steps, backbone, batch = argv
     t0 = time.perf_counter()
-    dm = BoneAgeDataModule(manifest=manifest, cache_dir=cache, image_size=(int(h), int(w)),
+    dm = BoneAgeDataModule(ManifestSource(manifest), Preprocess((int(h), int(w))), cache_dir=cache,
                            augment=BatchAugment(), batch_size=int(batch), num_workers=0,
                            cache_workers=0, progress=False)
     dm.setup("fit")

@@ -9,12 +9,14 @@ import torch
 from bone_age.bench import training as T
 from bone_age.bench.common import Ctx, entry, interleave, paired_ratio, rate
 from bone_age.data.datamodule import BoneAgeDataModule
+from bone_age.data.preprocess import Preprocess
+from bone_age.data.sources import ManifestSource
 from bone_age.data.transforms import BatchAugment
 
 
 def datamodule(manifest: Path, cache: Path, size: tuple[int, int], batch: int,
                workers: int = 0) -> BoneAgeDataModule:
-    dm = BoneAgeDataModule(manifest=str(manifest), cache_dir=str(cache), image_size=size,
+    dm = BoneAgeDataModule(ManifestSource(str(manifest)), Preprocess(size), cache_dir=str(cache),
                            augment=BatchAugment(), batch_size=batch, num_workers=workers,
                            cache_workers=0, progress=False, num_folds=2)
     dm.setup("fit")

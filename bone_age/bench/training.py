@@ -12,9 +12,9 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from bone_age.losses import AgeLoss
+from bone_age.losses import MeanVarianceLoss
 from bone_age.models import BoneAgeNet
-from bone_age.module import BoneAgeModule
+from bone_age.training.module import BoneAgeModule
 
 logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
@@ -42,7 +42,7 @@ def make_batches(n: int, batch: int, size: tuple[int, int], seed: int = 0) -> li
 
 
 def make_module(net: torch.nn.Module) -> BoneAgeModule:
-    return BoneAgeModule(net=net, loss=AgeLoss(name="mv"),
+    return BoneAgeModule(net=net, loss=MeanVarianceLoss(),
                          optimizer=partial(torch.optim.Adam, lr=1e-4), scheduler=None)
 
 
@@ -126,7 +126,7 @@ def _timed_from_batch_one(batches: list[dict], step) -> float:
 def hand_fit(net: torch.nn.Module, batches: list[dict], steady: bool = False):
     """The minimal PyTorch loop: same model, loss, optimizer and tensors; ``steady``: returns
     the seconds of batches 1.. only."""
-    loss_fn = AgeLoss(name="mv")
+    loss_fn = MeanVarianceLoss()
     opt = torch.optim.Adam(net.parameters(), lr=1e-4)
 
     def step(b: dict) -> None:
@@ -143,7 +143,7 @@ def hand_fit(net: torch.nn.Module, batches: list[dict], steady: bool = False):
 
 
 def hand_validate(net: torch.nn.Module, batches: list[dict], steady: bool = False):
-    loss_fn = AgeLoss(name="mv")
+    loss_fn = MeanVarianceLoss()
 
     def step(b: dict) -> None:
         out = net(b["image"], b["sex"])

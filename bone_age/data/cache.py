@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bone_age.console import progress as progress_display
 from bone_age.data.dicom import DicomReadError, read_study_views
 from bone_age.data.manifest import Problem, Study
 from bone_age.data.preprocess import Preprocess
+from bone_age.utils.console import progress as progress_display
 
 CACHE_VERSION = 3  # 3: count-exact box resampling
 

@@ -16,11 +16,16 @@ from bone_age.data.cache import StudyCache
 from bone_age.data.folds import check_fold_settings, fold_parts
 from bone_age.data.manifest import Problem, Study, read_cohort, read_manifest
 from bone_age.data.preprocess import Preprocess
+from bone_age.data.samplers import EpochShuffleSampler, ResumableLoader, step_seed_of
+from bone_age.data.sources import CohortSource, ManifestSource
 from bone_age.data.transforms import BatchAugment, CountNormalize
-from bone_age.errors import BoneAgeError
-from bone_age.reproducibility import EpochShuffleSampler, ResumableLoader, step_seed_of
+from bone_age.utils.errors import BoneAgeError
 
 log = logging.getLogger(__name__)
+
+# Keys of the ``data`` config node that its nested nodes read (see ``from_config``).
+USER_KEYS = ("manifest", "subjects", "phantom_dir", "phantom_options", "image_size", "resize",
+             "mirror_posterior", "normalize", "percentile")
 
 
 class DataError(BoneAgeError, ValueError):
@@ -63,54 +68,52 @@ class CachedStudies(Dataset):
 
 
 class BoneAgeDataModule(pl.LightningDataModule):
-    """Fold ``fold`` of ``num_folds`` of a cohort, from a manifest or the built-in phantom.
+    """Fold ``fold`` of ``num_folds`` of a cohort: its splits, cache and batches.
 
-    Exactly one source: ``manifest`` (a manifest CSV) or ``subjects`` (a phantom cohort of that
-    size and ``seed`` generated into ``phantom_dir`` if it does not exist yet).
+    Args:
+        source: where the cohort's manifest comes from (``ManifestSource`` or ``PhantomSource``).
+        preprocess: study -> (views, H, W) count images, done once per study into the cache.
+        normalization: counts -> network input, done per batch on the training device.
+        augment: batch augmentation on the device (training batches only).
+        fold, num_folds, val_fraction, seed: the subject-level, stratified cross-validation.
+        views: 1 (anterior) or 2 (anterior + posterior).
+        age_range: the ages a model can learn (the loss's class range); others are excluded.
+        strict: stop at the first unusable study instead of leaving it out with its reason.
+        cache_dir, cache_workers, progress: the preprocessed cache and its building.
+        batch_size, num_workers, pin_memory: the loaders (``batch_size`` is the global batch).
     """
 
     def __init__(
         self,
-        manifest: str | None = None,
-        subjects: int | None = None,
-        phantom_dir: str = "data/phantom",
-        phantom_options: dict | None = None,
-        cache_dir: str = "data/cache",
+        source: CohortSource,
+        preprocess: Preprocess | None = None,
+        normalization: CountNormalize | None = None,
+        augment: BatchAugment | None = None,
         fold: int = 0,
         num_folds: int = 5,
         val_fraction: float = 0.1,
         seed: int = 0,
         views: int = 2,
-        image_size: Sequence[int] = (224, 224),
-        resize: str = "stretch",
-        mirror_posterior: bool = True,
-        normalize: str = "percentile",
-        percentile: float = 99.0,
-        augment: BatchAugment | None = None,
         age_range: Sequence[int] = (40, 80),
         strict: bool = False,
-        batch_size: int = 64,
-        num_workers: int | str = 0,
+        cache_dir: str = "data/cache",
         cache_workers: int | None = None,
         progress: bool = True,
+        batch_size: int = 64,
+        num_workers: int | str = 0,
         pin_memory: bool = False,
     ) -> None:
         super().__init__()
-        if (manifest is None) == (subjects is None):
-            raise DataError("data: set exactly one of data.manifest or data.subjects (phantom)")
         try:
             check_fold_settings(fold, num_folds, val_fraction)
         except ValueError as err:
             raise DataError(str(err)) from None
-        self.manifest, self.subjects = manifest, subjects
-        self.phantom_dir, self.phantom_options = Path(phantom_dir), dict(phantom_options or {})
+        self.source = source
         self.fold, self.num_folds = fold, num_folds
         self.val_fraction, self.seed = val_fraction, seed
         self.view_names = ("anterior", "posterior")[:views]
-        self.cache = StudyCache(
-            cache_dir, Preprocess(tuple(image_size), resize, mirror_posterior), self.view_names
-        )
-        self.normalize = CountNormalize(normalize, percentile)
+        self.cache = StudyCache(cache_dir, preprocess or Preprocess(), self.view_names)
+        self.normalize = normalization or CountNormalize()
         self.augment = augment or BatchAugment(enabled=False)
         self.age_range = tuple(age_range)
         self.strict = strict
@@ -121,21 +124,22 @@ class BoneAgeDataModule(pl.LightningDataModule):
         self.problems: list[Problem] = []
         self.splits: dict[str, np.ndarray] = {}
 
-    # -- where the manifest is ------------------------------------------------------------
-    @property
-    def phantom_cohort(self) -> Path:
-        return self.phantom_dir / f"n{self.subjects}_seed{self.seed}"
+    @classmethod
+    def from_config(cls, **node) -> BoneAgeDataModule:
+        """Hydra's entry (``conf/data``): the keys users set (``data.manifest``,
+        ``data.subjects``, ``data.image_size``, ...) stay at the top of the ``data`` node, where
+        the nested ``source``, ``preprocess`` and ``normalization`` nodes read them; they are not
+        arguments of the data module and are dropped here."""
+        if node.get("manifest") is not None and not isinstance(node["source"], ManifestSource):
+            raise DataError("data.manifest is set but the cohort source is the phantom: add "
+                            "data=manifest to train on a manifest")
+        for key in USER_KEYS:
+            node.pop(key, None)
+        return cls(**node)
 
     def manifest_path(self, generate: bool = False) -> Path:
-        if self.manifest is not None:
-            return Path(self.manifest)
-        if generate:
-            from bone_age.phantom import ensure_cohort
-
-            return Path(
-                ensure_cohort(self.phantom_cohort, self.subjects, self.seed, **self.phantom_options)
-            )
-        return self.phantom_cohort / "manifest.csv"
+        """The cohort's manifest; ``generate``: write the phantom first if it needs one."""
+        return self.source.manifest_path(generate)
 
     # -- Lightning hooks -----------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -194,7 +198,12 @@ class BoneAgeDataModule(pl.LightningDataModule):
             raise DataError(f"{path}: no usable study left in the {' and '.join(empty)} part(s) "
                             f"of fold {self.fold}")
 
-    def _loader(self, split: str, train: bool = False) -> DataLoader:
+    def loader(self, split: str, train: bool = False) -> DataLoader:
+        """Batches of ``split`` (train, val or test); ``train``: the resumable shuffled order.
+
+        Without a distributed sampler: the training loops get theirs from Lightning, and a
+        caller on one rank (post-hoc calibration) sees every study of the split.
+        """
         dataset = CachedStudies(self.entries, self.studies, self.splits[split])
         # data.batch_size is the global batch: DDP splits it over the processes.
         world = self.trainer.world_size if self.trainer is not None else 1
@@ -212,13 +221,13 @@ class BoneAgeDataModule(pl.LightningDataModule):
         return self.trainer.fit_loop.epoch_loop.batch_progress.current.completed
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
+        return self.loader("train", train=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
+        return self.loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
+        return self.loader("test")
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         """Augment (training only) and normalise whole batches on the training device."""

@@ -28,7 +28,7 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import apply_modality_lut
 from pydicom.pixels.common import PhotometricInterpretation
 
-from bone_age.errors import BoneAgeError
+from bone_age.utils.errors import BoneAgeError
 
 # pydicom's value-validation warnings quote the offending value (a malformed birth date or
 # name) on stderr; every value the project uses is checked where it is read instead.

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from bone_age.errors import BoneAgeError
+from bone_age.utils.errors import BoneAgeError
 
 REQUIRED_COLUMNS = ("subject_id", "age", "sex", "anterior", "posterior")
 _SEX_CODES = {"F": "F", "FEMALE": "F", "M": "M", "MALE": "M"}

@@ -16,7 +16,7 @@ import stat
 import sys
 from pathlib import Path
 
-from bone_age.errors import BoneAgeError
+from bone_age.utils.errors import BoneAgeError
 
 DEFAULT_KEY_FILE = Path("~/.config/bone-age/pseudonym.key")
 SUBJECT_PREFIX = "BA-"

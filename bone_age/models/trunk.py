@@ -12,7 +12,7 @@ import timm
 import torch
 from torch import nn
 
-from bone_age.errors import BoneAgeError
+from bone_age.utils.errors import BoneAgeError
 
 
 class PretrainedWeightsError(BoneAgeError, RuntimeError):

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from bone_age.errors import command, fail
+from bone_age.utils.errors import command, fail
 
 from .cohort import DEFAULTS, LAYOUTS, generate_cohort
 from .dicom_writer import TRANSFER_SYNTAXES

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 from filelock import FileLock
 
-from bone_age.console import progress as progress_display
-from bone_age.console import say
+from bone_age.utils.console import progress as progress_display
+from bone_age.utils.console import say
 
 from .dicom_writer import TRANSFER_SYNTAXES, write_study
 from .effects import Effects

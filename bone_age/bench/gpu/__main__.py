@@ -83,11 +83,11 @@ def stage_env(check: Check) -> None:
     check.add(entry("env bf16 matmul rate (the MFU denominator)", peak / 1e12, "TFLOP/s",
                     note=f"{s.matmul_n}^3 bf16 matrix product, mean of 10 after 3 warm-ups"))
     # Eq. 5 under bf16 autocast on this device against float32, on the same logits.
-    from bone_age.losses import AgeLoss
+    from bone_age.losses import LOSSES
 
     worst = 0.0
     for name in ("mse", "mv"):
-        loss = AgeLoss(name)
+        loss = LOSSES[name]()
         logits = torch.randn(4096, loss.num_outputs, device=s.device) * 3
         ref, _ = loss.predict(logits)
         with torch.autocast(s.device, dtype=torch.bfloat16):
@@ -99,7 +99,7 @@ def stage_env(check: Check) -> None:
 
 def stage_smoke(check: Check) -> None:
     xml = check.workdir / "smoke.xml"
-    cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "tests/test_gpu.py", "-q",
+    cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "tests/bench/test_gpu.py", "-q",
            "-p", "no:cacheprovider", f"--junitxml={xml}"]
     check.log("$ " + " ".join(cmd))
     timeout = max(30.0, min(240.0, check.left - 60))

@@ -117,7 +117,7 @@ def input_pipeline(cfg: DictConfig, dm, sizes: Sizes) -> dict[str, Any]:
     device = torch.device(sizes.device)
     normalize = dm.normalize.to(device)
     ready = []
-    for i, batch in enumerate(dm._loader("train")):
+    for i, batch in enumerate(dm.loader("train")):
         if i == steps:
             break
         batch = {k: v.to(device) for k, v in batch.items()}
@@ -149,7 +149,7 @@ class EpochLog(pl.Callback):
 
 def paper_run(sizes: Sizes, workdir: Path, train_seconds: float) -> dict[str, Any]:
     """multi_vgg16 + mv on fold 0 at the paper's settings for a fixed time budget (stage d)."""
-    from bone_age.train import train
+    from bone_age.training.train import train
 
     out = workdir / "paper_run"
     log = workdir / "epochs.json"
@@ -161,7 +161,7 @@ def paper_run(sizes: Sizes, workdir: Path, train_seconds: float) -> dict[str, An
     if sizes.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    metrics = train(cfg)
+    metrics = train(cfg).metrics
     wall = time.perf_counter() - t0
     epochs = json.loads(log.read_text()) if log.exists() else []
     times = sorted(e["seconds"] for e in epochs[1:] or epochs)  # epoch 0 pays the warm-up

@@ -19,20 +19,21 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 
 from bone_age.bench.gpu.sizes import Sizes
-from bone_age.losses import AgeLoss
+from bone_age.losses import LOSSES
 
 CONF = Path(__file__).resolve().parents[3] / "conf"
 
 
 def build_net(model: str, num_outputs: int, backbone: str | None = None) -> torch.nn.Module:
-    """The network of Table 1 model ``model`` as its config group file defines it."""
-    node = OmegaConf.load(CONF / "model" / f"{model}.yaml")
-    if backbone is not None:
-        node.backbone = backbone
+    """The network of Table 1 model ``model`` as the ``model`` config group composes it."""
+    from hydra import compose, initialize_config_dir
+
+    overrides = [f"model={model}"] + ([f"model.backbone={backbone}"] if backbone else [])
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        node = compose("config", overrides=overrides).model
     return instantiate(node, num_outputs=num_outputs)
 
 
@@ -60,7 +61,7 @@ class TrainStep:
 
     def __init__(self, model: str, mode: str, sizes: Sizes, loss: str = "mv", seed: int = 0):
         torch.manual_seed(seed)
-        self.loss = AgeLoss(loss)
+        self.loss = LOSSES[loss]()
         self.device, self.mode = sizes.device, mode
         self.net = build_net(model, self.loss.num_outputs, sizes.backbone).to(self.device)
         if "+cl" in mode:

@@ -1,0 +1,80 @@
+"""Where a cohort comes from (config node ``data.source``, picked by ``data=phantom|manifest``).
+
+A source names the manifest of its cohort; the phantom writes its cohort first if it has not yet
+been written. Everything after the manifest (reading, caching, folds) is the same for both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+
+class CohortSource(Protocol):
+    """A cohort described by a manifest CSV."""
+
+    def manifest_path(self, generate: bool = False) -> Path:
+        """The manifest; with ``generate``, first write the cohort if the source makes one."""
+        ...
+
+    @property
+    def is_phantom(self) -> bool:
+        """Whether the cohort is synthetic (the model card says so)."""
+        ...
+
+
+@dataclass(frozen=True)
+class ManifestSource:
+    """A cohort given by a manifest CSV (``data=manifest data.manifest=PATH``).
+
+    Args:
+        path: the manifest file.
+    """
+
+    path: str
+
+    def manifest_path(self, generate: bool = False) -> Path:
+        return Path(self.path)
+
+    @property
+    def is_phantom(self) -> bool:
+        # A phantom cohort given as a manifest has phantom_info.json beside it.
+        return (Path(self.path).parent / "phantom_info.json").is_file()
+
+
+@dataclass(frozen=True)
+class PhantomSource:
+    """The built-in synthetic cohort (``data=phantom``), written once per size and seed.
+
+    Args:
+        subjects: number of studies.
+        seed: the cohort's seed.
+        root: folder that holds the cohorts (one ``n{subjects}_seed{seed}`` folder each).
+        options: further ``bone_age.phantom.generate_cohort`` options (sigma, variability, ...).
+    """
+
+    subjects: int
+    seed: int = 0
+    root: str = "data/phantom"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.subjects, bool) or not isinstance(self.subjects, int) \
+                or self.subjects < 1:
+            raise ValueError(f"data.subjects must be a count >= 1, got {self.subjects!r}")
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.root) / f"n{self.subjects}_seed{self.seed}"
+
+    def manifest_path(self, generate: bool = False) -> Path:
+        if generate:
+            from bone_age.phantom import ensure_cohort
+
+            return Path(ensure_cohort(self.folder, self.subjects, self.seed, **dict(self.options)))
+        return self.folder / "manifest.csv"
+
+    @property
+    def is_phantom(self) -> bool:
+        return True

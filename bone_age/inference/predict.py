@@ -1,0 +1,279 @@
+"""``python -m bone_age.predict CHECKPOINT INPUT --out preds.csv``: bone age of new studies.
+
+INPUT is a manifest (``.csv``), a folder of DICOM files (indexed as ``python -m bone_age.index``
+does, with its pseudonym key) or one DICOM file. One row per study: subject_id, sex, age
+(chronological, where known), pred_age, pred_sd (empty for an MSE model) and age_gap
+(pred_age - age). A study lacking a view the model needs is refused with its reason. ``--onnx``
+runs an exported model instead of the checkpoint (give it in place of CHECKPOINT).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import os
+import sys
+import tempfile
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from bone_age.data.dicom import DicomReadError, read_dataset, views_in_file
+from bone_age.data.manifest import read_manifest
+from bone_age.utils.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_PARTIAL, command
+from bone_age.utils.outputs import check_output_file, write_text_atomic
+
+COLUMNS = ["subject_id", "sex", "age", "pred_age", "pred_sd", "age_gap"]
+
+
+@dataclass
+class Item:
+    """One study to predict: pseudonym, labels where known, and the file of each view."""
+
+    subject_id: str
+    sex: str | None
+    age: float | None
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+@dataclass
+class Refused:
+    subject_id: str
+    reason: str
+
+
+def from_manifest(path: Path) -> tuple[list[Item], list[Refused]]:
+    """Studies of a manifest; an empty sex is kept as unknown (``predict`` refuses it only for
+    a model that takes sex as an input)."""
+    studies, problems = read_manifest(path, sex_required=False)
+    items = [Item(s.subject_id, s.sex or None, s.age,
+                  {"anterior": s.anterior, "posterior": s.posterior}) for s in studies]
+    return items, [Refused(p.subject_id or "(no subject_id)",
+                           f"{p.source}, row {p.row}: {p.reason}") for p in problems]
+
+
+def _pseudonymizer(key_file: Path, outputs: list[Path]):
+    """The pseudonymiser of ``key_file``, refused inside the input's or the outputs' folders."""
+    from bone_age.data.pseudonym import Pseudonymizer, check_secret_location, load_or_create_key
+
+    return Pseudonymizer(load_or_create_key(check_secret_location(key_file, outputs, "key file")))
+
+
+PATIENT_PATH = "<a file whose path names the patient>"
+
+
+def _scrubber(folder: Path, paths: set[str]) -> Callable[[str], str]:
+    """Replaces every path below ``folder`` that names a patient (as the indexer found) in a
+    message by a placeholder: refusals are printed, and PACS exports name files after patients.
+    """
+    hidden = sorted({f for rel in paths for f in (str(folder / rel), str(folder.absolute() / rel),
+                                                  rel)}, key=len, reverse=True)
+
+    def scrub(text: str) -> str:
+        for path in hidden:
+            text = text.replace(path, PATIENT_PATH)
+        return text
+    return scrub
+
+
+def from_folder(
+    folder: Path, key_file: Path, out: Path
+) -> tuple[list[Item], list[Refused], Callable[[str], str]]:
+    """Studies of a DICOM folder, grouped, labelled and pseudonymised by bone_age's indexer,
+    and the scrubber that keeps the export's identifying paths out of messages."""
+    from bone_age.data.indexing import WRITTEN, index_folder
+
+    pseudo = _pseudonymizer(key_file, [out.resolve().parent, folder])
+    with tempfile.TemporaryDirectory() as tmp:  # the indexer's manifest location (unused)
+        result = index_folder(folder, Path(tmp) / "manifest.csv", pseudo, check_pixels=False)
+    items, refused = [], []
+    for s in result.studies:
+        if s.status in WRITTEN:
+            items.append(Item(s.subject_id, s.sex or None, s.age, dict(s.views)))
+        else:
+            refused.append(Refused(s.subject_id or s.key, s.reason))
+    refused += [Refused(i.rel, i.reason) for i in result.instances
+                if i.status and not any(i in s.files for s in result.studies)]
+    return items, refused, _scrubber(folder, result.patient_paths)
+
+
+def from_file(path: Path, view: str | None, key_file: Path, out: Path) -> Item:
+    """One DICOM file: its views from the headers, or ``view`` for an unnamed single frame."""
+    from bone_age.data.labels import study_age, study_sex
+
+    ds = read_dataset(path, pixels=False)  # the pixels are decoded once, at prediction
+    views = views_in_file(ds, path, view)
+    patient = str(ds.get("PatientID", "") or "")
+    secret_free = [out.resolve().parent, path.resolve().parent]  # outputs and the export
+    sid = _pseudonymizer(key_file, secret_free).subject(patient) if patient else "study-1"
+    age, _ = study_age(ds)
+    return Item(sid, study_sex(ds), age, dict.fromkeys(views, path))
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
+
+
+def predict(predictor, items: list[Item], batch_size: int = 16,
+            progress: bool | None = None) -> tuple[list[dict], list[Refused]]:
+    """Rows of predictions and the studies refused (missing view, unreadable, no sex...)."""
+    spec = predictor.spec
+    rows: list[dict] = []
+    refused: list[Refused] = []
+    batch: list[tuple[Item, np.ndarray]] = []
+
+    def flush() -> None:
+        if not batch:
+            return
+        counts = np.stack([c for _, c in batch]).astype(np.float32)
+        sex = np.array([float(i.sex == "M") for i, _ in batch], dtype=np.float32)
+        age, sd = predictor(counts, sex)
+        for (item, _), a, s in zip(batch, age, sd, strict=True):
+            rows.append({"subject_id": item.subject_id, "sex": item.sex or "",
+                         "age": "" if item.age is None else f"{item.age:g}",
+                         "pred_age": _fmt(a), "pred_sd": _fmt(s),
+                         "age_gap": "" if item.age is None else _fmt(a - item.age)})
+        batch.clear()
+
+    usable = []
+    for item in items:
+        reason = _unusable(spec, item)
+        if reason:
+            refused.append(Refused(item.subject_id, reason))
+        else:
+            usable.append(item)
+    show = len(items) >= 50 if progress is None else progress
+    decoded = _decoded_ahead(spec, usable, lookahead=2 * batch_size if _spare_core() else 0)
+    for item, counts in tqdm(decoded, total=len(usable), desc="predicting", unit="study",
+                             disable=not show):
+        if isinstance(counts, DicomReadError):
+            refused.append(Refused(item.subject_id, str(counts)))
+            continue
+        batch.append((item, counts))
+        if len(batch) >= batch_size:
+            flush()
+    flush()
+    return rows, refused
+
+
+def _unusable(spec, item: Item) -> str | None:
+    """Why the model cannot take this study, from the manifest/headers alone."""
+    missing = [v for v in spec.views if v not in item.files]
+    if missing:
+        have = " + ".join(item.files) or "no view"
+        return f"the model needs the {' + '.join(spec.views)} view(s) but the study has {have}"
+    if spec.use_sex and item.sex not in ("F", "M"):
+        return "the model uses sex as an input and the study's sex is unknown"
+    return None
+
+
+def _spare_core() -> bool:
+    """True when torch's threads leave a core free for decoding alongside the model."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return torch.get_num_threads() < (cores or 1)
+
+
+def _decoded_ahead(spec, items: list[Item], lookahead: int
+                   ) -> Iterator[tuple[Item, np.ndarray | DicomReadError]]:
+    """Each item with its count images (or why they cannot be read), in order.
+
+    With ``lookahead`` > 0 a background thread (one torch thread) decodes up to that many
+    studies ahead of the model, so reading DICOM overlaps with the forward passes. Only worth it
+    with a spare core: when the model's threads fill every core, the extra thread makes OpenMP
+    wait and the whole is slower than decoding in turn (measured in experiments/bench). A few
+    lines instead of a DataLoader: no worker start-up cost, and errors stay per study.
+    """
+    def counts_or_error(item: Item) -> np.ndarray | DicomReadError:
+        try:
+            return spec.counts(item.files)
+        except DicomReadError as err:
+            return err
+
+    if lookahead <= 0:
+        for item in items:
+            yield item, counts_or_error(item)
+        return
+    with ThreadPoolExecutor(1, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        queue: deque = deque()
+        pending = iter(items)
+        for item in islice(pending, lookahead):
+            queue.append((item, pool.submit(counts_or_error, item)))
+        while queue:
+            item, future = queue.popleft()
+            if (following := next(pending, None)) is not None:
+                queue.append((following, pool.submit(counts_or_error, following)))
+            yield item, future.result()
+
+
+def write_rows(rows: list[dict], out: Path) -> None:
+    """The predictions CSV, written whole or not at all."""
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(out, text.getvalue())
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    from bone_age.data.pseudonym import DEFAULT_KEY_FILE
+
+    p = argparse.ArgumentParser(prog="python -m bone_age.predict",
+                                description=__doc__.splitlines()[0])
+    p.add_argument("model", type=Path, help="a run's checkpoints/*.ckpt (or .onnx with --onnx)")
+    p.add_argument("input", type=Path, help="a manifest .csv, a DICOM folder or a DICOM file")
+    p.add_argument("--out", type=Path, default=Path("predictions.csv"))
+    p.add_argument("--onnx", action="store_true", help="MODEL is an exported ONNX model")
+    p.add_argument("--view", choices=["anterior", "posterior"],
+                   help="the view of a single-frame file whose headers do not name it")
+    p.add_argument("--batch-size", type=_positive, default=16)
+    p.add_argument("--key-file", type=Path, default=DEFAULT_KEY_FILE,
+                   help="pseudonym key for DICOM input, as python -m bone_age.index uses")
+    args = p.parse_args(argv)
+    if args.model.suffix == ".onnx":
+        args.onnx = True
+    return args
+
+
+@command("predict")
+def main(argv: list[str] | None = None) -> int:
+    from bone_age.inference.predictor import OnnxPredictor, TorchPredictor
+
+    args = parse_args(argv)
+    check_output_file(args.out, "predictions", [args.model, args.input])
+    predictor = OnnxPredictor(args.model) if args.onnx else TorchPredictor(args.model)
+    scrub: Callable[[str], str] = str
+    if args.input.is_dir():
+        items, refused, scrub = from_folder(args.input, args.key_file, args.out)
+    elif args.input.suffix.lower() == ".csv":
+        items, refused = from_manifest(args.input)
+    else:
+        items, refused = [from_file(args.input, args.view, args.key_file, args.out)], []
+    rows, more = predict(predictor, items, args.batch_size)
+    refused += more
+    for r in refused:
+        print(scrub(f"bone-age predict: refused {r.subject_id}: {r.reason}"), file=sys.stderr)
+    if not rows:
+        print("bone-age predict: no study could be predicted", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    write_rows(rows, args.out)
+    print(f"{len(rows)} studies predicted, {len(refused)} refused -> {args.out}")
+    return EXIT_PARTIAL if refused else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""One run's results: the object that results callbacks add sections to, written once.
+
+``train()`` makes a ``RunResults`` after testing and hands it, in the configured order, to every
+callback that is a ``ResultsCallback``; each adds its keys to ``metrics`` (and its figures and
+tables); then ``metrics.json`` is written once, the results go to W&B if that logger is used, and
+``train()`` returns the object. No callback reads another's files or state.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+
+from bone_age.utils.outputs import write_text_atomic
+
+METRICS_FILE = "metrics.json"
+
+
+@dataclass
+class RunResults:
+    """What a finished run reports.
+
+    Args:
+        output_dir: the run's folder.
+        metrics: the content of ``metrics.json`` (flat keys, plus ``settings``).
+        figures: figure name -> file, for trackers.
+        tables: table name -> (columns, rows), for trackers.
+    """
+
+    output_dir: Path
+    metrics: dict[str, Any] = field(default_factory=dict)
+    figures: dict[str, Path] = field(default_factory=dict)
+    tables: dict[str, tuple[list[str], list[list[Any]]]] = field(default_factory=dict)
+
+    def add(self, section: dict[str, Any]) -> None:
+        """Add keys to ``metrics``; a key two sections both set is a bug, not an update."""
+        clash = sorted(set(section) & set(self.metrics))
+        if clash:
+            raise KeyError(f"results: {', '.join(clash)} set twice")
+        self.metrics.update(section)
+
+    @property
+    def metrics_file(self) -> Path:
+        return Path(self.output_dir) / METRICS_FILE
+
+    def write(self) -> Path:
+        """``metrics.json``, whole or not at all."""
+        Path(self.output_dir).mkdir(parents=True, exist_ok=True)
+        return write_text_atomic(self.metrics_file,
+                                 json.dumps(self.metrics, indent=2, allow_nan=True))
+
+    @classmethod
+    def read(cls, output_dir: str | Path) -> RunResults:
+        """A finished run's results, from its ``metrics.json`` (ValueError/OSError if unusable)."""
+        path = Path(output_dir) / METRICS_FILE
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(metrics, dict):
+            raise ValueError(f"holds a {type(metrics).__name__}")
+        return cls(Path(output_dir), metrics)
+
+
+class ResultsCallback(pl.Callback):
+    """A callback that contributes a section to the run's results after testing (rank 0)."""
+
+    def add_results(self, results: RunResults, trainer: pl.Trainer,
+                    module: pl.LightningModule) -> None:
+        raise NotImplementedError

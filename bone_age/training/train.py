@@ -1,0 +1,154 @@
+"""One run: compose the objects from config, fit on the training folds, test the held-out fold."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from bone_age.evaluation.tracking import log_run_results, wandb_loggers
+from bone_age.training.cluster import hpc_checkpoints, lightning_handles_requeue, slurm_plugins
+from bone_age.training.precision import supported_precision
+from bone_age.training.results import ResultsCallback, RunResults
+from bone_age.training.resume import ResumeError, checkpoint_to_resume, resume_hint
+from bone_age.utils.errors import brief, user_error_message
+
+log = logging.getLogger(__name__)
+
+
+def _instantiate_all(group: DictConfig | None) -> list:
+    """Objects of a config group whose entries may be null (switched off)."""
+    return [instantiate(node) for node in (group or {}).values() if node is not None]
+
+
+def _pin_job_for_ddp_children(output_dir: str) -> None:
+    """Make Lightning's DDP child processes re-run exactly this job, in this job's folder.
+
+    Lightning starts ranks > 0 by re-running ``sys.argv`` with ``hydra.run.dir`` set to the
+    Hydra run dir. Inside a multirun, that command line would start the whole sweep again in
+    another folder; so ``sys.argv`` becomes this job's own overrides and the run dir this job's
+    output folder.
+    """
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    OmegaConf.set_readonly(hydra_cfg, False)
+    with open_dict(hydra_cfg):
+        hydra_cfg.run.dir = output_dir
+    OmegaConf.set_readonly(hydra_cfg, True)
+    overrides = [o for o in hydra_cfg.overrides.task if not o.startswith("hydra.")]
+    sys.argv = [sys.argv[0], *overrides]
+
+
+def _apply_speed_switches(net: torch.nn.Module, speed: DictConfig | dict) -> None:
+    """channels-last weights and in-place torch.compile (state-dict keys stay the same)."""
+    if speed.get("channels_last"):
+        net.to(memory_format=torch.channels_last)
+    if speed.get("compile"):
+        net.compile()
+
+
+class _TrainingStarted(pl.Callback):
+    """Notes that Lightning has restored the checkpoint and begun (sanity check or training)."""
+
+    started = False
+
+    def on_sanity_check_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.started = True
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.started = True
+
+
+def train(cfg: DictConfig) -> RunResults:
+    """Fit and test one model on one fold; returns the run's results (``metrics.json``).
+
+    With ``resume=true`` a run whose folder already holds ``metrics.json`` is skipped, and one
+    that holds ``checkpoints/last.ckpt`` continues from it (re-launch a sweep with the same
+    ``hydra.sweep.dir`` to finish it).
+    """
+    output_dir = Path(cfg.paths.output_dir)
+    if cfg.get("resume") and RunResults(output_dir).metrics_file.exists():
+        try:
+            finished = RunResults.read(output_dir)
+        except (OSError, ValueError) as err:
+            raise ResumeError(f"{RunResults(output_dir).metrics_file}: not a readable metrics "
+                              f"file ({brief(err)}); delete it to run again, or set "
+                              "resume=false") from None
+        log.info("%s already finished; skipped (resume=true)", output_dir)
+        return finished
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    loss = instantiate(cfg.loss)
+    net = instantiate(cfg.model, num_outputs=loss.num_outputs)
+    # Built as a partial: Hydra would turn the (dataclass) loss passed as an argument into a config.
+    module = instantiate(cfg.module, _partial_=True)(net=net, loss=loss)
+    _apply_speed_switches(net, cfg.get("speed") or {})
+    callbacks = _instantiate_all(cfg.get("callbacks"))
+    started = _TrainingStarted()
+    loggers = _instantiate_all(cfg.get("logger"))
+    requeue_signal = cfg.get("slurm", {}).get("requeue_signal", "USR2")
+    plugins = slurm_plugins(requeue_signal)
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=[*callbacks, started],
+                                      logger=loggers or False,
+                                      precision=supported_precision(cfg.trainer),
+                                      **({"plugins": plugins} if plugins else {}))
+    _pin_job_for_ddp_children(str(output_dir))
+    resume_from = checkpoint_to_resume(cfg, output_dir, module)
+    with _distributed_job(), lightning_handles_requeue(requeue_signal):
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+        except Exception as err:
+            # Lightning restores the loops, optimizer and callbacks before training begins: a
+            # failure in between is the checkpoint's, whatever part of it was damaged.
+            if resume_from is None or started.started or user_error_message(err) is not None:
+                raise
+            raise ResumeError(f"{resume_from}: cannot resume from it ({brief(err)}); "
+                              f"{resume_hint(resume_from)}") from err
+        ckpt = cfg.get("test_ckpt", "best")
+        if ckpt == "best" and not getattr(trainer.checkpoint_callback, "best_model_path", ""):
+            ckpt = None  # no checkpoint callback: test the weights as they are
+        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
+    results = RunResults(output_dir)
+    if trainer.is_global_zero:
+        for stale in hpc_checkpoints(output_dir):  # superseded by the finished run's checkpoints
+            stale.unlink()
+        # Sections in the configured order of the callbacks; metrics.json is written once.
+        for section in (c for c in callbacks if isinstance(c, ResultsCallback)):
+            section.add_results(results, trainer, module)
+        if results.metrics:
+            results.write()
+            for logger in wandb_loggers(trainer.loggers):
+                columns, rows = results.tables.get("predictions", ([], []))
+                log_run_results(logger, results.metrics, columns, rows, results.figures)
+    if wandb_loggers(trainer.loggers):  # one W&B run per job: a sweep's jobs share the process
+        import wandb
+
+        wandb.finish()
+    return results
+
+
+@contextmanager
+def _distributed_job():
+    """Leave no process group or launcher variables behind for the next job of a sweep.
+
+    The DDP ranks > 0 of a job exit when it ends; a later job in the same Hydra process must
+    start its own group instead of reusing the dead one.
+    """
+    environ = dict(os.environ)
+    try:
+        yield
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        for key in set(os.environ) - set(environ):
+            del os.environ[key]
+        os.environ.update(environ)

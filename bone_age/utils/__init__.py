@@ -1,0 +1,2 @@
+"""Shared plumbing of every command: errors and exit codes, console output, atomic outputs,
+optional extras."""

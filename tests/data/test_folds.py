@@ -1,0 +1,150 @@
+"""Cross-validation folds: subject-level, complete, stratified, deterministic."""
+
+import csv
+
+import numpy as np
+import pytest
+
+from bone_age.data import BoneAgeDataModule, DataError
+from bone_age.data.folds import fold_indices, fold_parts
+from bone_age.data.preprocess import Preprocess
+from bone_age.data.sources import ManifestSource, PhantomSource
+
+
+@pytest.fixture(scope="module")
+def labels():
+    rng = np.random.default_rng(0)
+    n = 600
+    ages = rng.integers(40, 81, n).astype(float)
+    sexes = np.where(rng.random(n) < 0.63, "F", "M")
+    subjects = [f"S{i:04d}" for i in range(n)]
+    return ages, sexes, subjects
+
+
+def test_folds_partition_subjects_without_overlap(labels):
+    ages, sexes, subjects = labels
+    tests = []
+    for fold in range(5):
+        s = fold_indices(ages, sexes, subjects, fold, 5, 0.1, seed=3)
+        parts = [set(np.asarray(subjects)[s[k]]) for k in ("train", "val", "test")]
+        assert not (parts[0] & parts[1]) and not (parts[0] & parts[2]) and not (parts[1] & parts[2])
+        assert sum(map(len, parts)) == len(subjects)
+        assert abs(len(s["val"]) - 0.1 * (len(s["train"]) + len(s["val"]))) < 10
+        tests.append(s["test"])
+    all_test = np.concatenate(tests)
+    assert sorted(all_test) == list(range(len(subjects)))  # every subject tested exactly once
+
+
+def test_folds_are_stratified_by_age_band_and_sex(labels):
+    ages, sexes, subjects = labels
+    for fold in range(5):
+        test = fold_indices(ages, sexes, subjects, fold, 5, 0.1, seed=3)["test"]
+        assert abs((sexes[test] == "F").mean() - (sexes == "F").mean()) < 0.03
+        for low, high in [(40, 50), (50, 60), (60, 70), (70, 81)]:
+            share = ((ages[test] >= low) & (ages[test] < high)).mean()
+            assert abs(share - ((ages >= low) & (ages < high)).mean()) < 0.03
+
+
+def test_same_seed_same_folds_other_seed_other_folds(labels):
+    ages, sexes, subjects = labels
+    a = fold_indices(ages, sexes, subjects, 1, 5, 0.1, seed=3)["test"]
+    b = fold_indices(ages, sexes, subjects, 1, 5, 0.1, seed=3)["test"]
+    c = fold_indices(ages, sexes, subjects, 1, 5, 0.1, seed=4)["test"]
+    assert np.array_equal(a, b) and not np.array_equal(np.sort(a), np.sort(c))
+
+
+def test_bad_fold_is_an_error(labels):
+    with pytest.raises(ValueError, match="data.fold"):
+        fold_indices(*labels, fold=5, num_folds=5)
+
+
+def test_unknown_labels_keep_their_place_in_their_own_strata(labels):
+    ages, sexes, subjects = labels
+    ages = [None if i % 50 == 0 else a for i, a in enumerate(ages)]
+    sexes = [None if i % 70 == 1 else s for i, s in enumerate(sexes)]
+    parts = fold_parts(ages, sexes, subjects, 2, 5, 0.1, seed=3)
+    assert sorted(parts) == sorted(subjects)  # every named subject has a part
+    tested = [s for s, part in parts.items() if part == "test"]
+    assert abs(len(tested) - len(subjects) / 5) <= 2
+
+
+# -- folds of the data module: a function of the manifest's cohort alone ----------------------
+
+def _manifest(path, rows):
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["subject_id", "age", "sex", "anterior", "posterior"])
+        w.writerows(rows)
+    return path
+
+
+def _rows(manifest):
+    with manifest.open() as f:
+        return [[r["subject_id"], r["age"], r["sex"], str(manifest.parent / r["anterior"]),
+                 str(manifest.parent / r["posterior"])] for r in csv.DictReader(f)]
+
+
+def _parts(manifest, cache, views=2, fold=1, **kwargs):
+    dm = BoneAgeDataModule(ManifestSource(str(manifest)), Preprocess((32, 16)),
+                           cache_dir=str(cache), views=views, fold=fold, cache_workers=0,
+                           progress=False, seed=5,
+                           **kwargs)
+    dm.setup("fit")
+    return {part: {dm.studies[int(i)].subject_id for i in index}
+            for part, index in dm.splits.items()}, dm
+
+
+def _without(parts, subject):
+    return {part: ids - {subject} for part, ids in parts.items()}
+
+
+@pytest.fixture(scope="module")
+def broken_posterior(cohort, tmp_path_factory):
+    """The session cohort with one subject's posterior view in a file that does not decode."""
+    tmp = tmp_path_factory.mktemp("broken")
+    rows = _rows(cohort)
+    junk = tmp / "junk_post.dcm"
+    junk.write_bytes(b"DICM" + b"\0" * 300)
+    rows[7][4] = str(junk)
+    return _manifest(tmp / "manifest.csv", rows), rows[7][0], tmp / "cache"
+
+
+def test_single_and_dual_view_models_test_the_same_subjects(broken_posterior):
+    manifest, broken, cache = broken_posterior
+    single, _ = _parts(manifest, cache, views=1)
+    dual, dm = _parts(manifest, cache, views=2)
+    assert [p.status for p in dm.problems] == ["unreadable"]  # the study left the dual model
+    assert broken in set.union(*single.values()) and broken not in set.union(*dual.values())
+    assert _without(single, broken) == dual  # and nobody else moved: test, val and train
+
+
+@pytest.mark.parametrize("fold", [0, 3])
+def test_file_level_exclusions_move_nobody_else(cohort, broken_posterior, tmp_path, fold):
+    manifest, broken, cache = broken_posterior
+    reference, _ = _parts(cohort, cache, fold=fold)
+    again, _ = _parts(cohort, cache, fold=fold)
+    assert again == reference  # same manifest and seed: same folds
+    rows = _rows(cohort)
+    rows[11][3] = rows[11][4] = str(tmp_path / "gone.dcm")  # a missing file: a manifest problem
+    missing, dm = _parts(_manifest(tmp_path / "missing.csv", rows), cache, fold=fold)
+    assert [p.status for p in dm.problems] == ["missing_file"]
+    assert missing == _without(reference, rows[11][0])
+    unreadable, _ = _parts(manifest, cache, fold=fold)
+    assert unreadable == _without(reference, broken)
+    # A narrower age range (another loss's classes) drops studies, not anyone's fold.
+    narrow, dm = _parts(cohort, cache, fold=fold, age_range=(50, 80))
+    young = {p.subject_id for p in dm.problems}
+    assert young and {p.status for p in dm.problems} == {"age_range"}
+    assert narrow == {part: ids - young for part, ids in reference.items()}
+
+
+@pytest.mark.parametrize("key, value", [("num_folds", 1), ("val_fraction", 0.7), ("fold", -1)])
+def test_fold_settings_are_one_line_data_errors(key, value):
+    with pytest.raises(DataError, match=f"data.{key} must be"):
+        BoneAgeDataModule(PhantomSource(40), **{key: value})
+
+
+def test_a_small_cohort_gets_fewer_inner_splits(labels):
+    ages, sexes, subjects = (x[:12] for x in labels)
+    split = fold_indices(ages, sexes, subjects, 0, 5, 0.1, seed=1)  # 9 subjects for 10 splits
+    assert len(split["val"]) >= 1 and sum(map(len, split.values())) == 12

@@ -1,0 +1,201 @@
+"""Results files and Table 1: every figure recomputable from the CSVs, pooling by settings."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import shutil
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from bone_age.evaluation.metrics import exact
+from bone_age.evaluation.report import report
+from tests.conftest import run_in_process, tiny_overrides
+
+TOL = 1e-6
+
+
+def _csv(path):
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _column(rows, key):
+    return np.array([float(r[key]) for r in rows])
+
+
+def _figures(age, pred):
+    err = np.abs(pred - age)
+    return {"mae": err.mean(), "mae_sd": err.std(ddof=1), "pearson_r": stats.pearsonr(pred, age)[0]}
+
+
+@pytest.fixture(scope="module")
+def fractional_ages(cohort, tmp_path_factory):
+    """The session cohort with ages that float32 cannot hold exactly (51.123456789...)."""
+    tmp = tmp_path_factory.mktemp("fractional")
+    rows = _csv(cohort)
+    for i, r in enumerate(rows):
+        r["age"] = repr(min(80.0, float(r["age"]) + 0.123456789 * (i % 7)))
+        for view in ("anterior", "posterior"):
+            r[view] = str(cohort.parent / r[view])
+    path = tmp / "manifest.csv"
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="module")
+def sweep(fractional_ages, tmp_path_factory):
+    """Two folds of one tiny experiment, and fold 0 again at another image size."""
+    tmp = tmp_path_factory.mktemp("sweep")
+    base = ["model=vgg16", "loss=mv", *tiny_overrides(fractional_ages, tmp)]
+    for fold in (0, 1):
+        run_in_process([*base, f"data.fold={fold}"], tmp / "sweep" / f"fold{fold}")
+    run_in_process([*base, "data.fold=0", "data.image_size=[16,8]"], tmp / "other" / "small")
+    return tmp
+
+
+def test_every_run_figure_recomputes_from_predictions_csv(sweep):
+    for run in ("fold0", "fold1"):
+        out = sweep / "sweep" / run
+        metrics = json.loads((out / "metrics.json").read_text())
+        rows = _csv(out / "predictions.csv")
+        age, pred = _column(rows, "age"), _column(rows, "pred_age")
+        assert len(rows) == metrics["n_test"]
+        assert not np.array_equal(age, age.astype(np.float32))  # float32 would lose these ages
+        for key, value in _figures(age, pred).items():
+            assert abs(metrics[key] - value) < TOL, key
+        assert abs(metrics["baseline_mae"] - np.abs(age - metrics["train_mean_age"]).mean()) < TOL
+        # The calibration callback's gap figures: from the same predictions and ages.
+        assert abs(metrics["gap_mean"] - (pred - age).mean()) < TOL
+        gaps = _csv(out / "age_gap.csv")
+        assert np.array_equal(_column(gaps, "age"), age)
+        corrected = _column(gaps, "gap_corrected")
+        assert abs(metrics["gap_corrected_mean"] - corrected.mean()) < TOL
+        assert abs(metrics["gap_corrected_mae"] - np.abs(corrected).mean()) < TOL
+
+
+def test_table1_recomputes_from_predictions_csv(sweep):
+    assert report(sweep / "sweep") is not None
+    (row,) = _csv(sweep / "sweep" / "table1.csv")  # two folds of one experiment: one row
+    assert row["settings"] == "" and int(row["folds"]) == 2
+    folds = [_csv(sweep / "sweep" / f"fold{k}" / "predictions.csv") for k in (0, 1)]
+    runs = [json.loads((sweep / "sweep" / f"fold{k}" / "metrics.json").read_text())
+            for k in (0, 1)]
+    age = np.concatenate([_column(f, "age") for f in folds])
+    pred = np.concatenate([_column(f, "pred_age") for f in folds])
+    pooled = _figures(age, pred)
+    per_fold = [_figures(_column(f, "age"), _column(f, "pred_age")) for f in folds]
+    expected = {
+        "n": len(age), "mae": pooled["mae"], "mae_sd": pooled["mae_sd"], "r": pooled["pearson_r"],
+        "fold_mae_mean": np.mean([f["mae"] for f in per_fold]),
+        "fold_mae_sd": np.std([f["mae"] for f in per_fold], ddof=1),
+        "fold_r_mean": np.mean([f["pearson_r"] for f in per_fold]),
+        "fold_r_sd": np.std([f["pearson_r"] for f in per_fold], ddof=1),
+        "baseline_mae": np.mean([np.abs(_column(f, "age") - m["train_mean_age"]).mean()
+                                 for f, m in zip(folds, runs, strict=True)]),
+    }
+    for key, value in expected.items():
+        assert abs(float(row[key]) - value) < TOL, key
+
+
+def test_report_keeps_runs_of_other_settings_apart(sweep, caplog):
+    mixed = sweep / "mixed"
+    mixed.mkdir()
+    for run in (sweep / "sweep" / "fold0", sweep / "sweep" / "fold1", sweep / "other" / "small"):
+        shutil.copytree(run, mixed / f"{run.parent.name}_{run.name}")
+    with caplog.at_level(logging.WARNING, logger="bone_age.evaluation.report"):
+        table = report(mixed).read_text()
+    rows = _csv(mixed / "table1.csv")
+    assert sorted(int(r["folds"]) for r in rows) == [1, 2]
+    assert sorted(r["settings"] for r in rows) == ["data.image_size=[16, 8]",
+                                                   "data.image_size=[32, 16]"]
+    assert "runs differ in data.image_size;" in caplog.text  # only the key that differs
+    assert "(data.image_size=[16, 8])" in table and "Not one experiment" in table
+
+
+def _fake_run(folder, settings, fold, rng):
+    folder.mkdir(parents=True)
+    age = rng.uniform(40, 80, 12)
+    metrics = {"model": "vgg16", "backbone": "vgg16", "loss": "mv", "fold": fold,
+               "train_mean_age": 60.0, "baseline_mae": 0.0, "settings": settings}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    with (folder / "predictions.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["subject_id", "fold", "sex", "age", "pred_age", "pred_sd"])
+        w.writerows([f"S{fold}{i}", fold, "F", exact(a), exact(a + rng.normal(0, 3)), ""]
+                    for i, a in enumerate(age))
+
+
+@pytest.mark.parametrize("seeds", [(1, 1), (1, 2)])
+def test_runs_pool_only_when_every_setting_matches(tmp_path, seeds, caplog):
+    rng = np.random.default_rng(0)
+    base = {"model.backbone": "vgg16", "model.views": 1, "loss.name": "mv",
+            "data.image_size": [224, 224], "module.optimizer.lr": 1e-4}
+    for seed in sorted(set(seeds)):
+        for fold in range(3):
+            _fake_run(tmp_path / f"seed{seed}_fold{fold}",
+                      {**base, "seed": seed, "data.seed": seed}, fold, rng)
+    with caplog.at_level(logging.WARNING, logger="bone_age.evaluation.report"):
+        report(tmp_path)
+    rows = _csv(tmp_path / "table1.csv")
+    if seeds[0] == seeds[1]:  # one consistent sweep: all folds in one row, no word said
+        assert [int(r["folds"]) for r in rows] == [3] and rows[0]["settings"] == ""
+        assert "differ" not in caplog.text
+    else:
+        assert [int(r["folds"]) for r in rows] == [3, 3]
+        assert sorted(r["settings"] for r in rows) == ["seed=1", "seed=2"]
+        assert "runs differ in seed;" in caplog.text
+        assert caplog.text.count("fold(s))") == 2  # a line per row
+
+
+def test_settings_of_older_runs_come_from_hydra_config(tmp_path, caplog):
+    """Runs without recorded settings: Hydra's .hydra/config.yaml beside them is compared."""
+    rng = np.random.default_rng(1)
+    for size in (224, 112):
+        for fold in (0, 1):
+            run = tmp_path / f"s{size}_f{fold}"
+            _fake_run(run, None, fold, rng)
+            metrics = json.loads((run / "metrics.json").read_text())
+            del metrics["settings"]
+            (run / "metrics.json").write_text(json.dumps(metrics))
+            (run / ".hydra").mkdir()
+            (run / ".hydra" / "config.yaml").write_text(
+                f"seed: 3\ndata:\n  fold: {fold}\n  seed: ${{seed}}\n  image_size: [{size}, {size}]"
+                f"\n  cache_dir: /somewhere/{fold}\npaths:\n  output_dir: ${{hydra:runtime.cwd}}\n"
+                "callbacks:\n  early_stopping:\n    patience: 30\n  results:\n    x: 1\n")
+    with caplog.at_level(logging.WARNING, logger="bone_age.evaluation.report"):
+        report(tmp_path)
+    rows = _csv(tmp_path / "table1.csv")
+    assert sorted(r["settings"] for r in rows) == ["data.image_size=[112, 112]",
+                                                   "data.image_size=[224, 224]"]
+    assert [int(r["folds"]) for r in rows] == [2, 2]
+    assert "runs differ in data.image_size;" in caplog.text
+
+
+def test_unreadable_runs_are_left_out_by_name(tmp_path, caplog, capsys):
+    from bone_age.evaluation.report import main
+
+    rng = np.random.default_rng(2)
+    _fake_run(tmp_path / "good", {"seed": 1}, 0, rng)
+    _fake_run(tmp_path / "bad_json", {"seed": 1}, 1, rng)
+    (tmp_path / "bad_json" / "metrics.json").write_bytes(b"{\xff not json")
+    _fake_run(tmp_path / "bad_pred", {"seed": 1}, 2, rng)
+    preds = tmp_path / "bad_pred" / "predictions.csv"
+    preds.write_text(preds.read_text().replace("\nS20,2,F,", "\nS20,2,F,sixty", 1))
+    _fake_run(tmp_path / "bad_fold", {"seed": 1}, 3, rng)
+    metrics = json.loads((tmp_path / "bad_fold" / "metrics.json").read_text())
+    (tmp_path / "bad_fold" / "metrics.json").write_text(json.dumps({**metrics, "fold": "x"}))
+    with caplog.at_level(logging.WARNING, logger="bone_age.evaluation.report"):
+        assert main([str(tmp_path)]) == 0
+    (row,) = _csv(tmp_path / "table1.csv")
+    assert int(row["folds"]) == 1
+    for name, reason in (("bad_json", "not JSON"), ("bad_pred", "line 2: age"),
+                         ("bad_fold", "fold 'x'")):
+        assert f"{name}/" in caplog.text and reason in caplog.text
+    assert caplog.text.count("run left out") == 3

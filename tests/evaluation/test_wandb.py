@@ -1,0 +1,95 @@
+"""logger=wandb offline: config, metrics, predictions table and figures in the run files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+import pytest
+
+from bone_age.evaluation.report import report
+from bone_age.training.callbacks.results import PREDICTION_COLUMNS
+from tests.conftest import run_in_process, tiny_overrides
+
+pytest.importorskip("wandb")
+
+
+@pytest.fixture
+def offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb_dir"))
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb_cache"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb_config"))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    return tmp_path
+
+
+def _offline_run(folder, marker: bytes) -> tuple[bytes, object]:
+    """The run's transaction log (.wandb) and its files/ folder.
+
+    wandb 0.31 offline writes config and summary into the .wandb log only (files/config.yaml and
+    wandb-summary.json appear after ``wandb sync``); the log's protobuf records hold the keys and
+    string values as plain UTF-8, so they are found in its bytes. Its service process may still
+    be writing when ``finish()`` returns (seen on a loaded machine): wait for ``marker``.
+    """
+    (run,) = (folder / "wandb").glob("offline-run-*")
+    (log_file,) = run.glob("run-*.wandb")
+    deadline = time.monotonic() + 60
+    while marker not in log_file.read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return log_file.read_bytes(), run / "files"
+
+
+def test_offline_run_logs_config_metrics_table_and_figures(cohort, offline):
+    out = offline / "sweep" / "0_vgg16_mv_fold0"
+    run_in_process([*tiny_overrides(cohort, offline), "model=vgg16", "loss=mv", "logger=wandb",
+                    "trainer.max_epochs=2"], out)
+    log, files = _offline_run(out, b"baseline_mae")
+    # Config (resolved Hydra sections + run info), run name, epoch and test metrics.
+    for text in (b"backbone", b"test_resnet", b"lambda_mean", b"vgg16-mv-fold0", b"train/loss",
+                 b"val/loss", b"val/mae", b"test/mae", b"baseline_mae", b"predictions"):
+        assert text in log, text
+    (table_file,) = (files / "media" / "table").glob("predictions_*.table.json")
+    table = json.loads(table_file.read_text())
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert table["columns"] == PREDICTION_COLUMNS and len(table["data"]) == metrics["n_test"]
+    assert all(isinstance(row[3], float) for row in table["data"])  # ages as numbers
+    images = {p.name.rsplit("_", 2)[0] for p in (files / "media" / "images" / "figures").iterdir()}
+    assert images == {"scatter", "bland_altman", "error_by_group", "learning_curves",
+                      "reliability"}
+    # The summary holds every section of the results, calibration's included.
+    assert b"calib_cov90" in log and b"temperature" in log
+    # Only pseudonyms: nothing from the DICOM patient module reaches W&B.
+    assert b"PatientName" not in log and b"PatientID" not in log
+
+    # The report step: Table 1 as a W&B table, a report run in the sweep's group.
+    shutil.rmtree(out / "wandb")
+    report(out.parent, "bone-age")
+    log, files = _offline_run(out.parent, b"table1")
+    assert b"table1" in log and b"sweep" in log  # the group is the sweep folder's name
+    (table_file,) = (files / "media" / "table").glob("table1_*.table.json")
+    table = json.loads(table_file.read_text())
+    assert "mae" in table["columns"] and len(table["data"]) == 1
+    assert {p.name.split("_")[0] for p in (files / "media" / "images" / "figures").iterdir()} \
+        == {"mae", "scatter"}
+
+
+def test_runs_of_a_sweep_are_grouped_by_its_folder():
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import open_dict, read_write
+
+    from bone_age.evaluation.tracking import sweep_group
+    from tests.conftest import CONF_DIR
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=["hydra.sweep.dir=multirun/2026-11-24_12-00-00"],
+                      return_hydra_config=True)
+        for mode, group in ((RunMode.MULTIRUN, "2026-11-24_12-00-00"), (RunMode.RUN, None)):
+            with read_write(cfg.hydra), open_dict(cfg.hydra):
+                cfg.hydra.mode = mode
+            HydraConfig.instance().set_config(cfg)
+            assert sweep_group() == group

@@ -1,0 +1,120 @@
+"""predict: from a checkpoint (weights_only) on a manifest, a DICOM folder and single files."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+
+from bone_age.inference.checkpoint import CheckpointError, load_checkpoint
+from bone_age.inference.predict import COLUMNS, main
+from tests.conftest import SHARED_DICOM
+
+
+@pytest.fixture
+def key_file(tmp_path_factory):
+    return tmp_path_factory.mktemp("secret") / "pseudonym.key"
+
+
+def _rows(path) -> list[dict]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_checkpoint_carries_inference_settings(runs):
+    ckpt = torch.load(runs["multi_vgg16"], weights_only=True)
+    meta = ckpt["bone_age"]
+    assert meta["data"] == {"views": ["anterior", "posterior"], "image_size": [32, 16],
+                            "resize": "stretch", "mirror_posterior": True,
+                            "normalize": "percentile", "percentile": 99.0}
+    assert meta["model"]["backbone"] == "test_resnet" and meta["loss"]["name"] == "mv"
+    summary = meta["training_data"]
+    assert summary["n_female"] + summary["n_male"] == summary["n_train"] + summary["n_val"]
+
+
+def test_pickled_code_is_refused(tmp_path):
+    bad = tmp_path / "bad.ckpt"
+    torch.save({"state_dict": {}, "bone_age": {}, "x": CheckpointError("code")}, bad)
+    with pytest.raises(CheckpointError, match="not a checkpoint, or a damaged one"):
+        load_checkpoint(bad)
+
+
+def test_predict_on_manifest(runs, cohort, tmp_path):
+    out = tmp_path / "preds.csv"
+    assert main([str(runs["multi_vgg16"]), str(cohort), "--out", str(out)]) == 0
+    rows = _rows(out)
+    assert list(rows[0]) == COLUMNS and len(rows) == 40
+    for r in rows:
+        assert float(r["pred_sd"]) > 0
+        assert float(r["age_gap"]) == pytest.approx(float(r["pred_age"]) - float(r["age"]),
+                                                    abs=2e-3)
+    mse = tmp_path / "mse.csv"
+    assert main([str(runs["vgg16"]), str(cohort), "--out", str(mse)]) == 0
+    assert all(r["pred_sd"] == "" for r in _rows(mse))
+
+
+def test_predict_on_dicom_folder_matches_manifest(runs, cohort, tmp_path, key_file):
+    by_manifest, by_folder = tmp_path / "m.csv", tmp_path / "f.csv"
+    ckpt = str(runs["multi_vgg16"])
+    assert main([ckpt, str(cohort), "--out", str(by_manifest)]) == 0
+    assert main([ckpt, str(cohort.parent / "dicom"), "--out", str(by_folder),
+                 "--key-file", str(key_file)]) == 0
+    folder = _rows(by_folder)
+    assert len(folder) == 40 and all(r["subject_id"].startswith("BA-") for r in folder)
+    # Same studies, same preprocessing: the same set of (age, sex, prediction).
+    key = lambda r: (r["age"], r["sex"], r["pred_age"])  # noqa: E731
+    assert sorted(map(key, folder)) == sorted(map(key, _rows(by_manifest)))
+
+
+def test_single_view_file_needs_view_and_single_view_model(runs, tmp_path, key_file, capsys):
+    real = SHARED_DICOM / "NM1_UNC"
+    if not real.is_file():
+        pytest.skip("shared real DICOM samples not present")
+    out = tmp_path / "real.csv"
+    args = [str(real), "--out", str(out), "--key-file", str(key_file)]
+    assert main([str(runs["vgg16"]), *args]) == 2
+    assert "--view anterior or --view posterior" in capsys.readouterr().err
+    assert main([str(runs["multi_vgg16"]), *args, "--view", "anterior"]) == 2
+    assert "needs the anterior + posterior view(s) but the study has anterior" in \
+        capsys.readouterr().err
+    assert main([str(runs["vgg16"]), *args, "--view", "anterior"]) == 0
+    (row,) = _rows(out)
+    assert row["age"] == "" and row["age_gap"] == "" and 30 < float(row["pred_age"]) < 90
+
+
+def test_decoding_ahead_in_a_thread_gives_the_same_rows_and_refusals(runs, cohort, tmp_path,
+                                                                     monkeypatch):
+    import bone_age.inference.predict as P
+    from bone_age.inference.predictor import TorchPredictor
+
+    items, _ = P.from_manifest(cohort)
+    broken = tmp_path / "broken.dcm"
+    broken.write_bytes(b"not dicom")
+    items[3].files = {"anterior": broken, "posterior": broken}
+    predictor = TorchPredictor(runs["multi_vgg16"])
+    in_turn = P.predict(predictor, items, batch_size=4, progress=False)
+    monkeypatch.setattr(P, "_spare_core", lambda: True)
+    ahead = P.predict(predictor, items, batch_size=4, progress=False)
+    assert ahead == in_turn and len(in_turn[0]) == 39
+    assert [r.subject_id for r in ahead[1]] == [items[3].subject_id]
+
+
+def test_refusals_of_a_folder_never_print_a_path_that_names_the_patient(runs, cohort, tmp_path,
+                                                                         key_file, capsys):
+    # The phantom names its files after the Patient ID, as many PACS exports do.
+    import shutil
+
+    export = tmp_path / "export"
+    export.mkdir()
+    for i in range(3):
+        shutil.copy(cohort.parent / "dicom" / f"PH00000{i}.dcm", export)
+    broken = export / "PH000001.dcm"
+    data = broken.read_bytes()
+    broken.write_bytes(data[: int(len(data) * 0.7)])  # header fine, pixels cut short
+    out = tmp_path / "p.csv"
+    assert main([str(runs["multi_vgg16"]), str(export), "--out", str(out),
+                 "--key-file", str(key_file)]) == 1
+    err = capsys.readouterr().err
+    assert "refused" in err and "PH000001" not in err
+    assert len(_rows(out)) == 2
