@@ -108,7 +108,8 @@ def radial_psd(img: np.ndarray, body: Body) -> tuple[np.ndarray, np.ndarray]:
 
 
 def edge_spread(img: np.ndarray, body: Body, half: int = 10) -> float:
-    """10-90% width (px) of the mean edge profile across the left and right body outline.
+    """10-90% width (px) of the mean edge profile across the left and right body outline
+    (rows where the body runs out of the camera's field are left out).
 
     Each row's profile (rows smoothed vertically only, so the horizontal edge is untouched) is
     aligned at the outline and scaled by the counts just inside; the aligned profiles are
@@ -116,10 +117,12 @@ def edge_spread(img: np.ndarray, body: Body, half: int = 10) -> float:
     """
     sm = ndi.gaussian_filter1d(img.astype(np.float64), 3.0, axis=0)
     profiles = []
-    w = img.shape[1]
+    # Where the body reaches the edge of the camera's field, the outline is the field's cut.
+    fov = np.flatnonzero(img.any(axis=0))
+    lo, hi = max(fov[0] + 8, half), min(fov[-1] - 8, img.shape[1] - half)
     for r in range(body.row(0.02), body.row(0.98)):
         for edge, step in ((body.left[r], 1), (body.right[r], -1)):
-            if edge < 0 or not half <= edge < w - half:
+            if edge < 0 or not lo <= edge < hi:
                 continue
             p = sm[r, edge - step * half : edge + step * half : step]
             level = p[half + 3 : half + 8].mean()

@@ -40,9 +40,11 @@ class ViewDecision:
 def _strip_mean(img: np.ndarray, body: Body, lo: float, hi: float,
                 offsets: tuple[float, float]) -> float:
     """Mean counts of the rows lo..hi (fractions of height) in columns at |dx| in offsets (as
-    fractions of height) from the body's midline at those rows."""
+    fractions of height) from the body's midline, taken from the head (never cut by the edge
+    of the field, unlike the arms beside the trunk)."""
     r0, r1 = body.row(lo), max(body.row(hi), body.row(lo) + 1)
-    mid = np.median((body.left[r0:r1] + body.right[r0:r1]) / 2)
+    h0, h1 = body.row(0.01), body.row(0.1)
+    mid = np.median((body.left[h0:h1] + body.right[h0:h1]) / 2)
     a, b = (int(round(o * body.height)) for o in offsets)
     cols = np.arange(img.shape[1])
     d = np.abs(cols - mid)
