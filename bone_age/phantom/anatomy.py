@@ -25,7 +25,8 @@ from .render import NCOLS, NROWS, PIXEL_MM, Canvas
 Z_T1, Z_T12, Z_L5 = 0.185, 0.32, 0.43
 # Soft-tissue tracer concentration relative to the trunk: muscle-poor distal limbs hold less
 # (soft tissue on real scans is graded, brightest over the trunk).
-GAIN = {"head": 0.85, "neck": 0.9, "trunk": 1.0, "arm": 0.9, "thigh": 0.85, "leg": 0.8}
+GAIN = {"head": 0.85, "neck": 0.9, "trunk": 1.0, "abdomen": 1.1, "arm": 0.9, "thigh": 0.8,
+        "leg": 0.65}
 
 
 @dataclass(frozen=True)
@@ -60,20 +61,20 @@ def sample_body(rng: np.random.Generator, sex: str) -> Body:
     return Body(
         sex=sex,
         stature_mm=h,
-        shoulder=rng.normal(0.112 if f else 0.122, 0.005),
+        shoulder=rng.normal(0.107 if f else 0.116, 0.006),
         thorax=rng.normal(0.082 if f else 0.088, 0.004),
         pelvis=rng.normal(0.090 if f else 0.083, 0.004),
-        girth=float(np.exp(rng.normal(0.0, 0.15))),
+        girth=float(np.exp(rng.normal(0.0, 0.18))),
         depth_ratio=rng.normal(0.62, 0.05),
-        arm_abduction=rng.uniform(1.0, 7.0),
+        arm_abduction=rng.uniform(1.0, 9.0),
         hands_on_pelvis=bool(rng.random() < 0.15),
-        leg_spread=rng.uniform(0.0, 0.05),
+        leg_spread=rng.uniform(0.0, 0.06),
         top_row=top,
-        center_col=NCOLS / 2 + rng.normal(0.0, 13.0),
+        center_col=NCOLS / 2 + rng.normal(0.0, 15.0),
         breast=float(rng.uniform(0.6, 1.4)) if f else 0.0,
-        shoulder_z=float(rng.uniform(0.135, 0.18)),
-        arm_asym=float(rng.normal(0.0, 4.0)),
-        foot_turn=(float(rng.uniform(10.0, 60.0)), float(rng.uniform(10.0, 60.0))),
+        shoulder_z=float(rng.uniform(0.13, 0.18)),
+        arm_asym=float(rng.normal(0.0, 6.0)),
+        foot_turn=(float(rng.uniform(10.0, 70.0)), float(rng.uniform(10.0, 70.0))),
         foot_len=float(rng.uniform(0.035, 0.07)),
     )
 
@@ -143,14 +144,14 @@ def draw_soft_tissue(cv: Canvas, body: Body, g: Geometry) -> None:
     sz, wt = body.shoulder_z, body.shoulder * 0.92 * gi**0.5
     for s in (-1, 1):  # trapezius slope from the neck to the acromion, deltoid cap
         cv.body_capsule(R(sz - 0.025), C(s * 0.03), R(sz + 0.005), C(s * (body.shoulder - 0.01)),
-                        P(0.022), P(0.03 * gi**0.5), 0.8, GAIN["trunk"])  # fmt: skip
+                        P(0.018), P(0.026 * gi**0.5), 0.8, GAIN["trunk"])  # fmt: skip
     cv.body_capsule(R(sz + 0.01 + wt), C(0), R(0.40), C(0), P(wt), P(wt * 0.95),
                     body.depth_ratio, GAIN["trunk"])  # fmt: skip
     cv.body_ellipse(R(sz + 0.045), C(0), P(0.045), P(wt * 1.02),
                     P(wt * 2 * body.depth_ratio) * PIXEL_MM, gain=GAIN["trunk"])  # fmt: skip
     wp = (body.pelvis + 0.02) * gi**0.6
     cv.body_capsule(R(0.40), C(0), R(0.47), C(0), P(wp * 0.95), P(wp), body.depth_ratio * 0.95,
-                    GAIN["trunk"])  # fmt: skip
+                    GAIN["abdomen"])  # fmt: skip
     for s in (-1, 1):
         hip, knee, ankle, toe = leg_points(body, s)
         hx = (hip[1] + s * 0.005)
@@ -159,16 +160,16 @@ def draw_soft_tissue(cv: Canvas, body: Body, g: Geometry) -> None:
         cv.body_capsule(R(knee[0]), C(knee[1]), R(ankle[0]), C(ankle[1]), P(0.036 * gi**0.5),
                         P(0.02), 1.0, GAIN["leg"])  # fmt: skip
         calf = (0.76 * knee[1] + 0.24 * ankle[1]) + s * 0.004  # calf muscle belly
-        cv.body_ellipse(R(0.80), C(calf), P(0.06), P(0.036 * gi**0.5), P(0.07 * gi**0.5) * PIXEL_MM,
+        cv.body_ellipse(R(0.82), C(calf), P(0.08), P(0.036 * gi**0.5), P(0.07 * gi**0.5) * PIXEL_MM,
                         gain=GAIN["leg"])  # fmt: skip
-        cv.body_capsule(R(ankle[0]), C(ankle[1]), R(toe[0]), C(toe[1]), P(0.024), P(0.018), 1.0,
+        cv.body_capsule(R(ankle[0]), C(ankle[1]), R(toe[0]), C(toe[1]), P(0.027), P(0.02), 1.0,
                         GAIN["leg"])  # fmt: skip
         sh, el, wr, hd = arm_points(body, s)
-        cv.body_capsule(R(sh[0]), C(sh[1]), R(el[0]), C(el[1]), P(0.036 * gi**0.7),
+        cv.body_capsule(R(sh[0]), C(sh[1]), R(el[0]), C(el[1]), P(0.033 * gi**0.7),
                         P(0.029 * gi**0.7), 1.0, GAIN["arm"])  # fmt: skip
         cv.body_capsule(R(el[0]), C(el[1]), R(wr[0]), C(wr[1]), P(0.029 * gi**0.7),
                         P(0.018), 1.0, GAIN["arm"])  # fmt: skip
-        cv.body_ellipse(R(hd[0] - 0.01), C(hd[1]), P(0.045), P(0.02), P(0.025) * PIXEL_MM,
+        cv.body_ellipse(R(hd[0] - 0.01), C(hd[1]), P(0.045), P(0.02), P(0.018) * PIXEL_MM,
                         gain=GAIN["arm"])  # fmt: skip
         if body.breast > 0:
             b = body.breast * gi

@@ -19,17 +19,18 @@ PIXEL_MM = 2.26
 MU_PER_MM = 0.011  # ~0.11/cm: broad-beam attenuation of 140 keV photons in soft tissue
 # Symmetric depth layers: the posterior depths (1 - f) are the same set, so one exp suffices.
 DEPTHS = np.array([0.1, 0.3, 0.5, 0.7, 0.9], dtype=np.float32)
-# Collimator blur grows with the distance from the detector: LEHR FWHM ~6 mm at 5 cm and
-# ~11 mm at 18 cm, i.e. FWHM = 4.1 mm + 0.0385 z. Layers are blurred in three groups (depth
+# Collimator blur grows with the distance from the detector: FWHM = 4.1 mm + 0.05 z, ~6.6 mm
+# at 5 cm and ~13 mm at 18 cm (LEHR in a continuous whole-body sweep, which smears a little
+# more than a static view). Layers are blurred in three groups (depth
 # fraction from the detector <= 0.3, 0.5, >= 0.7) at the distance of their typical depth in a
-# 22 cm trunk lying 3 cm from the collimator.
-TRUNK_MM, GAP_MM = 220.0, 30.0
-THIN_MM = 130.0  # body parts thinner than this (limbs) are blurred as near structures
+# 22 cm trunk with the detector contoured 2 cm from the skin.
+TRUNK_MM, GAP_MM = 220.0, 20.0
+THIN_MM = 150.0  # body parts thinner than this (limbs) are blurred as near structures
 
 
 def collimator_sigma(z_mm: float) -> float:
     """Gaussian sigma (px) of the collimator response at distance z_mm from its face."""
-    return (4.1 + 0.0385 * z_mm) / 2.355 / PIXEL_MM
+    return (4.1 + 0.05 * z_mm) / 2.355 / PIXEL_MM
 
 
 SIGMAS = tuple(collimator_sigma(GAP_MM + d * TRUNK_MM) for d in (0.2, 0.5, 0.8))
@@ -125,9 +126,12 @@ class Canvas:
         self._add(gauss_profile(cy, cx, sigma), amp, f)
 
     def _body(self, prof, depth_mm: float, gain: float) -> None:
-        """Union by max of thickness; the segment that sets the thickness sets the gain."""
+        """Union by max of thickness; the segment that sets the thickness sets the gain.
+
+        Limbs and trunk are flatter-sided than ellipses (muscle and fat): chord ** 0.6.
+        """
         (a, b, c, d), p = prof
-        t = p * depth_mm
+        t = p**0.6 * depth_mm
         thick, g = self.thickness[a:b, c:d], self.gain[a:b, c:d]
         g[t > thick] = gain
         np.maximum(thick, t, out=thick)

@@ -28,14 +28,14 @@ def _skull(cv: Canvas, g: Geometry, skull: float, kyphosis: float) -> None:
     kf = 1.0 - 0.004 * max(kyphosis - 40.0, 0.0)  # flexed head looks shorter
     cv.shell(R(0.062), C(0), P(0.060) * kf, P(0.046), 0.95 * skull, 0.5, inner=0.84)
     cv.ellipse(R(0.098), C(0), P(0.012), P(0.04), 0.2 * skull, 0.55)  # skull base, petrous
-    cv.ellipse(R(0.09), C(0), P(0.02), P(0.022), 0.45 * skull, 0.1)  # maxilla, nasal bones
+    cv.ellipse(R(0.09), C(0), P(0.022), P(0.024), 0.3 * skull, 0.1)  # maxilla, nasal bones
     cv.ellipse(R(0.112), C(0), P(0.007), P(0.021), 0.4 * skull, 0.1)  # alveolar ridge, teeth
     for s in (-1, 1):
-        cv.shell(R(0.07), C(s * 0.018), P(0.012), P(0.012), 0.35 * skull, 0.1, inner=0.6)  # orbit
+        cv.shell(R(0.07), C(s * 0.018), P(0.012), P(0.012), 0.2 * skull, 0.1, inner=0.5)  # orbit
         cv.ellipse(R(0.085), C(s * 0.037), P(0.01), P(0.008), 0.3 * skull, 0.3)  # zygoma
         # Mandible: ramus from the temporomandibular joint, body to the chin.
         _chain(cv, g, [(0.085, s * 0.041), (0.112, s * 0.038), (0.128, s * 0.02),
-                       (0.134, 0.0)], 0.005, 0.45 * skull, 0.1)  # fmt: skip
+                       (0.134, 0.0)], 0.007, 0.18 * skull, 0.1)  # fmt: skip
 
 
 def _spine(cv: Canvas, g: Geometry, fx: Effects) -> None:
@@ -43,7 +43,7 @@ def _spine(cv: Canvas, g: Geometry, fx: Effects) -> None:
     gu, axial = fx.global_uptake, fx.global_uptake * fx.spine_pelvis_uptake
     levels = [(0.118 + i * (Z_T1 - 0.118) / 7, 0.011, 0.5) for i in range(7)]
     levels += [(Z_T1 + i * (Z_T12 - Z_T1) / 11, 0.014 + 0.0005 * i, 0.7) for i in range(12)]
-    levels += [(Z_T12 + (i + 1) * (Z_L5 - Z_T12) / 5, 0.021, 0.9) for i in range(5)]
+    levels += [(Z_T12 + (i + 1) * (Z_L5 - Z_T12) / 5, 0.021, 0.8) for i in range(5)]
     upper_f = min(0.8, 0.66 + 0.002 * max(fx.kyphosis - 40, 0))  # kyphosis: spine backwards
     for i, (z, w, a) in enumerate(levels):
         # Bodies nearly touch (a continuous column); the disc spaces stay a little fainter.
@@ -55,7 +55,7 @@ def _spine(cv: Canvas, g: Geometry, fx: Effects) -> None:
         for s in (-1, 1):  # pedicles / facet joints, transverse processes
             cv.ellipse(R(z), C(s * w * 0.75), ry * 0.6, P(0.005), 0.35 * amp, 0.85)
             cv.ellipse(R(z), C(s * (w + 0.01)), ry * 0.3, P(0.006), 0.2 * amp, 0.8)
-    cv.ellipse(R(0.462), C(0), P(0.036), P(0.03), 0.9 * axial, 0.82)  # sacrum
+    cv.ellipse(R(0.462), C(0), P(0.036), P(0.03), 0.7 * axial, 0.82)  # sacrum
     cv.ellipse(R(0.49), C(0), P(0.01), P(0.008), 0.5 * axial, 0.85)  # coccyx
     for s in (-1, 1):  # sacroiliac joints
         cv.capsule(R(0.44), C(s * 0.03), R(0.475), C(s * 0.022), P(0.006), P(0.005),
@@ -77,15 +77,15 @@ def _thorax(cv: Canvas, body: Body, g: Geometry, fx: Effects) -> None:
             for (y0, x0, f0), (y1, x1, f1) in zip(pts[:-1], pts[1:], strict=True):
                 cv.capsule(y0, x0, y1, x1, P(0.0042), P(0.0042), 0.26 * gu, (f0 + f1) / 2)
     sz, sv = body.shoulder_z, fx.sternal_variant
-    cv.ellipse(R(0.215), C(0), P(0.017), P(0.018), 0.7 * gu, 0.08)  # manubrium
-    cv.capsule(R(0.235), C(0), R(0.31), C(0), P(0.010), P(0.008), 0.6 * gu, 0.08)
+    cv.ellipse(R(0.215), C(0), P(0.017), P(0.018), 0.5 * gu, 0.08)  # manubrium
+    cv.capsule(R(0.235), C(0), R(0.31), C(0), P(0.010), P(0.008), 0.35 * gu, 0.08)
     cv.gauss(R(0.233), C(0), P(0.006), 0.8 * gu * sv, 0.1)
     for s in (-1, 1):
         cv.gauss(R(0.199), C(s * 0.016), P(0.006), 0.45 * gu * sv, 0.1)  # sternoclavicular
         # Clavicle: S-curve from the sternum up and out to the acromion.
         xs = body.shoulder - 0.01
         _chain(cv, g, [(0.198, s * 0.02), (0.19, s * xs * 0.45), (sz + 0.006, s * xs * 0.8),
-                       (sz, s * xs)], 0.0055, 0.5 * gu, 0.2)  # fmt: skip
+                       (sz, s * xs)], 0.0055, 0.55 * gu, 0.2)  # fmt: skip
         # Scapula (behind): triangular blade, spine, glenoid and acromion, coracoid.
         gl = (sz + 0.014, s * (body.shoulder - 0.022))
         tip = (sz + 0.125, s * (body.shoulder - 0.06))
@@ -123,13 +123,13 @@ def _leg(cv: Canvas, body: Body, g: Geometry, s: int, gu: float, shaft: float) -
     cv.ellipse(R(hz), C(hx), P(0.013), P(0.013), 0.6 * gu, 0.5)  # femoral head
     cv.capsule(R(hz), C(hx), R(0.49), C(s * 0.07), P(0.007), P(0.009), 0.55 * gu, 0.5)
     cv.ellipse(R(0.487), C(s * 0.079), P(0.012), P(0.008), 0.6 * gu, 0.55)  # great trochanter
-    cv.capsule(R(0.495), C(s * 0.068), R(kz - 0.015), C(kx), P(0.0085), P(0.008), 0.55 * shaft,
+    cv.capsule(R(0.495), C(s * 0.068), R(kz - 0.015), C(kx), P(0.0085), P(0.008), 0.35 * shaft,
                0.5)  # fmt: skip
     for dx in (-0.011, 0.011):  # femoral condyles, tibial plateau
         cv.ellipse(R(kz - 0.01), C(kx + s * dx), P(0.012), P(0.01), 0.6 * gu, 0.5)
         cv.ellipse(R(kz + 0.014), C(kx + s * dx), P(0.008), P(0.011), 0.55 * gu, 0.5)
     cv.ellipse(R(kz - 0.013), C(kx), P(0.011), P(0.009), 0.55 * gu, 0.05)  # patella, in front
-    cv.capsule(R(kz + 0.02), C(kx), R(az - 0.01), C(ax), P(0.0075), P(0.0065), 0.5 * shaft, 0.4)
+    cv.capsule(R(kz + 0.02), C(kx), R(az - 0.01), C(ax), P(0.0075), P(0.0065), 0.38 * shaft, 0.4)
     cv.capsule(R(kz + 0.025), C(kx + s * 0.016), R(az - 0.005), C(ax + s * 0.013), P(0.003),
                P(0.003), 0.3 * shaft, 0.6)  # fibula  # fmt: skip
     for dx in (-0.012, 0.012):  # malleoli
@@ -147,9 +147,9 @@ def _leg(cv: Canvas, body: Body, g: Geometry, s: int, gu: float, shaft: float) -
 def _arm(cv: Canvas, body: Body, g: Geometry, s: int, gu: float, shaft: float) -> None:
     R, C, P = g.row, g.col, g.px
     sh, el, wr, hd = arm_points(body, s)
-    cv.ellipse(R(sh[0]), C(sh[1]), P(0.015), P(0.014), 1.0 * gu, 0.5)  # humeral head
+    cv.ellipse(R(sh[0]), C(sh[1]), P(0.016), P(0.015), 1.2 * gu, 0.5)  # humeral head
     cv.capsule(R(sh[0] + 0.01), C(sh[1]), R(el[0] - 0.01), C(el[1]), P(0.0065), P(0.006),
-               0.45 * shaft, 0.5)  # fmt: skip
+               0.32 * shaft, 0.5)  # fmt: skip
     cv.ellipse(R(el[0]), C(el[1]), P(0.008), P(0.013), 0.55 * gu, 0.5)  # elbow (epicondyles)
     for dx in (-0.006, 0.006):  # radius and ulna
         cv.capsule(R(el[0] + 0.008), C(el[1] + dx), R(wr[0]), C(wr[1] + dx * 0.8), P(0.0035),
