@@ -136,3 +136,20 @@ def test_real_scan_is_anterior() -> None:
 
     d = decide_view(read_view(REAL, "anterior"))
     assert d.view == "anterior" and d.face > 1.0
+
+
+@pytest.mark.skipif(not REAL.exists(), reason="shared real scan absent")
+def test_real_scan_inside_phantom_range() -> None:
+    """Every measure of the real scan lies within what 24 phantom anterior scans span (the
+    report's 5-95% range on 100 subjects is recorded in experiments/phantom/realism-v2)."""
+    from bone_age.data.dicom import read_view
+
+    real = measure(read_view(REAL, "anterior"))
+    phantom = [measure(f) for f in phantom_frames("anterior", 24, seed=0)]
+    outside = []
+    for name, value in real.items():
+        vals = np.array([p[name] for p in phantom])
+        vals = vals[np.isfinite(vals)]
+        if not vals.min() <= value <= vals.max():
+            outside.append(f"{name}={value:.4g} not in [{vals.min():.4g}, {vals.max():.4g}]")
+    assert not outside, outside

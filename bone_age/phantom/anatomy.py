@@ -25,8 +25,8 @@ from .render import NCOLS, NROWS, PIXEL_MM, Canvas
 Z_T1, Z_T12, Z_L5 = 0.185, 0.32, 0.43
 # Soft-tissue tracer concentration relative to the trunk: muscle-poor distal limbs hold less
 # (soft tissue on real scans is graded, brightest over the trunk).
-GAIN = {"head": 0.85, "neck": 0.9, "trunk": 1.0, "abdomen": 1.1, "arm": 0.9, "thigh": 0.8,
-        "leg": 0.65}
+GAIN = {"head": 0.85, "neck": 0.9, "trunk": 1.0, "abdomen": 1.1, "arm": 0.85, "thigh": 0.75,
+        "leg": 0.55}
 
 
 @dataclass(frozen=True)

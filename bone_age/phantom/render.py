@@ -128,10 +128,10 @@ class Canvas:
     def _body(self, prof, depth_mm: float, gain: float) -> None:
         """Union by max of thickness; the segment that sets the thickness sets the gain.
 
-        Limbs and trunk are flatter-sided than ellipses (muscle and fat): chord ** 0.6.
+        Limbs and trunk are flatter-sided than ellipses (muscle and fat): chord ** 0.45.
         """
         (a, b, c, d), p = prof
-        t = p**0.6 * depth_mm
+        t = p**0.45 * depth_mm
         thick, g = self.thickness[a:b, c:d], self.gain[a:b, c:d]
         g[t > thick] = gain
         np.maximum(thick, t, out=thick)

@@ -121,7 +121,7 @@ def render_subject(subj: Subject) -> tuple[np.ndarray, np.ndarray, float, float]
     for k in fx.facet_sites:
         z, x = facets[k]
         cv.gauss(g.row(z), g.col(x), g.px(0.0045), 0.8 * fx.facet_intensity, 0.88)
-    soft_conc = 0.003 * fx.soft_tissue_retention
+    soft_conc = 0.0028 * fx.soft_tissue_retention
     # The detector's field is fixed (the patient is placed in it); the scan runs from above
     # the vertex to below the toes.
     fov = (max(int(g.top) - 14, 0), min(int(g.row(1.0 + body.foot_len)) + 14, NROWS),
