@@ -74,7 +74,7 @@ def sample_body(rng: np.random.Generator, sex: str) -> Body:
         breast=float(rng.uniform(0.6, 1.4)) if f else 0.0,
         shoulder_z=float(rng.uniform(0.13, 0.18)),
         arm_asym=float(rng.normal(0.0, 6.0)),
-        foot_turn=(float(rng.uniform(10.0, 70.0)), float(rng.uniform(10.0, 70.0))),
+        foot_turn=(float(rng.uniform(10.0, 55.0)), float(rng.uniform(10.0, 55.0))),
         foot_len=float(rng.uniform(0.035, 0.07)),
     )
 

@@ -85,7 +85,7 @@ def _thorax(cv: Canvas, body: Body, g: Geometry, fx: Effects) -> None:
         # Clavicle: S-curve from the sternum up and out to the acromion.
         xs = body.shoulder - 0.01
         _chain(cv, g, [(0.198, s * 0.02), (0.19, s * xs * 0.45), (sz + 0.006, s * xs * 0.8),
-                       (sz, s * xs)], 0.0055, 0.55 * gu, 0.2)  # fmt: skip
+                       (sz, s * xs)], 0.0055, 0.4 * gu, 0.2)  # fmt: skip
         # Scapula (behind): triangular blade, spine, glenoid and acromion, coracoid.
         gl = (sz + 0.014, s * (body.shoulder - 0.022))
         tip = (sz + 0.125, s * (body.shoulder - 0.06))
