@@ -177,25 +177,27 @@ def camera(
     for k in (3, 5, 7, 9):
         trans[k] = trans[k - 2] * e2
     trans[10] = trans[9] * e1
-    breast_att = np.exp(np.float32(-MU_PER_MM) * cv.breast[r0:r1, c0:c1])
+    has_breast = bool(cv.breast[r0:r1, c0:c1].any())  # men: no breast term at all (speed)
+    breast_att = np.exp(np.float32(-MU_PER_MM) * cv.breast[r0:r1, c0:c1]) if has_breast else None
     # Soft tissue is spread through the depth: integral of exp(-mu z) dz, same for both heads;
     # breasts add their own activity and attenuate what lies behind them in the anterior view.
     sc = np.float32(soft_conc / MU_PER_MM) * cv.gain[r0:r1, c0:c1]
     soft = sc * (1.0 - trans[10]) + cv.soft[r0:r1, c0:c1] * trans[5]
-    soft_ant = soft * breast_att + sc * (1.0 - breast_att)
-    thin = (T < THIN_MM).astype(np.float32)
+    soft_ant = soft * breast_att + sc * (1.0 - breast_att) if has_breast else soft
+    # Soft tissue of thin parts (limbs, the outline) lies close to the detector.
+    thin = T < THIN_MM
+    tmp = np.empty_like(T)
     views = []
     for view in ("ant", "post"):
-        # Soft tissue of thin parts (limbs, the outline) lies close to the detector.
         tissue = soft_ant if view == "ant" else soft
-        groups = [tissue * thin, tissue * (1 - thin), np.zeros_like(T)]
+        near = np.where(thin, tissue, np.float32(0.0))
+        groups = [near, tissue - near, np.zeros_like(T)]
         for k, f in enumerate(DEPTHS):
             depth = f if view == "ant" else 1.0 - f
-            att = trans[int(round(depth * 10))]
-            if view == "ant":
-                att = att * breast_att
-            g = 0 if depth <= 0.35 else (1 if depth < 0.65 else 2)
-            groups[g] = groups[g] + cv.layers[k, r0:r1, c0:c1] * att
+            np.multiply(cv.layers[k, r0:r1, c0:c1], trans[int(round(depth * 10))], out=tmp)
+            if view == "ant" and has_breast:
+                tmp *= breast_att
+            groups[0 if depth <= 0.35 else (1 if depth < 0.65 else 2)] += tmp
         img = gaussian_filter(groups[0], SIGMAS[0], truncate=3.0)
         for g in (1, 2):
             img += gaussian_filter(groups[g], SIGMAS[g], truncate=3.0)
