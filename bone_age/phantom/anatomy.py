@@ -27,6 +27,7 @@ Z_T1, Z_T12, Z_L5 = 0.185, 0.32, 0.43
 # (soft tissue on real scans is graded, brightest over the trunk).
 GAIN = {"head": 0.85, "neck": 0.9, "trunk": 1.0, "abdomen": 1.1, "arm": 0.85, "thigh": 0.75,
         "leg": 0.55}
+LIMB_FLAT = 0.45  # limb cross-sections are flatter-sided than ellipses: thickness = chord ** 0.45
 
 
 @dataclass(frozen=True)
@@ -150,25 +151,25 @@ def draw_soft_tissue(cv: Canvas, body: Body, g: Geometry) -> None:
     cv.body_ellipse(R(sz + 0.045), C(0), P(0.045), P(wt * 1.02),
                     P(wt * 2 * body.depth_ratio) * PIXEL_MM, gain=GAIN["trunk"])  # fmt: skip
     wp = (body.pelvis + 0.02) * gi**0.6
-    cv.body_capsule(R(0.40), C(0), R(0.47), C(0), P(wp * 0.95), P(wp), body.depth_ratio * 0.95,
-                    GAIN["abdomen"])  # fmt: skip
+    cv.body_capsule(R(0.40), C(0), R(0.49), C(0), P(wp * 0.95), P(wp * 0.9),
+                    body.depth_ratio * 0.95, GAIN["abdomen"])  # fmt: skip
     for s in (-1, 1):
         hip, knee, ankle, toe = leg_points(body, s)
         hx = (hip[1] + s * 0.005)
         cv.body_capsule(R(0.48), C(hx), R(knee[0]), C(knee[1]), P(0.055 * gi), P(0.032 * gi**0.5),
-                        1.0, GAIN["thigh"])  # fmt: skip
+                        1.0, GAIN["thigh"], LIMB_FLAT)  # fmt: skip
         cv.body_capsule(R(knee[0]), C(knee[1]), R(ankle[0]), C(ankle[1]), P(0.036 * gi**0.5),
-                        P(0.02), 1.0, GAIN["leg"])  # fmt: skip
+                        P(0.02), 1.0, GAIN["leg"], LIMB_FLAT)  # fmt: skip
         calf = (0.76 * knee[1] + 0.24 * ankle[1]) + s * 0.004  # calf muscle belly
         cv.body_ellipse(R(0.82), C(calf), P(0.08), P(0.036 * gi**0.5), P(0.07 * gi**0.5) * PIXEL_MM,
-                        gain=GAIN["leg"])  # fmt: skip
+                        gain=GAIN["leg"], flat=LIMB_FLAT)  # fmt: skip
         cv.body_capsule(R(ankle[0]), C(ankle[1]), R(toe[0]), C(toe[1]), P(0.027), P(0.02), 1.0,
-                        GAIN["leg"])  # fmt: skip
+                        GAIN["leg"], LIMB_FLAT)  # fmt: skip
         sh, el, wr, hd = arm_points(body, s)
         cv.body_capsule(R(sh[0]), C(sh[1]), R(el[0]), C(el[1]), P(0.033 * gi**0.7),
-                        P(0.029 * gi**0.7), 1.0, GAIN["arm"])  # fmt: skip
+                        P(0.029 * gi**0.7), 1.0, GAIN["arm"], LIMB_FLAT)  # fmt: skip
         cv.body_capsule(R(el[0]), C(el[1]), R(wr[0]), C(wr[1]), P(0.029 * gi**0.7),
-                        P(0.018), 1.0, GAIN["arm"])  # fmt: skip
+                        P(0.018), 1.0, GAIN["arm"], LIMB_FLAT)  # fmt: skip
         cv.body_ellipse(R(hd[0] - 0.01), C(hd[1]), P(0.045), P(0.02), P(0.018) * PIXEL_MM,
                         gain=GAIN["arm"])  # fmt: skip
         if body.breast > 0:

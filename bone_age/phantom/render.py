@@ -12,7 +12,7 @@ the patient sees it (patient's left on image left).
 from __future__ import annotations
 
 import numpy as np
-from scipy.ndimage import gaussian_filter
+from scipy.ndimage import gaussian_filter, uniform_filter
 
 NROWS, NCOLS = 1024, 256
 PIXEL_MM = 2.26
@@ -26,6 +26,7 @@ DEPTHS = np.array([0.1, 0.3, 0.5, 0.7, 0.9], dtype=np.float32)
 # 22 cm trunk with the detector contoured 2 cm from the skin.
 TRUNK_MM, GAP_MM = 220.0, 20.0
 THIN_MM = 150.0  # body parts thinner than this (limbs) are blurred as near structures
+GAIN_BOX = 41  # px (~9 cm): soft-tissue concentration changes smoothly between body parts
 
 
 def collimator_sigma(z_mm: float) -> float:
@@ -125,25 +126,27 @@ class Canvas:
     def gauss(self, cy, cx, sigma, amp: float, f: float) -> None:
         self._add(gauss_profile(cy, cx, sigma), amp, f)
 
-    def _body(self, prof, depth_mm: float, gain: float) -> None:
+    def _body(self, prof, depth_mm: float, gain: float, flat: float) -> None:
         """Union by max of thickness; the segment that sets the thickness sets the gain.
 
-        Limbs and trunk are flatter-sided than ellipses (muscle and fat): chord ** 0.45.
+        ``flat`` < 1 makes the cross-section flatter-sided than an ellipse (limbs: muscle and
+        fat): thickness = chord ** flat.
         """
         (a, b, c, d), p = prof
-        t = p**0.45 * depth_mm
+        t = (p**flat if flat != 1.0 else p) * depth_mm
         thick, g = self.thickness[a:b, c:d], self.gain[a:b, c:d]
         g[t > thick] = gain
         np.maximum(thick, t, out=thick)
 
-    def body_capsule(self, y0, x0, y1, x1, r0, r1, depth_ratio: float, gain: float = 1.0) -> None:
+    def body_capsule(self, y0, x0, y1, x1, r0, r1, depth_ratio: float, gain: float = 1.0,
+                     flat: float = 1.0) -> None:  # fmt: skip
         """Soft-tissue segment: thickness (mm) = chord of an elliptic cylinder; union by max."""
         prof = capsule_profile(y0, x0, y1, x1, r0, r1)
         if prof is not None:
-            self._body(prof, 2 * max(r0, r1) * depth_ratio * PIXEL_MM, gain)
+            self._body(prof, 2 * max(r0, r1) * depth_ratio * PIXEL_MM, gain, flat)
 
     def body_ellipse(self, cy, cx, ry, rx, depth_mm: float, breast: bool = False,
-                     gain: float = 1.0) -> None:  # fmt: skip
+                     gain: float = 1.0, flat: float = 1.0) -> None:  # fmt: skip
         prof = ellipse_profile(cy, cx, ry, rx)
         if prof is None:
             return
@@ -151,7 +154,7 @@ class Canvas:
             (a, b, c, d), p = prof
             np.maximum(self.breast[a:b, c:d], p * depth_mm, out=self.breast[a:b, c:d])
         else:
-            self._body(prof, depth_mm, gain)
+            self._body(prof, depth_mm, gain, flat)
 
 
 def camera(
@@ -181,7 +184,12 @@ def camera(
     breast_att = np.exp(np.float32(-MU_PER_MM) * cv.breast[r0:r1, c0:c1]) if has_breast else None
     # Soft tissue is spread through the depth: integral of exp(-mu z) dz, same for both heads;
     # breasts add their own activity and attenuate what lies behind them in the anterior view.
-    sc = np.float32(soft_conc / MU_PER_MM) * cv.gain[r0:r1, c0:c1]
+    # Concentration changes smoothly between body parts (no seams where segments meet): box
+    # average over the body only, so the outline keeps its concentration.
+    inside = (T > 0).astype(np.float32)
+    gain = uniform_filter(cv.gain[r0:r1, c0:c1], GAIN_BOX)
+    gain *= inside / np.maximum(uniform_filter(inside, GAIN_BOX), np.float32(1e-3))
+    sc = np.float32(soft_conc / MU_PER_MM) * gain
     soft = sc * (1.0 - trans[10]) + cv.soft[r0:r1, c0:c1] * trans[5]
     soft_ant = soft * breast_att + sc * (1.0 - breast_att) if has_breast else soft
     # Soft tissue of thin parts (limbs, the outline) lies close to the detector.
