@@ -69,13 +69,13 @@ def sample_body(rng: np.random.Generator, sex: str) -> Body:
         depth_ratio=rng.normal(0.62, 0.05),
         arm_abduction=rng.uniform(1.0, 9.0),
         hands_on_pelvis=bool(rng.random() < 0.15),
-        leg_spread=rng.uniform(0.0, 0.06),
+        leg_spread=rng.uniform(0.0, 0.065),
         top_row=top,
         center_col=NCOLS / 2 + rng.normal(0.0, 15.0),
         breast=float(rng.uniform(0.6, 1.4)) if f else 0.0,
         shoulder_z=float(rng.uniform(0.13, 0.18)),
         arm_asym=float(rng.normal(0.0, 6.0)),
-        foot_turn=(float(rng.uniform(10.0, 55.0)), float(rng.uniform(10.0, 55.0))),
+        foot_turn=(float(rng.uniform(10.0, 60.0)), float(rng.uniform(10.0, 60.0))),
         foot_len=float(rng.uniform(0.035, 0.07)),
     )
 
