@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 from scipy.ndimage import gaussian_filter
 
@@ -109,23 +110,38 @@ def test_cli_report_schema(phantom_dicom: Path, tmp_path: Path) -> None:
         assert (tmp_path / "r" / png).read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.parametrize("case", ["missing", "not_dicom", "view", "subjects", "two_frames"])
+def _altered(src: Path, dst: Path, pixels: np.ndarray) -> Path:
+    ds = pydicom.dcmread(src)
+    ds.Rows, ds.Columns = pixels.shape
+    ds.PixelData = pixels.astype("<u2").tobytes()
+    ds.save_as(dst)
+    return dst
+
+
+@pytest.mark.parametrize("case", ["missing", "not_dicom", "view", "subjects", "two_frames",
+                                  "flat", "size", "out_is_file"])  # fmt: skip
 def test_cli_bad_input(case: str, phantom_dicom: Path, tmp_path: Path) -> None:
     junk = tmp_path / "junk.dcm"
     junk.write_text("not a scan")
     ref = phantom_dicom / "dicom" / "PH000000_ANT.dcm"
+    out = tmp_path / "o"
+    if case == "out_is_file":
+        out.write_text("x")
     args = {
         "missing": [str(tmp_path / "nope.dcm")],
         "not_dicom": [str(junk)],
         "view": [str(ref), "--view", "lateral"],
         "subjects": [str(ref), "--subjects", "0"],
         "two_frames": [str(phantom_dicom / "two" / "dicom" / "PH000000.dcm")],
+        "flat": [str(_altered(ref, tmp_path / "flat.dcm", np.full((1024, 256), 7)))],
+        "size": [str(_altered(ref, tmp_path / "small.dcm", np.ones((512, 128)) * 9))],
+        "out_is_file": [str(ref)],
     }[case]
-    res = _cli(*args, "--out", str(tmp_path / "o"))
+    res = _cli(*args, "--out", str(out))
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("bone-age phantom.realism: "), res.stderr
-    assert not (tmp_path / "o").exists()  # nothing written
+    assert out.is_file() if case == "out_is_file" else not out.exists()  # nothing written
 
 
 @pytest.mark.skipif(not REAL.exists(), reason="shared real scan absent")

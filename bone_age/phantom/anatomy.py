@@ -113,7 +113,12 @@ class Geometry:
 
 
 def leg_points(body: Body, s: int) -> tuple[tuple[float, float], ...]:
-    """Hip, knee, ankle and toe tips as (z, x) for side s (+1 = patient's left)."""
+    """Hip, knee, ankle and toe tips as (z, x) for side s (+1 = patient's left).
+
+    Args:
+        body: the subject's body and pose.
+        s: side, -1 (patient's right) or +1 (left).
+    """
     kx = s * (0.036 + body.leg_spread * 0.5)
     ax = s * (0.04 + body.leg_spread)
     turn = np.radians(body.foot_turn[(s + 1) // 2])

@@ -30,7 +30,11 @@ GAIN_BOX = 41  # px (~9 cm): soft-tissue concentration changes smoothly between 
 
 
 def collimator_sigma(z_mm: float) -> float:
-    """Gaussian sigma (px) of the collimator response at distance z_mm from its face."""
+    """Gaussian sigma (px) of the collimator response at a distance from its face.
+
+    Args:
+        z_mm: distance from the collimator face, mm.
+    """
     return (4.1 + 0.05 * z_mm) / 2.355 / PIXEL_MM
 
 

@@ -164,7 +164,14 @@ def _arm(cv: Canvas, body: Body, g: Geometry, s: int, gu: float, shaft: float) -
 
 
 def draw_skeleton(cv: Canvas, body: Body, g: Geometry, fx: Effects) -> None:
-    """Bones with regional uptake modulated by the age effects."""
+    """Bones with regional uptake modulated by the age effects.
+
+    Args:
+        cv: canvas to draw into.
+        body: the subject's body and pose.
+        g: its geometry (height loss and kyphosis applied).
+        fx: its realised age effects.
+    """
     gu = fx.global_uptake
     _skull(cv, g, gu * fx.skull_uptake, fx.kyphosis)
     _spine(cv, g, fx)

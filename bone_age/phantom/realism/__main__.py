@@ -18,6 +18,7 @@ import numpy as np
 from bone_age.errors import BoneAgeError, command
 from bone_age.outputs import check_output_dir
 
+from ..render import NCOLS, NROWS
 from .report import write_report
 from .view import VIEWS, ViewDecision, decide_view
 
@@ -84,7 +85,13 @@ def load_reference(path: Path, view: str = "auto") -> tuple[np.ndarray, ViewDeci
     problem = count_problem(img)
     if problem:
         raise DicomReadError(path, f"the frame {problem[1]}")
-    anatomy = decide_view(img)
+    if img.shape != (NROWS, NCOLS):
+        raise DicomReadError(path, f"a frame of {img.shape[0]} x {img.shape[1]} pixels; the "
+                                   f"phantom renders {NROWS} x {NCOLS}")  # fmt: skip
+    try:
+        anatomy = decide_view(img)
+    except ValueError as err:  # no body outline to measure
+        raise DicomReadError(path, str(err)) from None
     header = next(iter(marked)) if frames.shape[0] == 1 and len(marked) == 1 else None
     if view != "auto":
         chosen, how = view, "stated with --view"

@@ -64,6 +64,9 @@ def body_outline(img: np.ndarray) -> Body:
     """Largest connected region above Otsu's threshold of log counts (smoothed), holes filled.
 
     Raises ValueError when the frame shows no body (empty or flat).
+
+    Args:
+        img: counts of one frame, rows head to feet.
     """
     sm = ndi.gaussian_filter(img.astype(np.float32), MASK_SIGMA)
     pos = sm[sm > 0]
@@ -90,7 +93,12 @@ def _band_rows(body: Body, lo: float, hi: float) -> slice:
 
 def radial_psd(img: np.ndarray, body: Body) -> tuple[np.ndarray, np.ndarray]:
     """Radially averaged power spectrum of the body's bounding box (mean-normalised, Hann
-    window); returns (frequency in cycles/px, power)."""
+    window); returns (frequency in cycles/px, power).
+
+    Args:
+        img: counts of one frame.
+        body: its outline (:func:`body_outline`).
+    """
     cols = np.flatnonzero(body.mask.any(axis=0))
     box = img[body.top : body.bottom + 1, cols[0] : cols[-1] + 1].astype(np.float64)
     box = box / max(box.mean(), 1e-9) - 1.0
@@ -114,6 +122,11 @@ def edge_spread(img: np.ndarray, body: Body, half: int = 10) -> float:
     Each row's profile (rows smoothed vertically only, so the horizontal edge is untouched) is
     aligned at the outline and scaled by the counts just inside; the aligned profiles are
     averaged, which removes the Poisson noise, and the rise is read off the average.
+
+    Args:
+        img: counts of one frame.
+        body: its outline (:func:`body_outline`).
+        half: half-length (px) of each profile across the outline.
     """
     sm = ndi.gaussian_filter1d(img.astype(np.float64), 3.0, axis=0)
     profiles = []
@@ -172,7 +185,12 @@ def measure(img: np.ndarray) -> dict[str, float]:
 
 
 def symmetry(img: np.ndarray, body: Body) -> float:
-    """1 - |L - R| / (L + R), halves split at each row's outline midpoint (1 = symmetric)."""
+    """1 - |L - R| / (L + R), halves split at each row's outline midpoint (1 = symmetric).
+
+    Args:
+        img: counts of one frame.
+        body: its outline (:func:`body_outline`).
+    """
     rows = np.flatnonzero(body.left >= 0)
     mid = (body.left[rows] + body.right[rows]) / 2
     cols = np.arange(img.shape[1])[None, :]

@@ -56,7 +56,16 @@ def _fmt(v: float) -> str:
 
 def markdown(rows: list[dict[str, Any]], decision: ViewDecision, how: str, n: int,
              seed: int, source: str) -> str:  # fmt: skip
-    """The report text (no file names: a scan's name may identify its patient)."""
+    """The report text (no file names: a scan's name may identify its patient).
+
+    Args:
+        rows: the table from :func:`compare`.
+        decision: the view compared and the anatomy's evidence.
+        how: how the view was chosen.
+        n: number of phantom subjects.
+        seed: phantom cohort seed.
+        source: a description of the reference without its file name.
+    """
     n_in = sum(r["inside"] for r in rows)
     lines = [
         "# Phantom realism report",
