@@ -1,9 +1,14 @@
-"""Parametric body: soft-tissue outline and skeleton, drawn into a depth-layered Canvas.
+"""Parametric body: pose, soft-tissue outline, organs and candidate lesion sites.
 
 Landmarks are fractions of the (young) stature measured from the vertex, from standard
-anthropometric proportions (acromion ~0.18 H, iliac crest ~0.41 H, hip ~0.48 H, knee ~0.715 H,
-ankle ~0.96 H). Lateral offsets x are fractions of stature too; +x is the patient's left, which
-is image right in the anterior frame. Depth fractions f: 0 = anterior skin, 1 = posterior skin.
+anthropometric proportions (C7 ~0.15 H, acromion ~0.17-0.18 H supine, iliac crest ~0.41 H,
+hip ~0.48 H, knee ~0.715 H, ankle ~0.96 H). Lateral offsets x are fractions of stature too;
++x is the patient's left, which is image right in the anterior frame. Depth fractions f:
+0 = anterior skin, 1 = posterior skin. The skeleton is drawn by :mod:`.skeleton`.
+
+Pose as on a clinical whole-body scan: supine, arms along the body with the hands beside the
+thighs (sometimes resting on them), feet plantar-flexed and turned out, so they project below
+the ankles; shoulders and arms vary left and right, so scans are not mirror-symmetric.
 """
 
 from __future__ import annotations
@@ -18,6 +23,11 @@ from .render import NCOLS, NROWS, PIXEL_MM, Canvas
 # Trunk knots (fraction of stature): T1, T12, L5. Height loss compresses [T1, L5]; kyphosis
 # additionally foreshortens [T1, T12] in the coronal projection.
 Z_T1, Z_T12, Z_L5 = 0.185, 0.32, 0.43
+# Soft-tissue tracer concentration relative to the trunk: muscle-poor distal limbs hold less
+# (soft tissue on real scans is graded, brightest over the trunk).
+GAIN = {"head": 0.85, "neck": 0.9, "trunk": 1.0, "abdomen": 1.1, "arm": 0.85, "thigh": 0.75,
+        "leg": 0.55}
+LIMB_FLAT = 0.45  # limb cross-sections are flatter-sided than ellipses: thickness = chord ** 0.45
 
 
 @dataclass(frozen=True)
@@ -29,36 +39,44 @@ class Body:
     pelvis: float  # half iliac breadth / stature
     girth: float  # soft-tissue scale (body habitus)
     depth_ratio: float  # trunk antero-posterior depth / width
-    arm_abduction: float  # degrees
-    hands_on_pelvis: bool
+    arm_abduction: float  # degrees, mean of both sides
+    hands_on_pelvis: bool  # hands resting on the upper thighs instead of beside them
     leg_spread: float  # extra half-distance of the ankles / stature
     top_row: float  # vertex row before height loss (positioning)
     center_col: float
     breast: float  # breast size scale (0 for men)
+    shoulder_z: float = 0.178  # acromion level / stature (shrugged shoulders sit higher)
+    arm_asym: float = 0.0  # left minus right abduction, degrees
+    foot_turn: tuple[float, float] = (20.0, 20.0)  # external rotation (right, left), degrees
+    foot_len: float = 0.05  # projected foot length below the ankle / stature
 
 
 def sample_body(rng: np.random.Generator, sex: str) -> Body:
     """Sex-specific body size and an age-independent pose."""
     f = sex == "F"
-    h = rng.normal(1575.0, 60.0) if f else rng.normal(1700.0, 65.0)
+    h = rng.normal(1590.0, 65.0) if f else rng.normal(1720.0, 70.0)
     h = float(np.clip(h, 1400.0, 1950.0))
     h_px = h / PIXEL_MM
-    top = 95.0 + rng.normal(0.0, 8.0)
-    top = float(np.clip(top, 40.0, NROWS - 12.0 - h_px))
+    top = 80.0 + rng.normal(0.0, 8.0)
+    top = float(np.clip(top, 30.0, NROWS - 40.0 - 1.08 * h_px))
     return Body(
         sex=sex,
         stature_mm=h,
-        shoulder=rng.normal(0.112 if f else 0.122, 0.005),
+        shoulder=rng.normal(0.107 if f else 0.116, 0.006),
         thorax=rng.normal(0.082 if f else 0.088, 0.004),
         pelvis=rng.normal(0.090 if f else 0.083, 0.004),
-        girth=float(np.exp(rng.normal(0.0, 0.12))),
+        girth=float(np.exp(rng.normal(0.0, 0.18))),
         depth_ratio=rng.normal(0.62, 0.05),
-        arm_abduction=rng.uniform(2.0, 14.0),
-        hands_on_pelvis=bool(rng.random() < 0.2),
-        leg_spread=rng.uniform(0.0, 0.03),
+        arm_abduction=rng.uniform(1.0, 9.0),
+        hands_on_pelvis=bool(rng.random() < 0.15),
+        leg_spread=rng.uniform(0.0, 0.065),
         top_row=top,
-        center_col=NCOLS / 2 + rng.normal(0.0, 3.0),
+        center_col=NCOLS / 2 + rng.normal(0.0, 15.0),
         breast=float(rng.uniform(0.6, 1.4)) if f else 0.0,
+        shoulder_z=float(rng.uniform(0.13, 0.18)),
+        arm_asym=float(rng.normal(0.0, 6.0)),
+        foot_turn=(float(rng.uniform(10.0, 60.0)), float(rng.uniform(10.0, 60.0))),
+        foot_len=float(rng.uniform(0.035, 0.07)),
     )
 
 
@@ -82,6 +100,9 @@ class Geometry:
         self.top = float(self._rk[0])
 
     def row(self, z: float) -> float:
+        # Beyond the sole (projected feet) the scale of the legs continues.
+        if z > 1.0:
+            return float(self._rk[-1] + (z - 1.0) * self.h)
         return float(np.interp(z, self._zk, self._rk))
 
     def col(self, x: float) -> float:
@@ -91,159 +112,83 @@ class Geometry:
         return frac * self.h
 
 
+def leg_points(body: Body, s: int) -> tuple[tuple[float, float], ...]:
+    """Hip, knee, ankle and toe tips as (z, x) for side s (+1 = patient's left).
+
+    Args:
+        body: the subject's body and pose.
+        s: side, -1 (patient's right) or +1 (left).
+    """
+    kx = s * (0.036 + body.leg_spread * 0.5)
+    ax = s * (0.04 + body.leg_spread)
+    turn = np.radians(body.foot_turn[(s + 1) // 2])
+    toe = (0.965 + body.foot_len * np.cos(turn), ax + s * body.foot_len * np.sin(turn))
+    return (0.478, s * 0.05), (0.715, kx), (0.958, ax), toe
+
+
+def arm_points(body: Body, s: int) -> tuple[tuple[float, float], ...]:
+    """Shoulder, elbow, wrist and hand centre as (z, x) for side s (+1 = patient's left)."""
+    a = np.radians(max(body.arm_abduction + s * body.arm_asym / 2, 0.0))
+    sh = (body.shoulder_z + 0.012, s * body.shoulder)
+    up = 0.185  # humerus length / stature
+    el = (sh[0] + up * np.cos(a), sh[1] + s * up * np.sin(a))
+    if body.hands_on_pelvis:
+        wr = (0.49, s * 0.095)
+    else:
+        fa = 0.145
+        wr = (el[0] + fa * np.cos(a * 0.5), el[1] + s * fa * np.sin(a * 0.5))
+    hd = (wr[0] + 0.05, wr[1])
+    return sh, el, wr, hd
+
+
 def draw_soft_tissue(cv: Canvas, body: Body, g: Geometry) -> None:
-    """Body-thickness map (mm) of head, neck, trunk, limbs, plus breasts in women."""
+    """Body-thickness map (mm) and soft-tissue gain of head, neck, trunk, limbs, breasts."""
     R, C, P, gi = g.row, g.col, g.px, body.girth
-    cv.body_ellipse(R(0.065), C(0), P(0.068), P(0.052), P(0.11) * PIXEL_MM)
-    cv.body_capsule(R(0.12), C(0), R(0.18), C(0), P(0.032), P(0.036), 1.0)
-    wt = body.shoulder * 0.92 * gi**0.5
-    # Start the trunk segment one radius below the shoulders so its rounded end sits there.
-    cv.body_capsule(R(0.19 + wt), C(0), R(0.40), C(0), P(wt), P(wt * 0.95), body.depth_ratio)
-    cv.body_ellipse(R(0.225), C(0), P(0.045), P(wt * 1.02), P(wt * 2 * body.depth_ratio) * PIXEL_MM)
+    cv.body_ellipse(R(0.065), C(0), P(0.068), P(0.054 * gi**0.3), P(0.11) * PIXEL_MM,
+                    gain=GAIN["head"])  # fmt: skip
+    cv.body_capsule(R(0.12), C(0), R(0.17), C(0), P(0.034), P(0.04), 1.0, GAIN["neck"])
+    sz, wt = body.shoulder_z, body.shoulder * 0.92 * gi**0.5
+    for s in (-1, 1):  # trapezius slope from the neck to the acromion, deltoid cap
+        cv.body_capsule(R(sz - 0.025), C(s * 0.03), R(sz + 0.005), C(s * (body.shoulder - 0.01)),
+                        P(0.018), P(0.026 * gi**0.5), 0.8, GAIN["trunk"])  # fmt: skip
+    cv.body_capsule(R(sz + 0.01 + wt), C(0), R(0.40), C(0), P(wt), P(wt * 0.95),
+                    body.depth_ratio, GAIN["trunk"])  # fmt: skip
+    cv.body_ellipse(R(sz + 0.045), C(0), P(0.045), P(wt * 1.02),
+                    P(wt * 2 * body.depth_ratio) * PIXEL_MM, gain=GAIN["trunk"])  # fmt: skip
     wp = (body.pelvis + 0.02) * gi**0.6
-    cv.body_capsule(R(0.40), C(0), R(0.47), C(0), P(wp * 0.95), P(wp), body.depth_ratio * 0.95)
+    cv.body_capsule(R(0.40), C(0), R(0.49), C(0), P(wp * 0.95), P(wp * 0.9),
+                    body.depth_ratio * 0.95, GAIN["abdomen"])  # fmt: skip
     for s in (-1, 1):
-        hx, kx = s * 0.05, s * (0.032 + body.leg_spread * 0.5)
-        ax = s * (0.035 + body.leg_spread)
-        cv.body_capsule(R(0.48), C(hx), R(0.715), C(kx), P(0.05 * gi), P(0.03 * gi**0.5), 1.0)
-        cv.body_capsule(R(0.715), C(kx), R(0.96), C(ax), P(0.03 * gi**0.5), P(0.016), 1.0)
-        cv.body_ellipse(R(0.975), C(ax), P(0.022), P(0.02), P(0.05) * PIXEL_MM)
+        hip, knee, ankle, toe = leg_points(body, s)
+        hx = (hip[1] + s * 0.005)
+        cv.body_capsule(R(0.48), C(hx), R(knee[0]), C(knee[1]), P(0.055 * gi), P(0.032 * gi**0.5),
+                        1.0, GAIN["thigh"], LIMB_FLAT)  # fmt: skip
+        cv.body_capsule(R(knee[0]), C(knee[1]), R(ankle[0]), C(ankle[1]), P(0.036 * gi**0.5),
+                        P(0.02), 1.0, GAIN["leg"], LIMB_FLAT)  # fmt: skip
+        calf = (0.76 * knee[1] + 0.24 * ankle[1]) + s * 0.004  # calf muscle belly
+        cv.body_ellipse(R(0.82), C(calf), P(0.08), P(0.036 * gi**0.5), P(0.07 * gi**0.5) * PIXEL_MM,
+                        gain=GAIN["leg"], flat=LIMB_FLAT)  # fmt: skip
+        cv.body_capsule(R(ankle[0]), C(ankle[1]), R(toe[0]), C(toe[1]), P(0.027), P(0.02), 1.0,
+                        GAIN["leg"], LIMB_FLAT)  # fmt: skip
         sh, el, wr, hd = arm_points(body, s)
-        cv.body_capsule(R(sh[0]), C(sh[1]), R(el[0]), C(el[1]), P(0.034 * gi**0.7),
-                        P(0.028 * gi**0.7), 1.0)  # fmt: skip
-        cv.body_capsule(R(el[0]), C(el[1]), R(wr[0]), C(wr[1]), P(0.028 * gi**0.7),
-                        P(0.018), 1.0)  # fmt: skip
-        cv.body_ellipse(R(hd[0]), C(hd[1]), P(0.045), P(0.018), P(0.025) * PIXEL_MM)
+        cv.body_capsule(R(sh[0]), C(sh[1]), R(el[0]), C(el[1]), P(0.033 * gi**0.7),
+                        P(0.029 * gi**0.7), 1.0, GAIN["arm"], LIMB_FLAT)  # fmt: skip
+        cv.body_capsule(R(el[0]), C(el[1]), R(wr[0]), C(wr[1]), P(0.029 * gi**0.7),
+                        P(0.018), 1.0, GAIN["arm"], LIMB_FLAT)  # fmt: skip
+        cv.body_ellipse(R(hd[0] - 0.01), C(hd[1]), P(0.045), P(0.02), P(0.018) * PIXEL_MM,
+                        gain=GAIN["arm"])  # fmt: skip
         if body.breast > 0:
             b = body.breast * gi
             cv.body_ellipse(R(0.285), C(s * 0.05), P(0.035 * b), P(0.045 * b),
                             P(0.05 * b) * PIXEL_MM, breast=True)  # fmt: skip
 
 
-def arm_points(body: Body, s: int) -> tuple[tuple[float, float], ...]:
-    """Shoulder, elbow, wrist and hand centre as (z, x) for side s (+1 = patient's left)."""
-    a = np.radians(body.arm_abduction)
-    sh = (0.195, s * body.shoulder)
-    up = 0.185  # humerus length / stature
-    el = (sh[0] + up * np.cos(a), sh[1] + s * up * np.sin(a))
-    if body.hands_on_pelvis:
-        wr = (0.47, s * 0.07)
-    else:
-        fa = 0.145
-        wr = (el[0] + fa * np.cos(a * 0.7), el[1] + s * fa * np.sin(a * 0.7))
-    hd = (wr[0] + 0.045, wr[1])
-    return sh, el, wr, hd
-
-
-def draw_skeleton(cv: Canvas, body: Body, g: Geometry, fx: Effects) -> None:
-    """Bones with regional uptake modulated by the age effects."""
-    R, C, P = g.row, g.col, g.px
-    gu = fx.global_uptake
-    axial = gu * fx.spine_pelvis_uptake
-    shaft = gu * fx.shaft_uptake
-    skull = gu * fx.skull_uptake
-    kf = 1.0 - 0.004 * max(fx.kyphosis - 40.0, 0.0)  # flexed head looks shorter
-    # Skull: calvarium shell, facial bones, mandible.
-    cv.shell(R(0.062), C(0), P(0.060) * kf, P(0.046), 1.2 * skull, 0.5, inner=0.82)
-    cv.ellipse(R(0.1), C(0), P(0.026), P(0.032), 0.45 * skull, 0.25)  # maxilla / face
-    for s in (-1, 1):
-        cv.capsule(R(0.112), C(s * 0.033), R(0.13), C(s * 0.006), P(0.005), P(0.005),
-                   0.3 * skull, 0.3)  # fmt: skip
-    # Spine: 7 cervical, 12 thoracic, 5 lumbar vertebrae; sacrum.
-    levels = [(0.115 + i * (Z_T1 - 0.115) / 7, 0.011, 0.55) for i in range(7)]
-    levels += [(Z_T1 + i * (Z_T12 - Z_T1) / 11, 0.014 + 0.0005 * i, 0.75) for i in range(12)]
-    levels += [(Z_T12 + (i + 1) * (Z_L5 - Z_T12) / 5, 0.021, 0.95) for i in range(5)]
-    upper_f = min(0.8, 0.66 + 0.002 * max(fx.kyphosis - 40, 0))  # kyphosis: spine backwards
-    for i, (z, w, a) in enumerate(levels):
-        ry = (R(z + 0.005) - R(z - 0.005)) * 0.85 + 1.0
-        f = upper_f if 7 <= i < 14 else 0.68
-        amp = a * (axial if i >= 14 else gu * (0.5 + 0.5 * fx.spine_pelvis_uptake))
-        cv.ellipse(R(z), C(0), ry, P(w), amp, f)
-        for s in (-1, 1):  # posterior elements (pedicles / facet joints)
-            cv.ellipse(R(z), C(s * w * 0.75), ry * 0.6, P(0.005), 0.35 * amp, 0.85)
-    cv.ellipse(R(0.465), C(0), P(0.035), P(0.03), 0.9 * axial, 0.8)
-    for s in (-1, 1):  # sacroiliac joints
-        cv.capsule(R(0.445), C(s * 0.028), R(0.475), C(s * 0.022), P(0.006), P(0.005),
-                   1.0 * axial, 0.8)  # fmt: skip
-    # Ribs: posterior half (deep) from the spine to the lateral edge, anterior half back to the
-    # costochondral junction; anterior ends lie lower.
-    for i in range(12):
-        z0 = R(Z_T1 + i * (Z_T12 - Z_T1) / 11)
-        zdrop = (R(Z_T12) - R(Z_T1)) * 0.32
-        width = body.thorax * np.sin(np.pi * (0.25 + 0.75 * min(i, 8) / 8) / 2) * 1.02
-        if i >= 9:
-            width *= 1.0 - 0.08 * (i - 8)
-        th = np.radians(np.linspace(-80.0, 60.0 if i < 10 else 10.0, 6))
-        for s in (-1, 1):
-            pts = [(z0 + zdrop * (t + np.radians(80)) / np.radians(140),
-                    C(s * width * np.cos(t)), (1 - np.sin(t)) / 2) for t in th]  # fmt: skip
-            for (y0, x0, f0), (y1, x1, f1) in zip(pts[:-1], pts[1:], strict=True):
-                cv.capsule(y0, x0, y1, x1, P(0.0042), P(0.0042), 0.26 * gu, (f0 + f1) / 2)
-    # Sternum, clavicles, scapulae.
-    cv.ellipse(R(0.215), C(0), P(0.017), P(0.018), 0.7 * gu, 0.08)
-    cv.capsule(R(0.235), C(0), R(0.31), C(0), P(0.010), P(0.008), 0.6 * gu, 0.08)
-    cv.gauss(R(0.233), C(0), P(0.006), 0.8 * gu * fx.sternal_variant, 0.1)
-    for s in (-1, 1):
-        cv.gauss(R(0.199), C(s * 0.016), P(0.006), 0.45 * gu * fx.sternal_variant, 0.1)
-        cv.capsule(R(0.198), C(s * 0.02), R(0.186), C(s * (body.shoulder - 0.01)), P(0.0055),
-                   P(0.005), 0.5 * gu, 0.2)  # fmt: skip
-        cv.ellipse(R(0.245), C(s * (body.shoulder - 0.045)), P(0.05), P(0.025), 0.35 * gu, 0.85,
-                   angle=-s * 12.0)  # fmt: skip
-        cv.capsule(R(0.215), C(s * 0.04), R(0.2), C(s * (body.shoulder - 0.01)), P(0.005),
-                   P(0.006), 0.4 * gu, 0.85)  # fmt: skip
-    # Pelvis: iliac wings, acetabula, pubic and ischial rami.
-    for s in (-1, 1):
-        px = body.pelvis
-        cv.ellipse(R(0.44), C(s * (px - 0.03)), P(0.038), P(0.03), 0.55 * axial, 0.55,
-                   angle=s * 25.0)  # fmt: skip
-        cv.capsule(R(0.415), C(s * (px - 0.045)), R(0.43), C(s * px), P(0.006), P(0.006),
-                   0.5 * axial, 0.5)  # fmt: skip
-        hip = (R(0.478), C(s * 0.05))
-        cv.ellipse(*hip, P(0.014), P(0.014), 0.8 * axial, 0.5)
-        cv.capsule(*hip, R(0.5), C(s * 0.007), P(0.006), P(0.006), 0.55 * axial, 0.3)
-        cv.capsule(*hip, R(0.512), C(s * 0.035), P(0.007), P(0.006), 0.5 * axial, 0.6)
-    _draw_limbs(cv, body, g, gu, shaft)
-
-
-def _draw_limbs(cv: Canvas, body: Body, g: Geometry, gu: float, shaft: float) -> None:
-    R, C, P = g.row, g.col, g.px
-    for s in (-1, 1):
-        hx, kx = s * 0.05, s * (0.032 + body.leg_spread * 0.5)
-        ax = s * (0.035 + body.leg_spread)
-        # Femur: head/neck/trochanter, diaphysis, condyles; patella anterior.
-        cv.capsule(R(0.478), C(hx), R(0.49), C(s * 0.07), P(0.008), P(0.01), 0.6 * gu, 0.5)
-        cv.capsule(R(0.495), C(s * 0.068), R(0.69), C(kx), P(0.0085), P(0.008), 0.55 * shaft,
-                   0.5)  # fmt: skip
-        cv.ellipse(R(0.703), C(kx), P(0.014), P(0.02), 0.75 * gu, 0.5)
-        cv.ellipse(R(0.7), C(kx), P(0.009), P(0.009), 0.3 * gu, 0.08)
-        # Tibia (+ fibula), ankle, foot (toes towards the camera: foreshortened).
-        cv.ellipse(R(0.728), C(kx), P(0.012), P(0.019), 0.7 * gu, 0.5)
-        cv.capsule(R(0.735), C(kx), R(0.95), C(ax), P(0.0075), P(0.0065), 0.5 * shaft, 0.4)
-        cv.capsule(R(0.74), C(kx + s * 0.016), R(0.95), C(ax + s * 0.013), P(0.003),
-                   P(0.003), 0.3 * shaft, 0.6)  # fmt: skip
-        cv.ellipse(R(0.958), C(ax), P(0.01), P(0.016), 0.6 * gu, 0.5)
-        cv.ellipse(R(0.978), C(ax + s * 0.004), P(0.017), P(0.015), 0.4 * gu, 0.5)
-        # Arm: humeral head, humerus, radius + ulna, carpus, metacarpals/fingers.
-        sh, el, wr, hd = arm_points(body, s)
-        cv.ellipse(R(sh[0]), C(sh[1]), P(0.014), P(0.013), 0.8 * gu, 0.5)
-        cv.capsule(R(sh[0] + 0.01), C(sh[1]), R(el[0]), C(el[1]), P(0.0065), P(0.006),
-                   0.45 * shaft, 0.5)  # fmt: skip
-        for dx in (-0.006, 0.006):
-            cv.capsule(R(el[0]), C(el[1] + dx), R(wr[0]), C(wr[1] + dx * 0.8), P(0.0035),
-                       P(0.004), 0.35 * shaft, 0.5)  # fmt: skip
-        cv.ellipse(R(wr[0] + 0.008), C(wr[1]), P(0.009), P(0.012), 0.7 * gu, 0.5)
-        for k in range(4):
-            dx = (k - 1.5) * 0.0055
-            cv.capsule(R(wr[0] + 0.018), C(wr[1] + dx), R(hd[0] + 0.022), C(wr[1] + dx * 1.4),
-                       P(0.0022), P(0.0018), 0.35 * gu, 0.5)  # fmt: skip
-
-
 def draw_organs(cv: Canvas, g: Geometry, fx: Effects, bladder: float) -> None:
     """Kidneys (posterior, age-related retention) and bladder (anterior, variable filling)."""
     R, C, P = g.row, g.col, g.px
     for s in (-1, 1):
-        cv.ellipse(R(0.345 + 0.006 * (s > 0)), C(s * 0.04), P(0.03), P(0.017),
-                   0.12 * fx.renal_retention, 0.72, angle=-s * 12.0)  # fmt: skip
+        cv.ellipse(R(0.345 + 0.006 * (s > 0)), C(s * 0.042), P(0.03), P(0.017),
+                   0.16 * fx.renal_retention, 0.72, angle=-s * 12.0)  # fmt: skip
     r = P(0.02) * bladder ** (1 / 3)
     cv.ellipse(R(0.485) - 0.3 * r, C(0), r * 0.85, r * 1.1, 2.0 * bladder ** (1 / 3), 0.3)
 
@@ -252,19 +197,19 @@ def draw_organs(cv: Canvas, g: Geometry, fx: Effects, bladder: float) -> None:
 def degenerative_sites(body: Body) -> list[tuple[float, float, float, float]]:
     sites = []
     for s in (-1, 1):
-        kx = s * (0.032 + body.leg_spread * 0.5)
-        ax = s * (0.035 + body.leg_spread)
+        _, knee, ankle, toe = leg_points(body, s)
+        kx, ax = knee[1], ankle[1]
         sh, el, wr, hd = arm_points(body, s)
         sites += [
             (0.712, kx - 0.01, 0.5, 0.006),  # knee, medial/lateral compartments
             (0.712, kx + 0.01, 0.5, 0.006),
             (0.478, s * 0.057, 0.5, 0.007),  # hip (superolateral acetabulum)
-            (0.19, s * (body.shoulder - 0.012), 0.4, 0.006),  # acromioclavicular
+            (body.shoulder_z + 0.004, s * (body.shoulder - 0.012), 0.4, 0.006),  # AC joint
             (sh[0], sh[1], 0.5, 0.007),  # glenohumeral
             (wr[0] + 0.012, wr[1] - s * 0.01, 0.5, 0.004),  # first carpometacarpal
             (hd[0] + 0.01, wr[1], 0.5, 0.004),  # finger joints
-            (0.97, ax - s * 0.006, 0.5, 0.005),  # first MTP / midfoot
-            (0.985, ax + s * 0.006, 0.5, 0.005),
+            ((ankle[0] + 2 * toe[0]) / 3, (ax + 2 * toe[1]) / 3 - s * 0.004, 0.5, 0.005),  # MTP
+            ((2 * ankle[0] + toe[0]) / 3, (2 * ax + toe[1]) / 3 + s * 0.004, 0.5, 0.005),
             (0.955, ax, 0.5, 0.005),  # ankle
         ]
     for z in (0.30, 0.35, 0.39, 0.42):  # vertebral body osteophytes (mid depth)

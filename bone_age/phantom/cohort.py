@@ -23,7 +23,7 @@ from .effects import Effects
 from .subject import FEMALE_TO_MALE, age_prior, render_subject, sample_subject
 from .yardsticks import bayes_mae_floor, oracle_mae
 
-VERSION = "1.0.0"
+VERSION = "2.0.0"
 LAYOUTS = ("two-frame", "single-frame")
 MANIFEST_COLUMNS = ["subject_id", "age", "sex", "anterior", "posterior", "study_uid"]
 EFFECT_COLUMNS = [k for k in Effects.__dataclass_fields__ if k not in ("deg_sites", "facet_sites")]

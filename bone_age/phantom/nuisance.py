@@ -65,7 +65,7 @@ def sample_nuisance(rng: np.random.Generator) -> Nuisance:
         contamination = (float(rng.uniform(0.5, 0.75)), float(rng.uniform(-0.06, 0.06)),
                          float(np.exp(rng.normal(0.5, 0.8))))  # fmt: skip
     return Nuisance(
-        counts_ant=float(np.exp(rng.uniform(np.log(0.5e6), np.log(4.0e6)))),
+        counts_ant=float(np.exp(rng.uniform(np.log(0.6e6), np.log(5.5e6)))),
         background=float(rng.uniform(0.2, 1.2)),
         bladder=float(np.exp(rng.normal(0.0, 0.6))),
         metastases=mets,

@@ -12,16 +12,33 @@ the patient sees it (patient's left on image left).
 from __future__ import annotations
 
 import numpy as np
-from scipy.ndimage import gaussian_filter
+from scipy.ndimage import gaussian_filter, uniform_filter
 
 NROWS, NCOLS = 1024, 256
 PIXEL_MM = 2.26
 MU_PER_MM = 0.011  # ~0.11/cm: broad-beam attenuation of 140 keV photons in soft tissue
 # Symmetric depth layers: the posterior depths (1 - f) are the same set, so one exp suffices.
 DEPTHS = np.array([0.1, 0.3, 0.5, 0.7, 0.9], dtype=np.float32)
-# Collimator blur (sigma, px) for structures near / far from a detector: LEHR FWHM grows from
-# ~6 mm at 5 cm to ~11 mm at 18 cm.
-SIGMA_NEAR, SIGMA_FAR = 1.15, 2.0
+# Collimator blur grows with the distance from the detector: FWHM = 4.1 mm + 0.05 z, ~6.6 mm
+# at 5 cm and ~13 mm at 18 cm (LEHR in a continuous whole-body sweep, which smears a little
+# more than a static view). Layers are blurred in three groups (depth
+# fraction from the detector <= 0.3, 0.5, >= 0.7) at the distance of their typical depth in a
+# 22 cm trunk with the detector contoured 2 cm from the skin.
+TRUNK_MM, GAP_MM = 220.0, 20.0
+THIN_MM = 150.0  # body parts thinner than this (limbs) are blurred as near structures
+GAIN_BOX = 41  # px (~9 cm): soft-tissue concentration changes smoothly between body parts
+
+
+def collimator_sigma(z_mm: float) -> float:
+    """Gaussian sigma (px) of the collimator response at a distance from its face.
+
+    Args:
+        z_mm: distance from the collimator face, mm.
+    """
+    return (4.1 + 0.05 * z_mm) / 2.355 / PIXEL_MM
+
+
+SIGMAS = tuple(collimator_sigma(GAP_MM + d * TRUNK_MM) for d in (0.2, 0.5, 0.8))
 
 
 def _box(cy: float, cx: float, hy: float, hx: float) -> tuple[int, int, int, int] | None:
@@ -90,6 +107,7 @@ class Canvas:
         self.thickness = np.zeros((NROWS, NCOLS), dtype=np.float32)
         self.breast = np.zeros((NROWS, NCOLS), dtype=np.float32)
         self.soft = np.zeros((NROWS, NCOLS), dtype=np.float32)  # extra soft-tissue activity
+        self.gain = np.zeros((NROWS, NCOLS), dtype=np.float32)  # soft-tissue concentration
 
     def _add(self, prof, amp: float, f: float) -> None:
         if prof is None or amp == 0:
@@ -112,22 +130,35 @@ class Canvas:
     def gauss(self, cy, cx, sigma, amp: float, f: float) -> None:
         self._add(gauss_profile(cy, cx, sigma), amp, f)
 
-    def body_capsule(self, y0, x0, y1, x1, r0, r1, depth_ratio: float) -> None:
+    def _body(self, prof, depth_mm: float, gain: float, flat: float) -> None:
+        """Union by max of thickness; the segment that sets the thickness sets the gain.
+
+        ``flat`` < 1 makes the cross-section flatter-sided than an ellipse (limbs: muscle and
+        fat): thickness = chord ** flat.
+        """
+        (a, b, c, d), p = prof
+        t = (p**flat if flat != 1.0 else p) * depth_mm
+        thick, g = self.thickness[a:b, c:d], self.gain[a:b, c:d]
+        g[t > thick] = gain
+        np.maximum(thick, t, out=thick)
+
+    def body_capsule(self, y0, x0, y1, x1, r0, r1, depth_ratio: float, gain: float = 1.0,
+                     flat: float = 1.0) -> None:  # fmt: skip
         """Soft-tissue segment: thickness (mm) = chord of an elliptic cylinder; union by max."""
         prof = capsule_profile(y0, x0, y1, x1, r0, r1)
-        if prof is None:
-            return
-        (a, b, c, d), p = prof
-        t = p * (2 * max(r0, r1) * depth_ratio * PIXEL_MM)
-        np.maximum(self.thickness[a:b, c:d], t, out=self.thickness[a:b, c:d])
+        if prof is not None:
+            self._body(prof, 2 * max(r0, r1) * depth_ratio * PIXEL_MM, gain, flat)
 
-    def body_ellipse(self, cy, cx, ry, rx, depth_mm: float, breast: bool = False) -> None:
+    def body_ellipse(self, cy, cx, ry, rx, depth_mm: float, breast: bool = False,
+                     gain: float = 1.0, flat: float = 1.0) -> None:  # fmt: skip
         prof = ellipse_profile(cy, cx, ry, rx)
         if prof is None:
             return
-        (a, b, c, d), p = prof
-        target = self.breast if breast else self.thickness
-        np.maximum(target[a:b, c:d], p * depth_mm, out=target[a:b, c:d])
+        if breast:
+            (a, b, c, d), p = prof
+            np.maximum(self.breast[a:b, c:d], p * depth_mm, out=self.breast[a:b, c:d])
+        else:
+            self._body(prof, depth_mm, gain, flat)
 
 
 def camera(
@@ -153,27 +184,35 @@ def camera(
     for k in (3, 5, 7, 9):
         trans[k] = trans[k - 2] * e2
     trans[10] = trans[9] * e1
-    breast_att = np.exp(np.float32(-MU_PER_MM) * cv.breast[r0:r1, c0:c1])
+    has_breast = bool(cv.breast[r0:r1, c0:c1].any())  # men: no breast term at all (speed)
+    breast_att = np.exp(np.float32(-MU_PER_MM) * cv.breast[r0:r1, c0:c1]) if has_breast else None
     # Soft tissue is spread through the depth: integral of exp(-mu z) dz, same for both heads;
     # breasts add their own activity and attenuate what lies behind them in the anterior view.
-    sc = np.float32(soft_conc / MU_PER_MM)
+    # Concentration changes smoothly between body parts (no seams where segments meet): box
+    # average over the body only, so the outline keeps its concentration.
+    inside = (T > 0).astype(np.float32)
+    gain = uniform_filter(cv.gain[r0:r1, c0:c1], GAIN_BOX)
+    gain *= inside / np.maximum(uniform_filter(inside, GAIN_BOX), np.float32(1e-3))
+    sc = np.float32(soft_conc / MU_PER_MM) * gain
     soft = sc * (1.0 - trans[10]) + cv.soft[r0:r1, c0:c1] * trans[5]
-    soft_ant = soft * breast_att + sc * (1.0 - breast_att)
+    soft_ant = soft * breast_att + sc * (1.0 - breast_att) if has_breast else soft
+    # Soft tissue of thin parts (limbs, the outline) lies close to the detector.
+    thin = T < THIN_MM
+    tmp = np.empty_like(T)
     views = []
     for view in ("ant", "post"):
-        near = np.zeros_like(T)
-        far = soft_ant if view == "ant" else soft
+        tissue = soft_ant if view == "ant" else soft
+        near = np.where(thin, tissue, np.float32(0.0))
+        groups = [near, tissue - near, np.zeros_like(T)]
         for k, f in enumerate(DEPTHS):
             depth = f if view == "ant" else 1.0 - f
-            att = trans[int(round(depth * 10))]
-            if view == "ant":
-                att = att * breast_att
-            if depth <= 0.35:
-                near += cv.layers[k, r0:r1, c0:c1] * att
-            else:
-                far = far + cv.layers[k, r0:r1, c0:c1] * att
-        img = gaussian_filter(near, SIGMA_NEAR, truncate=3.0)
-        img += gaussian_filter(far, SIGMA_FAR, truncate=3.0)
+            np.multiply(cv.layers[k, r0:r1, c0:c1], trans[int(round(depth * 10))], out=tmp)
+            if view == "ant" and has_breast:
+                tmp *= breast_att
+            groups[0 if depth <= 0.35 else (1 if depth < 0.65 else 2)] += tmp
+        img = gaussian_filter(groups[0], SIGMAS[0], truncate=3.0)
+        for g in (1, 2):
+            img += gaussian_filter(groups[g], SIGMAS[g], truncate=3.0)
         views.append(img)
     ant, post = views
     scale = np.float32(counts_ant / max(float(ant.sum(dtype=np.float64)), 1e-6))

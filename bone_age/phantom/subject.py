@@ -17,7 +17,6 @@ from .anatomy import (
     Geometry,
     degenerative_sites,
     draw_organs,
-    draw_skeleton,
     draw_soft_tissue,
     facet_sites,
     sample_body,
@@ -25,9 +24,11 @@ from .anatomy import (
 from .effects import EffectNoise, Effects, realise_effects, sample_noise
 from .nuisance import Nuisance, draw_nuisance, sample_nuisance
 from .render import NCOLS, NROWS, Canvas, camera
+from .skeleton import draw_skeleton
 
 AGE_MIN, AGE_MAX = 40, 80
 FEMALE_TO_MALE = 1.69
+FOV_COLS = (13, NCOLS - 13)  # columns the detector covers (as on the GE scan in ../shared)
 AGE_PEAK, AGE_SPREAD = 63.0, 10.0  # oncology population peaking in the 60s
 
 
@@ -120,12 +121,10 @@ def render_subject(subj: Subject) -> tuple[np.ndarray, np.ndarray, float, float]
     for k in fx.facet_sites:
         z, x = facets[k]
         cv.gauss(g.row(z), g.col(x), g.px(0.0045), 0.8 * fx.facet_intensity, 0.88)
-    soft_conc = 0.0022 * fx.soft_tissue_retention
-    fov = (
-        max(int(g.top) - 14, 0),
-        min(int(g.row(1.0)) + 14, NROWS),
-        max(int(body.center_col) - 114, 0),
-        min(int(body.center_col) + 115, NCOLS),
-    )
+    soft_conc = 0.0028 * fx.soft_tissue_retention
+    # The detector's field is fixed (the patient is placed in it); the scan runs from above
+    # the vertex to below the toes.
+    fov = (max(int(g.top) - 14, 0), min(int(g.row(1.0 + body.foot_len)) + 14, NROWS),
+           FOV_COLS[0], FOV_COLS[1])  # fmt: skip
     rng = np.random.default_rng(np.random.SeedSequence([subj.seed, subj.index, 1]))
     return camera(cv, soft_conc, nz.counts_ant, nz.background, fov, rng)

@@ -1,0 +1,123 @@
+"""CLI: python -m bone_age.phantom.realism REF.dcm [--view auto|anterior|posterior]
+[--subjects N] [--seed S] --out DIR.
+
+Compares N phantom scans of the reference's view with the reference on label-free measures and
+writes DIR/realism.md, DIR/realism.json and figures (see ``report``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+import numpy as np
+
+from bone_age.utils.errors import BoneAgeError, command
+from bone_age.utils.outputs import check_output_dir
+
+from ..render import NCOLS, NROWS
+from .report import write_report
+from .view import VIEWS, ViewDecision, decide_view
+
+CHOICES = ("auto", *VIEWS)
+
+
+class UsageError(BoneAgeError):
+    """A bad command line (one line, exit 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line via @command, not usage + error
+        raise UsageError(message)
+
+
+def _subjects(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m bone_age.phantom.realism",
+                description="Compare phantom scans with a real whole-body scan.")  # fmt: skip
+    p.add_argument("ref", type=Path, help="real scan (DICOM)")
+    p.add_argument("--view", type=str.lower, choices=CHOICES, default="auto",
+                   help="view of the reference (auto: from its header, else its anatomy)")
+    p.add_argument("--subjects", type=_subjects, default=100, help="phantom subjects (>= 1)")
+    p.add_argument("--seed", type=int, default=0, help="phantom cohort seed")
+    p.add_argument("--out", type=Path, required=True, help="output folder (created)")
+    return p  # fmt: skip
+
+
+def load_reference(path: Path, view: str = "auto") -> tuple[np.ndarray, ViewDecision, str, str]:
+    """The reference frame, the view to compare, how it was chosen, and a neutral description.
+
+    Args:
+        path: DICOM file of a whole-body scan.
+        view: "auto", "anterior" or "posterior".
+    """
+    from bone_age.data.dicom import (
+        DicomReadError,
+        count_problem,
+        frames_by_view,
+        pixel_counts,
+        read_dataset,
+        read_view,
+    )
+
+    ds = read_dataset(path)
+    frames = pixel_counts(ds, path)
+    marked = {v: f for v, f in frames_by_view(ds, path).items() if len(f) == 1}
+    if frames.shape[0] > 1:
+        if view == "auto":
+            raise DicomReadError(path, f"{frames.shape[0]} frames; name the one to compare with "
+                                       "--view anterior or --view posterior")  # fmt: skip
+        img = read_view(path, view, ds)
+    else:
+        img = frames[0]
+    problem = count_problem(img)
+    if problem:
+        raise DicomReadError(path, f"the frame {problem[1]}")
+    if img.shape != (NROWS, NCOLS):
+        raise DicomReadError(path, f"a frame of {img.shape[0]} x {img.shape[1]} pixels; the "
+                                   f"phantom renders {NROWS} x {NCOLS}")  # fmt: skip
+    try:
+        anatomy = decide_view(img)
+    except ValueError as err:  # no body outline to measure
+        raise DicomReadError(path, str(err)) from None
+    header = next(iter(marked)) if frames.shape[0] == 1 and len(marked) == 1 else None
+    if view != "auto":
+        chosen, how = view, "stated with --view"
+    elif header:
+        chosen, how = header, "named in the header"
+    else:
+        chosen, how = anatomy.view, "the header names no view: decided from the anatomy"
+    if chosen != anatomy.view:
+        how += f"; note: the anatomy suggests {anatomy.view}"
+    source = (f"{ds.get('Manufacturer', '?')} {ds.get('ManufacturerModelName', '')}".strip()
+              + f", {frames.shape[0]} frame(s) of {img.shape[0]} x {img.shape[1]}, "
+              f"{img.sum():.3g} counts in the frame compared")  # fmt: skip
+    return img, dataclasses.replace(anatomy, view=chosen), how, source
+
+
+@command("phantom.realism")
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    check_output_dir(args.out, "realism report")
+    img, decision, how, source = load_reference(args.ref, args.view)
+    rows = write_report(args.out, img, decision, how, args.subjects, args.seed, source)
+    n_in = sum(r["inside"] for r in rows)
+    print(f"{decision.view} view ({how}); {n_in} of {len(rows)} measures inside the phantom's "
+          f"5-95% range; wrote {args.out}/realism.md", file=sys.stderr)  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
