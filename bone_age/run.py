@@ -18,7 +18,12 @@ from bone_age.utils.errors import EXIT_BAD_INPUT, user_error_message
 log = logging.getLogger("bone_age")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+# An absolute path: the same configs whether started as ``python -m bone_age.run`` or as the
+# installed ``bone-age-run`` script (Hydra would look for a relative path from the caller).
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | None:
     start = time.perf_counter()
     if not cfg.get("verbose"):

@@ -110,3 +110,18 @@ def test_predicting_works_without_training_packages(cohort, tmp_path):
             f"assert main([{str(ckpt)!r}, {str(cohort)!r}, '--out', {str(out)!r}]) == 0")
     _loaded(code)
     assert out.read_text().startswith("subject_id,")
+
+
+def test_installed_command_scripts_start():
+    import tomllib
+
+    scripts = tomllib.loads((ROOT.parent / "pyproject.toml").read_text())["project"]["scripts"]
+    assert {name.removeprefix("bone-age-") for name in scripts} >= COMMANDS
+    bindir = Path(sys.executable).parent
+    if not (bindir / "bone-age-run").exists():
+        pytest.skip("scripts not installed in this environment (pip install -e . installs them)")
+    for name in scripts:
+        done = subprocess.run([str(bindir / name), "--help"], capture_output=True, text=True,
+                              timeout=120, cwd=ROOT.parent.parent)
+        # Started outside the project: the configs are found wherever the command runs.
+        assert done.returncode == 0 and done.stdout.strip(), (name, done.stderr[-500:])
