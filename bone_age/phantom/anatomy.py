@@ -27,6 +27,7 @@ Z_T1, Z_T12, Z_L5 = 0.185, 0.32, 0.43
 # (soft tissue on real scans is graded, brightest over the trunk).
 GAIN = {"head": 0.85, "neck": 0.9, "trunk": 1.0, "abdomen": 1.1, "arm": 0.85, "thigh": 0.75,
         "leg": 0.55}
+CLOUD_BLOCK, CLOUD_SD = 24, 0.22  # px, log-sd of the patchy soft-tissue concentration
 LIMB_FLAT = 0.45  # limb cross-sections are flatter-sided than ellipses: thickness = chord ** 0.45
 
 
@@ -141,6 +142,23 @@ def arm_points(body: Body, s: int) -> tuple[tuple[float, float], ...]:
     return sh, el, wr, hd
 
 
+def cloudy_gain(cv: Canvas, rng: np.random.Generator) -> None:
+    """Patchy soft-tissue concentration (perfusion, fat and muscle vary within a body part).
+
+    A coarse log-normal field in blocks; the camera's box average over the body (GAIN_BOX)
+    turns it into smooth clouds of ~10-15 cm.
+
+    Args:
+        cv: canvas whose soft-tissue gain map is modulated in place.
+        rng: the subject's tissue random stream.
+    """
+    shape = (-(-NROWS // CLOUD_BLOCK) + 1, -(-NCOLS // CLOUD_BLOCK) + 1)
+    field = np.exp(rng.normal(0.0, CLOUD_SD, shape)).astype(np.float32)
+    full = np.repeat(np.repeat(field, CLOUD_BLOCK, 0), CLOUD_BLOCK, 1)
+    oy, ox = rng.integers(0, CLOUD_BLOCK, 2)  # grid phase: no fixed block boundaries
+    cv.gain *= full[oy : oy + NROWS, ox : ox + NCOLS]
+
+
 def draw_soft_tissue(cv: Canvas, body: Body, g: Geometry) -> None:
     """Body-thickness map (mm) and soft-tissue gain of head, neck, trunk, limbs, breasts."""
     R, C, P, gi = g.row, g.col, g.px, body.girth
@@ -151,12 +169,14 @@ def draw_soft_tissue(cv: Canvas, body: Body, g: Geometry) -> None:
     for s in (-1, 1):  # trapezius slope from the neck to the acromion, deltoid cap
         cv.body_capsule(R(sz - 0.025), C(s * 0.03), R(sz + 0.005), C(s * (body.shoulder - 0.01)),
                         P(0.018), P(0.026 * gi**0.5), 0.8, GAIN["trunk"])  # fmt: skip
-    cv.body_capsule(R(sz + 0.01 + wt), C(0), R(0.40), C(0), P(wt), P(wt * 0.95),
+    # Trunk narrows a little to the waist; the shoulder girdle is an ellipse tall enough that
+    # its sides round into the deltoids (no square corners); the pelvis rounds into the thighs.
+    cv.body_capsule(R(sz + 0.01 + wt), C(0), R(0.40), C(0), P(wt), P(wt * 0.9),
                     body.depth_ratio, GAIN["trunk"])  # fmt: skip
-    cv.body_ellipse(R(sz + 0.045), C(0), P(0.045), P(wt * 1.02),
+    cv.body_ellipse(R(sz + 0.06), C(0), P(0.065), P(wt * 1.0),
                     P(wt * 2 * body.depth_ratio) * PIXEL_MM, gain=GAIN["trunk"])  # fmt: skip
     wp = (body.pelvis + 0.02) * gi**0.6
-    cv.body_capsule(R(0.40), C(0), R(0.49), C(0), P(wp * 0.95), P(wp * 0.9),
+    cv.body_capsule(R(0.40), C(0), R(0.49), C(0), P(wp * 0.95), P(wp * 0.85),
                     body.depth_ratio * 0.95, GAIN["abdomen"])  # fmt: skip
     for s in (-1, 1):
         hip, knee, ankle, toe = leg_points(body, s)
@@ -175,8 +195,8 @@ def draw_soft_tissue(cv: Canvas, body: Body, g: Geometry) -> None:
                         P(0.029 * gi**0.7), 1.0, GAIN["arm"], LIMB_FLAT)  # fmt: skip
         cv.body_capsule(R(el[0]), C(el[1]), R(wr[0]), C(wr[1]), P(0.029 * gi**0.7),
                         P(0.018), 1.0, GAIN["arm"], LIMB_FLAT)  # fmt: skip
-        cv.body_ellipse(R(hd[0] - 0.01), C(hd[1]), P(0.045), P(0.02), P(0.018) * PIXEL_MM,
-                        gain=GAIN["arm"])  # fmt: skip
+        cv.body_ellipse(R(hd[0] - 0.015), C(hd[1]), P(0.05), P(0.021), P(0.025) * PIXEL_MM,
+                        gain=GAIN["arm"], flat=LIMB_FLAT)  # fmt: skip
         if body.breast > 0:
             b = body.breast * gi
             cv.body_ellipse(R(0.285), C(s * 0.05), P(0.035 * b), P(0.045 * b),

@@ -15,6 +15,7 @@ import numpy as np
 from .anatomy import (
     Body,
     Geometry,
+    cloudy_gain,
     degenerative_sites,
     draw_organs,
     draw_soft_tissue,
@@ -110,6 +111,8 @@ def render_subject(subj: Subject) -> tuple[np.ndarray, np.ndarray, float, float]
     g = Geometry(body, fx)
     cv = Canvas()
     draw_soft_tissue(cv, body, g)
+    # Own stream, so the tissue texture leaves the subject's other draws and noise unchanged.
+    cloudy_gain(cv, np.random.default_rng(np.random.SeedSequence([subj.seed, subj.index, 2])))
     draw_skeleton(cv, body, g, fx)
     draw_organs(cv, g, fx, nz.bladder)
     draw_nuisance(cv, body, g, nz)

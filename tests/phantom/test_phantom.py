@@ -15,8 +15,16 @@ import pydicom
 import pytest
 
 from bone_age.phantom import ensure_cohort, generate_cohort
-from bone_age.phantom.anatomy import Geometry, degenerative_sites, facet_sites
+from bone_age.phantom.anatomy import (
+    CLOUD_SD,
+    Geometry,
+    cloudy_gain,
+    degenerative_sites,
+    draw_soft_tissue,
+    facet_sites,
+)
 from bone_age.phantom.effects import realise_effects, sample_noise
+from bone_age.phantom.render import Canvas, fill_creases
 from bone_age.phantom.subject import (
     age_prior,
     completed_years,
@@ -335,3 +343,32 @@ def test_ensure_cohort(tmp_path: Path) -> None:
     )
     assert len(list((out / "dicom").iterdir())) == 6
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
+
+
+def test_creases_filled_outline_kept() -> None:
+    # Two discs that just overlap: a deep notch in thickness where they meet.
+    yy, xx = np.mgrid[0:80, 0:120].astype(np.float32)
+    disc = [np.sqrt(np.maximum(1 - ((yy - 40) ** 2 + (xx - cx) ** 2) / 30.0**2, 0)) * 200
+            for cx in (32, 86)]  # fmt: skip
+    drawn = np.maximum(*disc).astype(np.float32)
+    filled = fill_creases(drawn)
+    np.testing.assert_array_equal(filled > 0, drawn > 0)  # the outline does not move
+    assert (filled >= drawn).all()
+    assert filled[40, 59] > 1.25 * drawn[40, 59]  # the notch between the discs is filled
+    assert filled[40, 32] == pytest.approx(drawn[40, 32], rel=0.02)  # a smooth top is kept
+
+
+def test_soft_tissue_concentration_is_patchy() -> None:
+    subj = sample_subject(SEED, 0)
+    g = Geometry(subj.body, subj.effects)
+    gains = []
+    for _ in range(2):
+        cv = Canvas()
+        draw_soft_tissue(cv, subj.body, g)
+        flat = cv.gain.copy()
+        cloudy_gain(cv, np.random.default_rng(7))
+        gains.append(cv.gain)
+    np.testing.assert_array_equal(gains[0], gains[1])  # same stream, same texture
+    inside = flat > 0
+    log_ratio = np.log(gains[0][inside] / flat[inside])
+    assert 0.5 * CLOUD_SD < log_ratio.std() < 1.5 * CLOUD_SD
