@@ -42,7 +42,7 @@ from bone_age.data.dicom import (
 )
 from bone_age.data.identifiers import PathChecker
 from bone_age.data.instances import Instance, classify
-from bone_age.data.labels import study_age, study_sex
+from bone_age.data.labels import study_age, study_sex, trainable_age
 from bone_age.data.pseudonym import SUBJECT_PREFIX, Pseudonymizer
 from bone_age.data.sidebyside import split_halves, write_view_file
 
@@ -258,8 +258,8 @@ def _labels(row: StudyRow, chosen: dict[View, Instance], age_range: tuple[float,
     if row.age is None:
         notes.append(("no_age", "no usable Patient's Age or birth and study dates; age left "
                                    "empty (can be predicted, not trained on)"))
-    elif not age_range[0] - 0.5 <= row.age <= age_range[1] + 0.5:
-        # Same tolerance as the DataModule, which leaves such a study out and reports it.
+    elif not trainable_age(row.age, age_range):
+        # The DataModule's rule: it leaves such a study out and reports it.
         notes.append(("age_out_of_range", f"age {row.age:g} (from {source}) is outside "
                                              f"{age_range[0]:g}-{age_range[1]:g}; kept"))
     if not row.sex:

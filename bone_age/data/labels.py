@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Sequence
 
 from pydicom.dataset import Dataset
 from pydicom.valuerep import DA
@@ -58,3 +59,10 @@ def study_age(ds: Dataset) -> tuple[float | None, str]:
 def study_sex(ds: Dataset) -> str | None:
     """F or M from Patient's Sex; None for O, empty or anything else."""
     return SEX_CODES.get(str(ds.get("PatientSex", "") or "").strip().upper())
+
+
+def trainable_age(age: float, age_range: Sequence[float]) -> bool:
+    """Whether a model of class range ``age_range`` learns (and is tested on) this age: within
+    the range, half a year of rounding either side."""
+    low, high = age_range
+    return low - 0.5 <= age <= high + 0.5
