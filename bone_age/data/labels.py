@@ -66,3 +66,23 @@ def trainable_age(age: float, age_range: Sequence[float]) -> bool:
     the range, half a year of rounding either side."""
     low, high = age_range
     return low - 0.5 <= age <= high + 0.5
+
+
+def study_site(ds: Dataset) -> str:
+    """What names the site of a study, for its pseudonym (never to be written as it is):
+    Institution Name, else Station Name, else Manufacturer + Manufacturer's Model Name; "" when
+    the headers give none. The source is part of the text, so a station never shares a
+    pseudonym with an institution of the same name; case and spacing are ignored, as exports
+    of one site spell them differently."""
+    def text(keyword: str) -> str:
+        value = ds.get(keyword, "")
+        value = "\\".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+        return " ".join(value.split()).casefold()
+
+    for source, keywords in (("institution", ("InstitutionName",)),
+                             ("station", ("StationName",)),
+                             ("device", ("Manufacturer", "ManufacturerModelName"))):
+        found = " / ".join(v for v in map(text, keywords) if v)
+        if found:
+            return f"{source}:{found}"
+    return ""
