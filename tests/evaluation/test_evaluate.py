@@ -71,7 +71,7 @@ def _test_fold(cohort: Path, run: Path, out: Path) -> Path:
 def _compare(run: Path, out: Path, tolerance: float) -> dict:
     ran = json.loads((run / "metrics.json").read_text())
     got = json.loads((out / "metrics.json").read_text())
-    assert SHARED <= set(ran) & set(got)
+    assert set(ran) & set(got) >= SHARED
     worst = {k: abs(ran[k] - got[k]) for k in SHARED}
     assert max(worst.values()) <= tolerance, worst
     assert got["n"] == ran["n_test"] == got["n_predicted"]
