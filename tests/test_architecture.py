@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "bone_age"
-COMMANDS = {"run", "index", "predict", "export", "explain", "report"}
+COMMANDS = {"run", "index", "predict", "export", "explain", "report", "evaluate"}
 
 # package -> bone_age packages (and third-party roots) it must never import
 FORBIDDEN = {

@@ -13,8 +13,22 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from bone_age.data.cache import StudyCache
-from bone_age.data.folds import check_fold_settings, fold_parts
-from bone_age.data.manifest import Problem, Study, read_cohort, read_manifest
+from bone_age.data.folds import (
+    check_fold_settings,
+    check_split,
+    fold_parts,
+    site_fold_parts,
+    site_order,
+)
+from bone_age.data.labels import trainable_age
+from bone_age.data.manifest import (
+    SITE_COLUMN,
+    Problem,
+    Study,
+    manifest_columns,
+    read_cohort,
+    read_manifest,
+)
 from bone_age.data.preprocess import Preprocess
 from bone_age.data.samplers import EpochShuffleSampler, ResumableLoader, step_seed_of
 from bone_age.data.sources import CohortSource, ManifestSource
@@ -76,6 +90,9 @@ class BoneAgeDataModule(pl.LightningDataModule):
         normalization: counts -> network input, done per batch on the training device.
         augment: batch augmentation on the device (training batches only).
         fold, num_folds, val_fraction, seed: the subject-level, stratified cross-validation.
+        split: ``stratified`` (folds by age band and sex) or ``site`` (leave-one-site-out over
+            the manifest's ``site`` column: fold k tests the k-th site, ``num_folds`` becomes
+            the number of sites).
         views: 1 (anterior) or 2 (anterior + posterior).
         age_range: the ages a model can learn (the loss's class range); others are excluded.
         strict: stop at the first unusable study instead of leaving it out with its reason.
@@ -102,12 +119,18 @@ class BoneAgeDataModule(pl.LightningDataModule):
         batch_size: int = 64,
         num_workers: int | str = 0,
         pin_memory: bool = False,
+        split: str = "stratified",
     ) -> None:
         super().__init__()
         try:
-            check_fold_settings(fold, num_folds, val_fraction)
+            check_split(split)
+            # Leave-one-site-out has one fold per site: checked once the sites are read.
+            check_fold_settings(fold, num_folds if split == "stratified" else fold + 2,
+                                val_fraction)
         except ValueError as err:
             raise DataError(str(err)) from None
+        self.split = split
+        self.test_site = ""
         self.source = source
         self.fold, self.num_folds = fold, num_folds
         self.val_fraction, self.seed = val_fraction, seed
@@ -156,7 +179,6 @@ class BoneAgeDataModule(pl.LightningDataModule):
         unreadable = self.cache.problems(studies, keys)
         bad = {p.subject_id for p in unreadable}
         problems += unreadable
-        low, high = self.age_range
         usable = []
         for study, key in zip(studies, keys, strict=True):
             if study.subject_id in bad:
@@ -164,11 +186,20 @@ class BoneAgeDataModule(pl.LightningDataModule):
             if study.age is None:
                 problems.append(Problem("manifest", study.row, study.subject_id, "no_age",
                                         "no age: can be predicted, not trained or tested on"))
-            elif not low - 0.5 <= study.age <= high + 0.5:
+            elif not trainable_age(study.age, self.age_range):
+                low, high = self.age_range
                 problems.append(Problem("manifest", study.row, study.subject_id, "age_range",
                                         f"age {study.age:g} outside the model's {low}-{high}"))
             else:
                 usable.append((study, self.cache.entry(key)))
+        # Parts are drawn over the manifest's whole cohort and the unusable studies leave theirs
+        # afterwards: every model (one view or two, any age range) tests the same subjects.
+        if self.split == "site":  # a subject without a site has no part: reported like the rest
+            part_of = self._parts(path, read_cohort(path))
+            problems += [Problem("manifest", s.row, s.subject_id, "no_site",
+                                 "no site: data.split=site cannot place it in a fold")
+                         for s, _ in usable if part_of[s.subject_id] == "no_site"]
+            usable = [(s, e) for s, e in usable if part_of[s.subject_id] != "no_site"]
         if problems:
             listing = "\n".join(f"  {p}" for p in problems)
             if self.strict:
@@ -178,16 +209,8 @@ class BoneAgeDataModule(pl.LightningDataModule):
         if len(usable) < 2 * self.num_folds:
             raise DataError(f"{path}: only {len(usable)} usable studies for "
                             f"{self.num_folds}-fold cross-validation")
-        # Parts are drawn over the manifest's whole cohort and the unusable studies leave theirs
-        # afterwards: every model (one view or two, any age range) tests the same subjects.
-        cohort = read_cohort(path)
-        try:
-            part_of = fold_parts(
-                [m.age for m in cohort], [m.sex for m in cohort], [m.subject_id for m in cohort],
-                self.fold, self.num_folds, self.val_fraction, self.seed,
-            )
-        except ValueError as err:
-            raise DataError(f"{path}: {err}") from None
+        if self.split == "stratified":
+            part_of = self._parts(path, read_cohort(path))
         self.studies = [s for s, _ in usable]
         self.entries = [e for _, e in usable]
         self.problems = problems
@@ -197,6 +220,26 @@ class BoneAgeDataModule(pl.LightningDataModule):
         if empty:
             raise DataError(f"{path}: no usable study left in the {' and '.join(empty)} part(s) "
                             f"of fold {self.fold}")
+
+    def _parts(self, path: Path, cohort: list) -> dict[str, str]:
+        """Each subject's part (train, val, test; no_site) in this fold."""
+        ages, sexes = [m.age for m in cohort], [m.sex for m in cohort]
+        subjects = [m.subject_id for m in cohort]
+        try:
+            if self.split == "stratified":
+                return fold_parts(ages, sexes, subjects, self.fold, self.num_folds,
+                                  self.val_fraction, self.seed)
+            if SITE_COLUMN not in manifest_columns(path):
+                raise ValueError(f"data.split=site needs a {SITE_COLUMN} column; the manifest "
+                                 "has none (python -m bone_age.index writes one)")
+            sites = [m.site for m in cohort]
+            parts = site_fold_parts(ages, sexes, subjects, sites, self.fold,
+                                    self.val_fraction, self.seed)
+        except ValueError as err:
+            raise DataError(f"{path}: {err}") from None
+        order = site_order(sites)
+        self.num_folds, self.test_site = len(order), order[self.fold]
+        return parts
 
     def loader(self, split: str, train: bool = False) -> DataLoader:
         """Batches of ``split`` (train, val or test); ``train``: the resumable shuffled order.
@@ -250,3 +293,15 @@ class BoneAgeDataModule(pl.LightningDataModule):
     def ages_of(self, index: Sequence[int]) -> np.ndarray:
         """The manifest's ages (float64) of the studies at ``index``."""
         return np.array([self.studies[int(i)].age for i in index], dtype=np.float64)
+
+    def train_mean_age(self) -> float:
+        """The mean age of the training split: the baseline predicts it for everyone."""
+        return float(np.mean(self.ages("train")))
+
+    def split_info(self) -> dict[str, str]:
+        """How the test fold was chosen, for metrics.json and the model's record: nothing for
+        the default stratified folds, the split and the held-out site's pseudonym for
+        leave-one-site-out."""
+        return {} if self.split == "stratified" else {"split": self.split,
+                                                      "test_site": self.test_site}
+

@@ -105,3 +105,59 @@ def fold_parts(
     """
     splits = fold_indices(ages, sexes, subjects, fold, num_folds, val_fraction, seed)
     return {subjects[int(i)]: part for part, index in splits.items() for i in index}
+
+
+SPLITS = ("stratified", "site")  # data.split
+
+
+def check_split(split: str) -> None:
+    """ValueError naming data.split when it is not one of ``SPLITS``."""
+    if split not in SPLITS:
+        raise ValueError(f"data.split must be {' or '.join(SPLITS)}, got {split!r}")
+
+
+def site_order(sites: Sequence[str]) -> list[str]:
+    """The sites of a cohort in fold order (sorted pseudonyms: fold k holds out the k-th)."""
+    return sorted({s for s in sites if s})
+
+
+def site_fold_parts(
+    ages: Sequence[float | None],
+    sexes: Sequence[str | None],
+    subjects: Sequence[str],
+    sites: Sequence[str],
+    fold: int,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+) -> dict[str, str]:
+    """Leave-one-site-out: the part of each subject when fold ``fold`` tests the fold-th site.
+
+    Every subject of that site is tested; the inner validation split is drawn from the other
+    sites' subjects as in ``fold_indices`` (grouped by subject, stratified by age band and
+    sex). A subject without a site cannot be placed (part ``"no_site"``): it is never trained
+    on, so it cannot leak a held-out site into training.
+
+    Args:
+        ages, sexes, subjects, sites: the whole cohort, one entry per subject.
+        fold: which site (in ``site_order``) is tested.
+        val_fraction, seed: the inner validation split, as in ``fold_indices``.
+    """
+    order = site_order(sites)
+    if len(order) < 2:
+        raise ValueError(f"data.split=site needs at least 2 sites; the site column names "
+                         f"{len(order)}")
+    if not 0 <= fold < len(order):
+        raise ValueError(f"data.fold must be in 0..{len(order) - 1} (data.split=site: one fold "
+                         f"per site, {len(order)} sites), got {fold}")
+    if not 0 < val_fraction < 0.5:
+        raise ValueError(f"data.val_fraction must be in (0, 0.5), got {val_fraction}")
+    subjects, sites = np.asarray(subjects), np.asarray(sites, dtype=object)
+    rest = np.flatnonzero((sites != order[fold]) & (sites != ""))
+    n_inner = max(2, min(round(1 / val_fraction), len(np.unique(subjects[rest]))))
+    labels = strata([ages[i] for i in rest], [sexes[i] for i in rest])
+    train, val = _split(labels, subjects[rest], n_inner, 0, seed + 1)
+    parts = {str(s): "test" if site == order[fold] else "no_site"
+             for s, site in zip(subjects, sites, strict=True)}
+    parts.update({str(subjects[i]): "train" for i in rest[train]})
+    parts.update({str(subjects[i]): "val" for i in rest[val]})
+    return parts

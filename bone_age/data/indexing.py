@@ -42,11 +42,12 @@ from bone_age.data.dicom import (
 )
 from bone_age.data.identifiers import PathChecker
 from bone_age.data.instances import Instance, classify
-from bone_age.data.labels import study_age, study_sex
+from bone_age.data.labels import study_age, study_sex, study_site, trainable_age
+from bone_age.data.manifest import REQUIRED_COLUMNS, SITE_COLUMN
 from bone_age.data.pseudonym import SUBJECT_PREFIX, Pseudonymizer
 from bone_age.data.sidebyside import split_halves, write_view_file
 
-MANIFEST_COLUMNS = ["subject_id", "age", "sex", "anterior", "posterior", "study"]
+MANIFEST_COLUMNS = [*REQUIRED_COLUMNS, "study", SITE_COLUMN]
 REPORT_COLUMNS = ["file", "status", "study", "subject_id", "names_patient", "reason"]
 WRITTEN = ("ok", "no_age", "age_out_of_range", "unknown_sex")
 SPLIT_DIR = "split"
@@ -103,6 +104,7 @@ class StudyRow:
     date: str = ""
     age: float | None = None
     sex: str = ""
+    site: str = ""  # pseudonym
     status: str = ""
     reason: str = ""
 
@@ -258,8 +260,8 @@ def _labels(row: StudyRow, chosen: dict[View, Instance], age_range: tuple[float,
     if row.age is None:
         notes.append(("no_age", "no usable Patient's Age or birth and study dates; age left "
                                    "empty (can be predicted, not trained on)"))
-    elif not age_range[0] - 0.5 <= row.age <= age_range[1] + 0.5:
-        # Same tolerance as the DataModule, which leaves such a study out and reports it.
+    elif not trainable_age(row.age, age_range):
+        # The DataModule's rule: it leaves such a study out and reports it.
         notes.append(("age_out_of_range", f"age {row.age:g} (from {source}) is outside "
                                              f"{age_range[0]:g}-{age_range[1]:g}; kept"))
     if not row.sex:
@@ -291,6 +293,7 @@ def _study(row: StudyRow, pseudo: Pseudonymizer, split_dir: Path, check: bool,
     for view, inst in chosen.items():
         row.views.setdefault(view, inst.path)
     _labels(row, chosen, age_range)
+    row.site = pseudo.site(study_site(chosen["anterior"].ds))
     return row
 
 
@@ -415,7 +418,7 @@ def manifest_text(result: IndexResult, base: Path, links: dict[Path, Path]) -> s
 
     return _csv_text(MANIFEST_COLUMNS, [{
         "subject_id": s.subject_id, "age": "" if s.age is None else f"{s.age:g}", "sex": s.sex,
-        **{v: rel(s.views[v]) for v in VIEWS}, "study": s.key,
+        **{v: rel(s.views[v]) for v in VIEWS}, "study": s.key, SITE_COLUMN: s.site,
     } for s in result.written])
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Sequence
 
 from pydicom.dataset import Dataset
 from pydicom.valuerep import DA
@@ -58,3 +59,30 @@ def study_age(ds: Dataset) -> tuple[float | None, str]:
 def study_sex(ds: Dataset) -> str | None:
     """F or M from Patient's Sex; None for O, empty or anything else."""
     return SEX_CODES.get(str(ds.get("PatientSex", "") or "").strip().upper())
+
+
+def trainable_age(age: float, age_range: Sequence[float]) -> bool:
+    """Whether a model of class range ``age_range`` learns (and is tested on) this age: within
+    the range, half a year of rounding either side."""
+    low, high = age_range
+    return low - 0.5 <= age <= high + 0.5
+
+
+def study_site(ds: Dataset) -> str:
+    """What names the site of a study, for its pseudonym (never to be written as it is):
+    Institution Name, else Station Name, else Manufacturer + Manufacturer's Model Name; "" when
+    the headers give none. The source is part of the text, so a station never shares a
+    pseudonym with an institution of the same name; case and spacing are ignored, as exports
+    of one site spell them differently."""
+    def text(keyword: str) -> str:
+        value = ds.get(keyword, "")
+        value = "\\".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+        return " ".join(value.split()).casefold()
+
+    for source, keywords in (("institution", ("InstitutionName",)),
+                             ("station", ("StationName",)),
+                             ("device", ("Manufacturer", "ManufacturerModelName"))):
+        found = " / ".join(v for v in map(text, keywords) if v)
+        if found:
+            return f"{source}:{found}"
+    return ""

@@ -4,8 +4,11 @@ A CSV with one row per study and at least the columns ``subject_id, age, sex, an
 posterior``. ``age`` is in years (empty when unknown: such a study can be predicted, not trained
 on), ``sex`` is F or M (empty when unknown: enough for a model that does not take sex as an
 input), and the two view columns are paths relative to the manifest's folder (the same file twice
-for a multi-frame file holding both views). Extra columns are kept and ignored. The file is UTF-8
-text (a byte order mark is allowed); anything else is refused with what to do.
+for a multi-frame file holding both views). The optional ``site`` column names the site
+(hospital, camera) of each study by a pseudonym (``python -m bone_age.index`` writes one):
+``data.split=site`` holds one site out per fold. Like ``subject_id`` it is copied into outputs as
+it is, so it must never be a hospital's real name. Extra columns are kept and ignored. The file
+is UTF-8 text (a byte order mark is allowed); anything else is refused with what to do.
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bone_age.utils.errors import BoneAgeError
 
 REQUIRED_COLUMNS = ("subject_id", "age", "sex", "anterior", "posterior")
+SITE_COLUMN = "site"  # optional: the study's site pseudonym
 _SEX_CODES = {"F": "F", "FEMALE": "F", "M": "M", "MALE": "M"}
 
 
@@ -36,6 +41,7 @@ class Study:
     anterior: Path
     posterior: Path
     row: int  # line number in the CSV, for messages
+    site: str = ""  # the site pseudonym; "" where the manifest gives none
 
     @property
     def is_male(self) -> int:
@@ -50,6 +56,7 @@ class Member:
     age: float | None
     sex: str | None
     row: int
+    site: str = ""
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,10 @@ def _parse_age(row: dict[str, str]) -> float | None:
     if not 0 <= age < 150:  # NaN fails this too
         raise ValueError(f"{age:g} is not a plausible age in years")
     return age
+
+
+def _parse_site(row: dict[str, str]) -> str:
+    return (row.get(SITE_COLUMN) or "").strip()
 
 
 def _parse_sex(row: dict[str, str]) -> str | None:
@@ -121,7 +132,8 @@ def _parse_row(
             what = "is a folder, not a file" if path.is_dir() else "does not exist"
             return problem("missing_file", f"column {view}: file {text} {what}")
         paths[view] = path
-    return Study(sid, age, sex, paths["anterior"], paths["posterior"], line), None
+    return Study(sid, age, sex, paths["anterior"], paths["posterior"], line,
+                 _parse_site(row)), None
 
 
 def _text(path: Path) -> str:
@@ -223,19 +235,32 @@ def read_cohort(path: str | Path) -> list[Member]:
             age = _parse_age(row)
         except ValueError:
             age = None
-        members.append(Member(sid, age, _parse_sex(row), line))
+        members.append(Member(sid, age, _parse_sex(row), line, _parse_site(row)))
     return members
 
 
-def _rows(path: Path) -> Iterator[tuple[int, dict[str, str] | Problem]]:
-    """(line number, row) of each data row, after checking the file and its columns; a row
-    whose fields do not fit the header comes as its Problem."""
+def manifest_columns(path: str | Path) -> list[str]:
+    """The manifest's column names (its header, checked as ``read_manifest`` does)."""
+    return _open(Path(path))[0]
+
+
+def _open(path: Path) -> tuple[list[str], Any]:
+    """The checked column names and a CSV reader positioned after the header."""
     if not path.is_file():
         what = "a folder, not a manifest file" if path.is_dir() else "manifest file does not exist"
         raise ManifestError(f"{path}: {what}")
     reader = csv.reader(io.StringIO(_text(path), newline=""))
     try:
-        names = _header(path, next(reader, None))
+        return _header(path, next(reader, None)), reader
+    except csv.Error as err:
+        raise ManifestError(f"{path}: line {reader.line_num}: not valid CSV ({err})") from None
+
+
+def _rows(path: Path) -> Iterator[tuple[int, dict[str, str] | Problem]]:
+    """(line number, row) of each data row, after checking the file and its columns; a row
+    whose fields do not fit the header comes as its Problem."""
+    names, reader = _open(path)
+    try:
         end = reader.line_num
         for fields in reader:
             line, end = end + 1, reader.line_num  # a quoted field may span lines

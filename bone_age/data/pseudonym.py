@@ -1,4 +1,4 @@
-"""Keyed pseudonyms: HMAC-SHA256 of Patient ID / Study UID under a secret key kept on disk.
+"""Keyed pseudonyms: HMAC-SHA256 of Patient ID / Study UID / site under a secret key kept on disk.
 
 The same key maps the same patient to the same pseudonym across exports; without the key the
 mapping can neither be reversed nor recomputed (a plain hash of an ID could be, by trying IDs).
@@ -21,7 +21,9 @@ from bone_age.utils.errors import BoneAgeError
 DEFAULT_KEY_FILE = Path("~/.config/bone-age/pseudonym.key")
 SUBJECT_PREFIX = "BA-"
 STUDY_PREFIX = "ST-"
+SITE_PREFIX = "SITE-"
 DIGITS = 16  # hex digits kept: 64 bits, collisions negligible for any hospital's patients
+SITE_DIGITS = 8  # a cohort has a handful of sites: short enough to read in a table
 
 
 class KeyFileError(BoneAgeError, ValueError):
@@ -88,6 +90,10 @@ class Pseudonymizer:
 
     def study(self, study_uid: str) -> str:
         return STUDY_PREFIX + self._digest("study", study_uid)
+
+    def site(self, site: str) -> str:
+        """The pseudonym of a site (``bone_age.data.labels.study_site``); "" for none."""
+        return SITE_PREFIX + self._digest("site", site)[:SITE_DIGITS] if site else ""
 
 
 def check_secret_location(path: str | Path, outputs: list[Path], what: str) -> Path:

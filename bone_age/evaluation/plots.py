@@ -182,7 +182,7 @@ def mae_grid_plot(rows: Sequence[Mapping], path: str | Path) -> Path:
     return _save(fig, path)
 
 
-def reliability_plot(rel: dict, path: Path) -> Path:
+def reliability_plot(rel: dict, path: Path, cohort: str = "test fold") -> Path:
     """Nominal vs observed coverage of the central intervals (diagonal = calibrated)."""
     fig, ax = plt.subplots(figsize=(4.2, 4.2))
     ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--", label="ideal")
@@ -192,7 +192,7 @@ def reliability_plot(rel: dict, path: Path) -> Path:
     for key, (color, ls, label) in styles.items():
         if key in rel:
             ax.plot(rel["level"], rel[key], color=color, ls=ls, marker="o", ms=3, label=label)
-    ax.set(xlabel="nominal coverage", ylabel="observed coverage (test fold)",
+    ax.set(xlabel="nominal coverage", ylabel=f"observed coverage ({cohort})",
            xlim=(0, 1), ylim=(0, 1), title="Interval calibration")
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()

@@ -7,7 +7,9 @@ Only runs that share every setting that changes the experiment are pooled (``exp
 the run's whole configuration but its fold, file locations, speed, display and hardware layout);
 when a folder mixes settings beyond model and loss, the rows are kept apart, labelled with the
 settings that differ, and the report says so.
-Figures go to DIR/figures/: the pooled scatter of each cell and a bar chart of MAE over the grid.
+A leave-one-site-out sweep (``data.split=site``) also gets one row per held-out site and the
+pooled row, in table1.md and DIR/table1_sites.csv. Figures go to DIR/figures/: the pooled
+scatter of each cell and a bar chart of MAE over the grid.
 With ``--wandb PROJECT`` (or a sweep run with ``logger=wandb``) Table 1 and the figures are also
 logged to W&B as a ``report`` run in the sweep's group.
 """
@@ -187,6 +189,10 @@ def collect_runs(root: Path) -> dict[tuple[str, ...], dict[int, dict[str, Any]]]
             continue
         try:
             m = _read_metrics(metrics_file)
+            if m.get("kind") == "evaluation":
+                log.info("%s: an evaluation of a trained model, not a training run; left out",
+                         metrics_file.parent)
+                continue
             age, pred = _read_predictions(preds_file)
             settings = run_settings(m, metrics_file.parent)
         except (RunFileError, OSError, OmegaConfBaseException) as err:
@@ -292,8 +298,41 @@ def _fold_baseline(fold: dict[str, Any]) -> float:
     return float(m.get("baseline_mae", np.nan))
 
 
+def site_rows(cells: dict, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Leave-one-site-out cells (every fold's metrics.json names its held-out ``test_site``):
+    one row per held-out site, then the pooled row of the cell (its Table 1 row)."""
+    out = []
+    for r in rows:
+        folds = cells[r["key"]]
+        if not all(f["metrics"].get("split") == "site" for f in folds.values()):
+            continue
+        for fold in sorted(folds.values(), key=lambda f: str(f["metrics"].get("test_site"))):
+            m = age_metrics(fold["pred"], fold["age"])
+            out.append({"model": r["model"], "loss": r["loss"], "settings": r["settings"],
+                        "site": str(fold["metrics"].get("test_site", "")), "n": len(fold["age"]),
+                        "mae": m["mae"], "mae_sd": m["mae_sd"], "r": m["pearson_r"],
+                        "baseline_mae": _fold_baseline(fold)})
+        out.append({"model": r["model"], "loss": r["loss"], "settings": r["settings"],
+                    "site": f"pooled ({len(folds)} sites)", "n": r["n"], "mae": r["mae"],
+                    "mae_sd": r["mae_sd"], "r": r["r"], "baseline_mae": r["baseline_mae"]})
+    return out
+
+
+def _site_section(by_site: list[dict[str, Any]]) -> str:
+    lines = ["", "Leave-one-site-out (data.split=site): each row tests one site on a model "
+             "trained on the others; pooled: all held-out sites together.", "",
+             "| Model | Method | held-out site | n | MAE (SD), years | r | baseline MAE |",
+             "|---|---|---|---|---|---|---|"]
+    for r in by_site:
+        method = r["loss"] + (f" ({r['settings']})" if r["settings"] else "")
+        lines.append(f"| {r['model']} | {method} | {r['site']} | {r['n']} | {r['mae']:.2f} "
+                     f"({r['mae_sd']:.2f}) | {r['r']:.2f} | {r['baseline_mae']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
 def write_table(
-    rows: list[dict[str, Any]], out_dir: Path, mixed: Sequence[str] = ()
+    rows: list[dict[str, Any]], out_dir: Path, mixed: Sequence[str] = (),
+    by_site: Sequence[dict[str, Any]] = (),
 ) -> tuple[Path, Path]:
     md, csv_path = out_dir / "table1.md", out_dir / "table1.csv"
     lines = [
@@ -317,6 +356,12 @@ def write_table(
         note += ("\nNot one experiment: the runs differ in settings beyond model and loss, so "
                  "rows are kept apart and labelled with them.\n\n"
                  + "\n".join(f"    {line.strip()}" for line in mixed) + "\n")
+    if by_site:
+        note += _site_section(list(by_site))
+        with (out_dir / "table1_sites.csv").open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(by_site[0]))
+            writer.writeheader()
+            writer.writerows(by_site)
     md.write_text("\n".join(lines) + "\n" + note)
     table = _public(rows)
     with csv_path.open("w", newline="") as f:
@@ -361,7 +406,7 @@ def report(root: str | Path, wandb_project: str | None = None) -> Path | None:
         return None
     mixed = warn_mixed(root, cells)
     rows = summarise(cells)
-    md, _ = write_table(rows, root, mixed)
+    md, _ = write_table(rows, root, mixed, site_rows(cells, rows))
     figures = write_figures(cells, rows, root / "figures")
     if wandb_project:
         from bone_age.evaluation.tracking import log_table1

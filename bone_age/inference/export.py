@@ -4,7 +4,9 @@ The graph takes the count images after ``Preprocess`` (input ``counts``, float32
 (N, V, H, W); V, H, W as in the metadata) and, for models trained with sex as an input, ``sex``
 (float32 (N,), 0 = F, 1 = M). ``CountNormalize`` (percentile scaling, 3 channels, ImageNet
 statistics) is part of the graph. Outputs: ``age`` (N,) in years and ``sd`` (N,), the SD of the
-predicted age distribution (NaN for an MSE model). The checkpoint's ``bone_age`` settings are
+predicted age distribution (NaN for an MSE model), and ``outputs`` (N, K), the network's raw
+outputs (logits of a distribution loss), which evaluation needs for interval coverage. The
+checkpoint's ``bone_age`` settings are
 stored as JSON in the model's metadata_props (key ``bone_age``), so the file is self-contained.
 """
 
@@ -38,9 +40,10 @@ class ExportedModel(nn.Module):
 
     def forward(
         self, counts: torch.Tensor, sex: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        age, sd = self.loss.predict(self.net(self.normalize(counts), sex))
-        return age, torch.full_like(age, float("nan")) if sd is None else sd
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        outputs = self.net(self.normalize(counts), sex)
+        age, sd = self.loss.predict(outputs)
+        return age, torch.full_like(age, float("nan")) if sd is None else sd, outputs
 
 
 def export(checkpoint: str | Path, out: str | Path) -> Path:
@@ -64,7 +67,7 @@ def export_model(net: nn.Module, spec: RunMetadata, out: str | Path) -> Path:
         shapes["sex"] = {0: batch}
     with torch.no_grad():
         program = torch.onnx.export(model, args, dynamo=True, input_names=names,
-                                    output_names=["age", "sd"], dynamic_shapes=shapes,
+                                    output_names=["age", "sd", "outputs"], dynamic_shapes=shapes,
                                     opset_version=OPSET, verbose=False)
     proto = program.model_proto
     meta = onnx.StringStringEntryProto(key=METADATA_KEY, value=json.dumps(spec.to_dict()))

@@ -42,6 +42,7 @@ class Item:
     sex: str | None
     age: float | None
     files: dict[str, Path] = field(default_factory=dict)
+    site: str = ""  # pseudonym, where known
 
 
 @dataclass
@@ -55,7 +56,7 @@ def from_manifest(path: Path) -> tuple[list[Item], list[Refused]]:
     a model that takes sex as an input)."""
     studies, problems = read_manifest(path, sex_required=False)
     items = [Item(s.subject_id, s.sex or None, s.age,
-                  {"anterior": s.anterior, "posterior": s.posterior}) for s in studies]
+                  {"anterior": s.anterior, "posterior": s.posterior}, s.site) for s in studies]
     return items, [Refused(p.subject_id or "(no subject_id)",
                            f"{p.source}, row {p.row}: {p.reason}") for p in problems]
 
@@ -97,7 +98,7 @@ def from_folder(
     items, refused = [], []
     for s in result.studies:
         if s.status in WRITTEN:
-            items.append(Item(s.subject_id, s.sex or None, s.age, dict(s.views)))
+            items.append(Item(s.subject_id, s.sex or None, s.age, dict(s.views), s.site))
         else:
             refused.append(Refused(s.subject_id or s.key, s.reason))
     refused += [Refused(i.rel, i.reason) for i in result.instances
@@ -107,26 +108,39 @@ def from_folder(
 
 def from_file(path: Path, view: str | None, key_file: Path, out: Path) -> Item:
     """One DICOM file: its views from the headers, or ``view`` for an unnamed single frame."""
-    from bone_age.data.labels import study_age, study_sex
+    from bone_age.data.labels import study_age, study_sex, study_site
 
     ds = read_dataset(path, pixels=False)  # the pixels are decoded once, at prediction
     views = views_in_file(ds, path, view)
     patient = str(ds.get("PatientID", "") or "")
     secret_free = [out.resolve().parent, path.resolve().parent]  # outputs and the export
-    sid = _pseudonymizer(key_file, secret_free).subject(patient) if patient else "study-1"
+    pseudo = _pseudonymizer(key_file, secret_free)
+    sid = pseudo.subject(patient) if patient else "study-1"
     age, _ = study_age(ds)
-    return Item(sid, study_sex(ds), age, dict.fromkeys(views, path))
+    return Item(sid, study_sex(ds), age, dict.fromkeys(views, path), pseudo.site(study_site(ds)))
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
     return "" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
 
 
-def predict(predictor, items: list[Item], batch_size: int = 16,
-            progress: bool | None = None) -> tuple[list[dict], list[Refused]]:
-    """Rows of predictions and the studies refused (missing view, unreadable, no sex...)."""
+@dataclass
+class Predicted:
+    """One study's prediction: age, SD (NaN where the loss gives none) and the network's raw
+    outputs (None where the model file gives none)."""
+
+    item: Item
+    age: float
+    sd: float
+    outputs: np.ndarray | None
+
+
+def predict_studies(predictor, items: list[Item], batch_size: int = 16,
+                    progress: bool | None = None) -> tuple[list[Predicted], list[Refused]]:
+    """Predictions, as the model gives them, and the studies refused (missing view,
+    unreadable, no sex...)."""
     spec = predictor.spec
-    rows: list[dict] = []
+    done: list[Predicted] = []
     refused: list[Refused] = []
     batch: list[tuple[Item, np.ndarray]] = []
 
@@ -135,12 +149,9 @@ def predict(predictor, items: list[Item], batch_size: int = 16,
             return
         counts = np.stack([c for _, c in batch]).astype(np.float32)
         sex = np.array([float(i.sex == "M") for i, _ in batch], dtype=np.float32)
-        age, sd = predictor(counts, sex)
-        for (item, _), a, s in zip(batch, age, sd, strict=True):
-            rows.append({"subject_id": item.subject_id, "sex": item.sex or "",
-                         "age": "" if item.age is None else f"{item.age:g}",
-                         "pred_age": _fmt(a), "pred_sd": _fmt(s),
-                         "age_gap": "" if item.age is None else _fmt(a - item.age)})
+        age, sd, outputs = predictor.run(counts, sex)
+        for k, (item, _) in enumerate(batch):
+            done.append(Predicted(item, age[k], sd[k], None if outputs is None else outputs[k]))
         batch.clear()
 
     usable = []
@@ -161,6 +172,17 @@ def predict(predictor, items: list[Item], batch_size: int = 16,
         if len(batch) >= batch_size:
             flush()
     flush()
+    return done, refused
+
+
+def predict(predictor, items: list[Item], batch_size: int = 16,
+            progress: bool | None = None) -> tuple[list[dict], list[Refused]]:
+    """Rows of predictions (``COLUMNS``, rounded for reading) and the studies refused."""
+    done, refused = predict_studies(predictor, items, batch_size, progress)
+    rows = [{"subject_id": p.item.subject_id, "sex": p.item.sex or "",
+             "age": "" if p.item.age is None else f"{p.item.age:g}",
+             "pred_age": _fmt(p.age), "pred_sd": _fmt(p.sd),
+             "age_gap": "" if p.item.age is None else _fmt(p.age - p.item.age)} for p in done]
     return rows, refused
 
 
@@ -249,20 +271,38 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-@command("predict")
-def main(argv: list[str] | None = None) -> int:
+def load_predictor(model: Path, onnx: bool):
+    """The predictor of a checkpoint, or of an exported ONNX model with ``onnx``."""
     from bone_age.inference.predictor import OnnxPredictor, TorchPredictor
 
+    return OnnxPredictor(model) if onnx else TorchPredictor(model)
+
+
+def read_input(
+    source: Path, view: str | None, key_file: Path, out: Path
+) -> tuple[list[Item], list[Refused], Callable[[str], str]]:
+    """The studies of INPUT (a manifest, a DICOM folder or one DICOM file), those refused
+    already, and the scrubber that keeps an export's identifying paths out of messages.
+
+    Args:
+        source: the input path.
+        view: the view of a single-frame file whose headers do not name it.
+        key_file: the pseudonym key for DICOM input.
+        out: the command's output (the key must not lie beside it).
+    """
+    if source.is_dir():
+        return from_folder(source, key_file, out)
+    if source.suffix.lower() == ".csv":
+        return (*from_manifest(source), str)
+    return [from_file(source, view, key_file, out)], [], str
+
+
+@command("predict")
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     check_output_file(args.out, "predictions", [args.model, args.input])
-    predictor = OnnxPredictor(args.model) if args.onnx else TorchPredictor(args.model)
-    scrub: Callable[[str], str] = str
-    if args.input.is_dir():
-        items, refused, scrub = from_folder(args.input, args.key_file, args.out)
-    elif args.input.suffix.lower() == ".csv":
-        items, refused = from_manifest(args.input)
-    else:
-        items, refused = [from_file(args.input, args.view, args.key_file, args.out)], []
+    predictor = load_predictor(args.model, args.onnx)
+    items, refused, scrub = read_input(args.input, args.view, args.key_file, args.out)
     rows, more = predict(predictor, items, args.batch_size)
     refused += more
     for r in refused:

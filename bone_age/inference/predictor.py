@@ -1,5 +1,9 @@
 """Predictors: count images (N, V, H, W) -> (age, SD), from a checkpoint or an ONNX model.
 
+``run`` also gives the network's raw outputs (the logits of a distribution loss), which
+evaluation needs for calibration coverage; an ONNX model exported before they were part of its
+graph gives None.
+
 The input path is exactly training's: ``read_study_views`` -> ``Preprocess`` (counts, resized) ->
 ``CountNormalize`` (inside the ONNX graph for exported models), no augmentation; the settings
 come from the model's run-metadata record.
@@ -27,12 +31,18 @@ class TorchPredictor:
         self.loss = self.spec.loss
 
     @torch.no_grad()
-    def __call__(self, counts: np.ndarray, sex: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def run(self, counts: np.ndarray, sex: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Ages, SDs (NaN where the loss gives none) and raw network outputs of a batch."""
         images = self.normalize(torch.from_numpy(counts))
         sex_t = torch.from_numpy(sex) if self.spec.use_sex else None
-        age, sd = self.loss.predict(self.net(images, sex_t))
+        outputs = self.net(images, sex_t)
+        age, sd = self.loss.predict(outputs)
         sd = torch.full_like(age, float("nan")) if sd is None else sd
-        return age.numpy(), sd.numpy()
+        return age.numpy(), sd.numpy(), outputs.numpy()
+
+    def __call__(self, counts: np.ndarray, sex: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.run(counts, sex)[:2]
 
 
 class OnnxPredictor:
@@ -75,6 +85,7 @@ class OnnxPredictor:
                 raise CheckpointError(f"{path}: input {name} has shape {shape}; its settings "
                                       f"need {need[name]} (N: batch)")
         outputs = [o.name for o in self.session.get_outputs()]
+        self.has_outputs = "outputs" in outputs
         if not {"age", "sd"} <= set(outputs):
             raise CheckpointError(f"{path}: the model's outputs are {outputs}; "
                                   "need 'age' and 'sd'")
@@ -86,9 +97,15 @@ class OnnxPredictor:
             raise CheckpointError(f"{path}: outputs age and sd have shapes {np.shape(age)} and "
                                   f"{np.shape(sd)} for one study; need one value each")
 
-    def __call__(self, counts: np.ndarray, sex: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def run(self, counts: np.ndarray, sex: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Ages, SDs and raw outputs (None for a model exported without them) of a batch."""
         feed = {"counts": counts.astype(np.float32)}
         if self.spec.use_sex:
             feed["sex"] = sex.astype(np.float32)
-        age, sd = self.session.run(["age", "sd"], feed)
-        return age, sd
+        names = ["age", "sd", *(["outputs"] if self.has_outputs else [])]
+        found = self.session.run(names, feed)
+        return found[0], found[1], found[2] if self.has_outputs else None
+
+    def __call__(self, counts: np.ndarray, sex: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.run(counts, sex)[:2]

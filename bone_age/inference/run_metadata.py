@@ -8,10 +8,17 @@ read it. It holds plain values only, so ``torch.load(..., weights_only=True)`` r
 - ``loss``: ``{"name": mse|softmax|mv, ...parameters}`` (``bone_age.losses.loss_from_dict``);
 - ``data``: views, image size, resize mode, posterior mirroring, count normalisation;
 - ``run`` (model choice, backbone, fold, ...) and ``training_data`` (counts, ages, sex ratio; no
-  identities): descriptive, for the model card.
+  identities): descriptive, for the model card; ``training_data.train_mean_age`` (version 3) is
+  the mean age of the training split, the baseline that evaluation compares against;
+- ``calibration`` (version 3, once fitted): the age-gap correction and softmax temperature fitted
+  on the inner-validation split after testing. A checkpoint is saved before that fit: training's
+  calibration callback writes the section into the run's checkpoints that hold the tested
+  weights afterwards; export copies it into the ONNX model. A file without it is still usable;
+  evaluation then says which figures it cannot give.
 
 Versions: 1 (bone-age before the package restructure: every loss stored the mean-variance
-weights) and 2 (each loss stores its own parameters). Both are read; newer ones are refused.
+weights), 2 (each loss stores its own parameters) and 3 (adds ``training_data.train_mean_age``
+and ``calibration``). All are read; newer ones are refused.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from bone_age.losses import AgeLoss, loss_from_dict
 from bone_age.utils.errors import BoneAgeError, brief
 
 METADATA_KEY = "bone_age"  # the checkpoint entry / ONNX metadata property
-METADATA_VERSION = 2
+METADATA_VERSION = 3
 VIEWS = ("anterior", "posterior")
 _MAX_SIDE = 4096  # larger inputs are no bone scan model's; a guard against tampered settings
 
@@ -116,6 +123,30 @@ def check_settings(meta: Any, source: str) -> None:
     if model.get("num_outputs", outputs) != outputs:
         raise CheckpointError(f"{source}: setting {METADATA_KEY}.model.num_outputs is "
                               f"{model['num_outputs']!r} but the loss settings need {outputs}")
+    _check_evaluation_facts(meta, source)
+
+
+def _number(meta: dict, key: str, source: str, positive: bool = False) -> float:
+    value = _setting(meta, key, (int, float), source)
+    if not np.isfinite(value) or (positive and value <= 0):
+        raise CheckpointError(f"{source}: setting {METADATA_KEY}.{key} is {value!r}, expected a "
+                              f"finite{' positive' if positive else ''} number")
+    return float(value)
+
+
+def _check_evaluation_facts(meta: dict, source: str) -> None:
+    """The optional facts evaluation reads: numbers where present (absent: not computed)."""
+    if "training_data" in meta and not isinstance(meta["training_data"], dict):
+        raise CheckpointError(f"{source}: setting {METADATA_KEY}.training_data is not a mapping")
+    if "train_mean_age" in meta.get("training_data", {}):
+        _number(meta, "training_data.train_mean_age", source)
+    if "calibration" not in meta:
+        return
+    _setting(meta, "calibration", dict, source)
+    _number(meta, "calibration.gap_correction.intercept", source)
+    _number(meta, "calibration.gap_correction.slope", source)
+    if meta["calibration"].get("temperature") is not None:
+        _number(meta, "calibration.temperature", source, positive=True)
 
 
 @dataclass
@@ -170,6 +201,22 @@ class RunMetadata:
     def to_dict(self) -> dict[str, Any]:
         """The record as plain values (for a checkpoint, or JSON in an ONNX model)."""
         return self.meta
+
+    def with_calibration(self, section: dict[str, Any]) -> RunMetadata:
+        """This record with the ``calibration`` section fitted after testing (checked)."""
+        return RunMetadata({**self.meta, "version": max(self.version, 3),
+                            "calibration": section}, self.source)
+
+    @property
+    def train_mean_age(self) -> float | None:
+        """The training split's mean age (None in files written before version 3)."""
+        value = self.meta.get("training_data", {}).get("train_mean_age")
+        return None if value is None else float(value)
+
+    @property
+    def calibration(self) -> dict[str, Any] | None:
+        """The ``calibration`` section (None: not fitted, or a file before version 3)."""
+        return self.meta.get("calibration")
 
     @property
     def version(self) -> int:

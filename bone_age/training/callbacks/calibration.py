@@ -5,23 +5,33 @@ After testing, the tested weights are run once more over the inner-validation an
 fitted (temperature, gap correction) sees inner-validation data only; test labels are used
 only to score. Writes ``calibration.json``, ``age_gap.csv`` and ``reliability.png`` and adds
 the headline numbers to the run's results (``metrics.json``).
+
+What was fitted travels with the model: it is written into the run-metadata record (section
+``calibration``) of every checkpoint of the run that holds the tested weights, so that
+``python -m bone_age.evaluate`` (and an exported ONNX model) scores any cohort with it.
 """
 
 from __future__ import annotations
 
-import csv
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
+import torch
 
 from bone_age.evaluation import calibration as cal
-from bone_age.evaluation.metrics import exact
 from bone_age.evaluation.plots import reliability_plot
-from bone_age.losses import AgeLoss, age_to_class, class_ages
+from bone_age.evaluation.results import write_gaps
+from bone_age.inference.checkpoint import CheckpointError, read_checkpoint
+from bone_age.inference.run_metadata import METADATA_KEY, RunMetadata
+from bone_age.losses import AgeLoss
 from bone_age.training.results import ResultsCallback, RunResults
+from bone_age.utils.outputs import write_atomic
+
+log = logging.getLogger(__name__)
 
 
 class CalibrationWriter(ResultsCallback):
@@ -31,6 +41,7 @@ class CalibrationWriter(ResultsCallback):
         self.output_dir = Path(output_dir)
         self.temperature = temperature
         self.summary: dict[str, Any] = {}
+        self.calibration: cal.Calibration | None = None
 
     def add_results(self, results: RunResults, trainer: pl.Trainer,
                     pl_module: pl.LightningModule) -> None:
@@ -46,83 +57,56 @@ class CalibrationWriter(ResultsCallback):
         self.summary = self.evaluate(pl_module.loss, val, test)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         (self.output_dir / "calibration.json").write_text(json.dumps(self.summary, indent=2))
-        self._write_gaps(dm, test)
+        studies = [dm.studies[int(i)] for i in test["index"]]
+        write_gaps(self.output_dir / "age_gap.csv", [s.subject_id for s in studies],
+                   [s.sex for s in studies], test["age"], test)
         if "reliability" in self.summary:
             results.figures["reliability"] = reliability_plot(
                 self.summary["reliability"], self.output_dir / "reliability.png")
         results.add(self.headline())
+        self._record(trainer, pl_module)
 
     def evaluate(
         self, loss: AgeLoss, val: dict[str, np.ndarray], test: dict[str, np.ndarray]
     ) -> dict:
-        """All numbers of the run; ``val``/``test`` hold raw ``outputs``, ``age``, ``index``."""
-        to_np = _predict(loss)
-        val_pred, _ = to_np(val["outputs"])
-        test_pred, test_sd = to_np(test["outputs"])
-        age = test["age"]
-        fit = cal.fit_gap_correction(val["age"], val_pred)
-        gap = test_pred - age
-        corrected = fit.corrected_gap(test_pred, age)
-        test["pred_age"], test["gap"], test["gap_corrected"] = test_pred, gap, corrected
-        out: dict[str, Any] = {
-            "n_val": len(val["age"]), "n_test": len(age),
-            "gap_mean": float(gap.mean()), "gap_r_age": cal.correlation(gap, age),
-            "gap_corrected_mean": float(corrected.mean()),
-            "gap_corrected_r_age": cal.correlation(corrected, age),
-            "gap_corrected_mae": float(np.abs(corrected).mean()),
-            "gap_correction": {"intercept": fit.intercept, "slope": fit.slope,
-                               "fitted_on": "inner-validation"},
-        }
-        if not loss.predicts_distribution:
-            return out  # no intervals without a predicted distribution
-        ages = class_ages(loss.min_age, loss.max_age).numpy().astype(float)
-        probs, mean, sd = cal.scaled_moments(test["outputs"], ages)
-        rel = {"level": list(cal.LEVELS),
-               "normal": list(cal.normal_coverage(age, mean, sd).values()),
-               "quantile": list(cal.distribution_coverage(age, probs, ages).values())}
-        out.update(cov50=_at(rel, "normal", 0.5), cov90=_at(rel, "normal", 0.9),
-                   cov50_q=_at(rel, "quantile", 0.5), cov90_q=_at(rel, "quantile", 0.9),
-                   mean_sd=float(sd.mean()))
-        if self.temperature:
-            import torch
+        """All numbers of the run; ``val``/``test`` hold raw ``outputs``, ``age``, ``index``.
 
-            labels = age_to_class(torch.as_tensor(val["age"]), loss.min_age, loss.max_age).numpy()
-            t = cal.fit_temperature(val["outputs"], labels)
-            probs_t, mean_t, sd_t = cal.scaled_moments(test["outputs"], ages, t)
-            rel["normal_T"] = list(cal.normal_coverage(age, mean_t, sd_t).values())
-            rel["quantile_T"] = list(cal.distribution_coverage(age, probs_t, ages).values())
-            out.update(temperature=t, cov50_T=_at(rel, "normal_T", 0.5),
-                       cov90_T=_at(rel, "normal_T", 0.9), mean_sd_T=float(sd_t.mean()),
-                       mae_T=float(np.abs(mean_t - age).mean()))
-        out["reliability"] = rel
-        return out
-
-    def _write_gaps(self, dm, test: dict[str, np.ndarray]) -> None:
-        with (self.output_dir / "age_gap.csv").open("w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["subject_id", "sex", "age", "pred_age", "gap", "gap_corrected"])
-            for i, index in enumerate(test["index"]):
-                study = dm.studies[int(index)]  # pseudonym only, as in predictions.csv
-                w.writerow([study.subject_id, study.sex, exact(study.age),
-                            exact(test["pred_age"][i]), exact(test["gap"][i]),
-                            exact(test["gap_corrected"][i])])
+        Fits the calibration on ``val`` (kept in ``self.calibration``) and scores ``test``;
+        ``test`` gains ``pred_age``, ``gap`` and ``gap_corrected``.
+        """
+        self.calibration = cal.fit_calibration(loss, val["age"], val["outputs"],
+                                               self.temperature)
+        test_pred, _ = cal.decode(loss, test["outputs"])
+        summary, per_study, _ = cal.calibration_summary(loss, test["age"], test_pred,
+                                                        test["outputs"], self.calibration)
+        test.update(per_study)
+        return summary
 
     def headline(self) -> dict[str, Any]:
         """The summary's numbers for metrics.json (coverage keys prefixed ``calib_``)."""
-        return {f"calib_{k}" if k.startswith(("cov", "mean_sd")) else k: v
-                for k, v in self.summary.items()
-                if not isinstance(v, dict) and k not in ("n_val", "n_test")}
+        return cal.headline(self.summary)
 
+    def _record(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Write the fitted calibration into each checkpoint of the run holding the tested
+        weights (the tested one, and last.ckpt when it is the same epoch), atomically."""
+        tested = getattr(trainer, "ckpt_path", None)
+        if not tested or self.calibration is None:
+            return  # the weights as they were after fitting: no checkpoint holds them
+        tested = Path(tested)
+        weights = {k: v.detach().cpu() for k, v in pl_module.state_dict().items()}
+        for path in dict.fromkeys([tested, *sorted(tested.parent.glob("*.ckpt"))]):
+            try:
+                ckpt = read_checkpoint(path)
+            except CheckpointError as err:
+                log.warning("calibration not recorded in %s: %s", path, err)
+                continue
+            state = ckpt.get("state_dict", {})
+            same = state.keys() == weights.keys() and all(
+                torch.equal(state[k], weights[k]) for k in weights)
+            if not same or METADATA_KEY not in ckpt:
+                continue
+            record = RunMetadata(ckpt[METADATA_KEY], str(path)).with_calibration(
+                self.calibration.to_dict())
+            ckpt[METADATA_KEY] = record.to_dict()
+            write_atomic(path, lambda tmp, ckpt=ckpt: torch.save(ckpt, tmp))
 
-def _predict(loss):
-    import torch
-
-    def run(outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        pred, sd = loss.predict(torch.as_tensor(outputs))
-        return pred.numpy().astype(float), None if sd is None else sd.numpy().astype(float)
-
-    return run
-
-
-def _at(rel: dict, key: str, level: float) -> float:
-    return rel[key][[round(x, 3) for x in rel["level"]].index(level)]

@@ -3,22 +3,24 @@ figures (scatter, Bland-Altman, error by group, learning curves)."""
 
 from __future__ import annotations
 
-import csv
-import math
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 
 from bone_age.evaluation import plots
-from bone_age.evaluation.metrics import age_metrics, baseline_mae, exact
+from bone_age.evaluation.results import (
+    accuracy,
+    figure_title,
+    prediction_table,
+    write_csv,
+    write_figures,
+)
 from bone_age.models import count_parameters
 from bone_age.training.results import ResultsCallback, RunResults
 
 HISTORY_KEYS = ("train/loss", "val/loss", "val/mae")
-PREDICTION_COLUMNS = ["subject_id", "fold", "sex", "age", "pred_age", "pred_sd"]
 
 
 class ResultsWriter(ResultsCallback):
@@ -55,20 +57,17 @@ class ResultsWriter(ResultsCallback):
                     pl_module: pl.LightningModule) -> None:
         dm = trainer.datamodule
         preds = {k: v.numpy() for k, v in pl_module.test_predictions.items()}
-        # The figures are computed in float64 from exactly the values predictions.csv holds: the
-        # manifest's ages (not their float32 batch copies) and the predictions as predicted.
+        # The manifest's float64 ages (not their float32 batch copies), as predictions.csv holds.
         age = dm.ages_of(preds["index"])
         pred = preds["pred_age"].astype(np.float64)
-        train_mean = float(np.mean(dm.ages("train")))
         self.output_dir.mkdir(parents=True, exist_ok=True)
         metrics = {
             **self.run_info,
+            **dm.split_info(),
             "n_train": len(dm.splits["train"]),
             "n_val": len(dm.splits["val"]),
             "n_test": len(age),
-            **age_metrics(pred, age),
-            "train_mean_age": train_mean,
-            "baseline_mae": baseline_mae(age, train_mean),
+            **accuracy(pred, age, dm.train_mean_age()),
             "num_params": count_parameters(pl_module.net),
             "best_epoch": int(pl_module.best_epoch),
             "epochs": int(trainer.current_epoch),
@@ -76,48 +75,27 @@ class ResultsWriter(ResultsCallback):
             "n_excluded": len(dm.problems),
         }
         results.add(metrics)
-        rows = self._prediction_rows(dm, preds)
-        self._write_csv("predictions.csv", PREDICTION_COLUMNS, rows)
-        results.tables["predictions"] = (PREDICTION_COLUMNS, rows)
-        self._write_csv("history.csv", ["epoch", *HISTORY_KEYS],
-                        [[h.get(k, "") for k in ("epoch", *HISTORY_KEYS)] for h in self.history])
-        self._write_csv("excluded.csv", ["source", "row", "subject_id", "status", "reason"],
-                        [[p.source, p.row, p.subject_id, p.status, p.reason]
-                         for p in dm.problems])
-        sex = [dm.studies[int(i)].sex for i in preds["index"]]
-        results.figures.update(self.write_figures(age, pred, sex, metrics["mae"]))
+        studies = [dm.studies[int(i)] for i in preds["index"]]
+        columns, rows = prediction_table(
+            [s.subject_id for s in studies], [s.sex for s in studies], [s.age for s in studies],
+            preds["pred_age"], preds["pred_sd"],
+            extra={"fold": [self.run_info.get("fold", dm.fold)] * len(studies)})
+        write_csv(self.output_dir / "predictions.csv", columns, rows)
+        results.tables["predictions"] = (columns, rows)
+        write_csv(self.output_dir / "history.csv", ["epoch", *HISTORY_KEYS],
+                  [[h.get(k, "") for k in ("epoch", *HISTORY_KEYS)] for h in self.history])
+        write_csv(self.output_dir / "excluded.csv", ["source", "row", "subject_id", "status",
+                                                     "reason"],
+                  [[p.source, p.row, p.subject_id, p.status, p.reason] for p in dm.problems])
+        results.figures.update(self.write_figures(age, pred, [s.sex for s in studies],
+                                                  metrics["mae"]))
 
     def write_figures(self, age: np.ndarray, pred: np.ndarray, sex: list[str],
                       mae: float) -> dict[str, Path]:
-        info = self.run_info
-        # The trunk is named too: "multi_vgg16" with a resnet10t trunk is not the paper's VGG16.
-        title = (f"{info.get('model', '')} [{info.get('backbone', '')}] + {info.get('loss', '')}, "
-                 f"fold {info.get('fold', '')}")
-        out = self.output_dir
-        figures = {
-            "scatter": plots.scatter_plot(age, pred, out / "scatter.png", title, mae),
-            "bland_altman": plots.bland_altman_plot(age, pred, out / "bland_altman.png",
-                                                    f"Bland-Altman, {title}"),
-            "error_by_group": plots.error_by_group_plot(age, pred, sex, out / "error_by_group.png",
-                                                        f"Error by age band and sex, {title}"),
-        }
+        title = figure_title(self.run_info, f"fold {self.run_info.get('fold', '')}")
+        figures = write_figures(self.output_dir, age, pred, sex, mae, title)
         if self.history:
             figures["learning_curves"] = plots.learning_curves_plot(
-                self.history, out / "learning_curves.png", f"Learning curves, {title}")
+                self.history, self.output_dir / "learning_curves.png",
+                f"Learning curves, {title}")
         return figures
-
-    def _prediction_rows(self, dm, preds: dict[str, np.ndarray]) -> list[list[Any]]:
-        rows = []
-        for i, index in enumerate(preds["index"]):
-            study = dm.studies[int(index)]
-            sd = preds["pred_sd"][i]
-            rows.append([study.subject_id, self.run_info.get("fold", dm.fold), study.sex,
-                         exact(study.age), exact(preds["pred_age"][i]),
-                         "" if math.isnan(sd) else exact(sd)])
-        return rows
-
-    def _write_csv(self, name: str, header: list[str], rows: list[list[Any]]) -> None:
-        with (self.output_dir / name).open("w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(header)
-            w.writerows(rows)

@@ -82,6 +82,8 @@ def training_summary(dm) -> dict[str, Any]:
         "n_female": sum(s.sex == "F" for s in fit), "n_male": sum(s.sex == "M" for s in fit),
         "source": "phantom" if _is_phantom(dm) else "manifest",
         "fold": int(dm.fold), "num_folds": int(dm.num_folds),
+        # The baseline evaluation compares against: exactly the test fold's (metrics.json).
+        "train_mean_age": dm.train_mean_age(), **dm.split_info(),
     }
 
 

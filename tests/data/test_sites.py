@@ -1,0 +1,180 @@
+"""Sites: the index's pseudonymous site column, leave-one-site-out folds (data.split=site) and
+Table 1 per held-out site."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bone_age.data.datamodule import DataError
+from bone_age.data.folds import site_fold_parts, site_order
+from bone_age.data.labels import study_site
+from bone_age.data.pseudonym import Pseudonymizer, load_or_create_key
+from bone_age.evaluation.report import report
+from bone_age.index import main as index_main
+from bone_age.inference.checkpoint import read_checkpoint
+from tests.conftest import run_in_process, tiny_overrides
+from tests.nm_files import nm_dataset, write
+
+# Names of words found nowhere else, so that any trace of one in an output is caught.
+PLANTED = {"InstitutionName": "Xyzzy Plantedhospital", "StationName": "PLANTSTATION7",
+           "Manufacturer": "Plantcorp Quuxmedical", "ManufacturerModelName": "Plantscan Zorb900"}
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(line for line in f if not line.startswith("#")))
+
+
+def _nm(patient: str, seed: int, **site):
+    ds = nm_dataset(patient_id=patient, name=f"Doe^{patient}", seed=seed)
+    for keyword, value in site.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+def test_index_writes_site_pseudonyms_and_never_the_names(tmp_path, capsys):
+    export = tmp_path / "export"
+    by_patient = {
+        "P1": _nm("P1", 1, **PLANTED),  # institution wins
+        "P2": _nm("P2", 2, InstitutionName="  xyzzy   PLANTEDHOSPITAL "),  # same site, respelled
+        "P3": _nm("P3", 3, StationName=PLANTED["StationName"],
+                  Manufacturer=PLANTED["Manufacturer"]),  # station before the device
+        "P4": _nm("P4", 4, Manufacturer=PLANTED["Manufacturer"],
+                  ManufacturerModelName=PLANTED["ManufacturerModelName"]),
+        "P5": _nm("P5", 5),  # no site in the headers
+    }
+    for patient, ds in by_patient.items():
+        write(ds, export / f"{patient}.dcm")
+    key, out = tmp_path / "owner" / "key", tmp_path / "out"
+    assert index_main([str(export), "--out", str(out / "manifest.csv"), "--key-file",
+                       str(key)]) in (0, 1)
+    printed = capsys.readouterr()
+    pseudo = Pseudonymizer(load_or_create_key(key))
+    site_of = {pseudo.subject(p): pseudo.site(study_site(ds)) for p, ds in by_patient.items()}
+    rows = {r["subject_id"]: r["site"] for r in _rows(out / "manifest.csv")}
+    assert rows == site_of
+    s = {p: site_of[pseudo.subject(p)] for p in by_patient}
+    assert s["P1"] == s["P2"] and len({s["P1"], s["P3"], s["P4"]}) == 3 and s["P5"] == ""
+    assert all(v.startswith("SITE-") and len(v) == 13 for k, v in s.items() if k != "P5")
+    # Another key, other pseudonyms: the site cannot be recomputed from its name alone.
+    other = Pseudonymizer(bytes(32))
+    assert other.site(study_site(by_patient["P1"])) != s["P1"]
+    # No output (files, their names, what was printed) holds a planted name, in any spelling.
+    texts = [printed.out, printed.err]
+    for path in out.rglob("*"):
+        texts.append(str(path.relative_to(out)))
+        if path.is_file() and not path.is_symlink() and path.suffix != ".dcm":
+            texts.append(path.read_text(errors="replace"))
+    blob = " ".join(texts).casefold()
+    for name in PLANTED.values():
+        for word in name.casefold().split():
+            assert word not in blob, word
+
+
+def test_site_folds_hold_each_site_out_once():
+    rng = np.random.default_rng(0)
+    n = 60
+    subjects = [f"S{i:03d}" for i in range(n)]
+    sites = [["SITE-b", "SITE-a", "SITE-c"][i % 3] for i in range(n)]
+    sites[7] = ""  # no site: never placed
+    ages = list(rng.uniform(40, 80, n))
+    sexes = list(rng.choice(["F", "M"], n))
+    assert site_order(sites) == ["SITE-a", "SITE-b", "SITE-c"]
+    tested = []
+    for fold, site in enumerate(site_order(sites)):
+        parts = site_fold_parts(ages, sexes, subjects, sites, fold, 0.1, seed=3)
+        assert parts == site_fold_parts(ages, sexes, subjects, sites, fold, 0.1, seed=3)
+        test = {s for s, p in parts.items() if p == "test"}
+        assert test == {s for s, x in zip(subjects, sites, strict=True) if x == site}
+        fit = [x for s, x in zip(subjects, sites, strict=True) if parts[s] in ("train", "val")]
+        assert site not in fit and "" not in fit
+        assert {parts[s] for s, x in zip(subjects, sites, strict=True) if x != site and x} == \
+            {"train", "val"}
+        assert parts["S007"] == "no_site"
+        tested += sorted(test)
+    assert sorted(tested) == sorted(s for s, x in zip(subjects, sites, strict=True) if x)
+    with pytest.raises(ValueError, match="at least 2 sites"):
+        site_fold_parts(ages, sexes, subjects, ["SITE-a"] * n, 0)
+    with pytest.raises(ValueError, match=r"data.fold must be in 0..2 .*3 sites"):
+        site_fold_parts(ages, sexes, subjects, sites, 3)
+
+
+def _with_sites(cohort: Path, out: Path, sites: list[str] | None) -> Path:
+    """The cohort's manifest, view paths made absolute, with a site column (None: without)."""
+    with cohort.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    for i, r in enumerate(rows):
+        for view in ("anterior", "posterior"):
+            r[view] = os.path.abspath(cohort.parent / r[view])
+        if sites is not None:
+            r["site"] = sites[i % len(sites)]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return out
+
+
+def test_leave_one_site_out_run(cohort, tmp_path):
+    manifest = _with_sites(cohort, tmp_path / "m" / "manifest.csv",
+                           ["SITE-cc", "SITE-aa", "SITE-bb"])
+    out = tmp_path / "run"
+    metrics = run_in_process([*tiny_overrides(manifest, tmp_path), "model=vgg16", "loss=mse",
+                              "data.split=site", "data.fold=1"], out)
+    assert metrics["split"] == "site" and metrics["test_site"] == "SITE-bb"
+    site_of = {r["subject_id"]: r["site"] for r in _rows(manifest)}
+    tested = [r["subject_id"] for r in _rows(out / "predictions.csv")]
+    assert {site_of[s] for s in tested} == {"SITE-bb"}
+    assert len(tested) == sum(v == "SITE-bb" for v in site_of.values())
+    assert metrics["n_train"] + metrics["n_val"] == len(site_of) - len(tested)
+    record = read_checkpoint(next((out / "checkpoints").glob("epoch*.ckpt")))["bone_age"]
+    assert record["training_data"]["num_folds"] == 3
+    assert record["training_data"]["test_site"] == "SITE-bb"
+
+
+@pytest.mark.parametrize(("sites", "message"), [
+    (None, "data.split=site needs a site column; the manifest has none"),
+    (["SITE-aa"], "data.split=site needs at least 2 sites; the site column names 1"),
+])
+def test_site_split_without_sites_is_one_clear_error(cohort, tmp_path, sites, message):
+    manifest = _with_sites(cohort, tmp_path / "m" / "manifest.csv", sites)
+    with pytest.raises(DataError, match=message) as err:
+        run_in_process([*tiny_overrides(manifest, tmp_path), "data.split=site"],
+                       tmp_path / "run")
+    assert "\n" not in str(err.value) and str(manifest) in str(err.value)
+
+
+def test_report_gives_each_held_out_site_a_row_and_pools_them(tmp_path):
+    rng = np.random.default_rng(1)
+    per_site = {}
+    for fold, site in enumerate(["SITE-aa", "SITE-bb", "SITE-cc"]):
+        run = tmp_path / f"fold{fold}"
+        run.mkdir()
+        age = rng.uniform(40, 80, 10)
+        pred = age + rng.normal(0, 2 + 2 * fold, 10)
+        per_site[site] = np.abs(pred - age).mean()
+        (run / "metrics.json").write_text(json.dumps({
+            "model": "multi_vgg16", "backbone": "vgg16", "loss": "mv", "fold": fold,
+            "split": "site", "test_site": site, "train_mean_age": 60.0}))
+        lines = ["subject_id,fold,sex,age,pred_age,pred_sd"]
+        lines += [f"S{fold}{i},{fold},F,{float(a)!r},{float(p)!r},2" for i, (a, p) in enumerate(
+            zip(age, pred, strict=True))]
+        (run / "predictions.csv").write_text("\n".join(lines) + "\n")
+    evaluation = tmp_path / "external"
+    evaluation.mkdir()
+    (evaluation / "metrics.json").write_text(json.dumps({"kind": "evaluation", "mae": 1.0}))
+    (evaluation / "predictions.csv").write_text("subject_id,sex,age,pred_age,pred_sd\nX,F,50,51,\n")
+    table = report(tmp_path).read_text()
+    for site, mae in per_site.items():
+        assert f"| {site} | 10 | {mae:.2f} (" in table
+    assert "| pooled (3 sites) | 30 |" in table
+    rows = _rows(tmp_path / "table1_sites.csv")
+    assert [r["site"] for r in rows] == ["SITE-aa", "SITE-bb", "SITE-cc", "pooled (3 sites)"]
+    assert [int(r["folds"]) for r in _rows(tmp_path / "table1.csv")] == [3]  # evaluation left out
