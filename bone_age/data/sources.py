@@ -50,7 +50,8 @@ class PhantomSource:
     Args:
         subjects: number of studies.
         seed: the cohort's seed.
-        root: folder that holds the cohorts (one ``n{subjects}_seed{seed}`` folder each).
+        root: folder that holds the cohorts (one ``n{subjects}_seed{seed}`` folder each;
+            ``..._sites{K}`` for a K-site cohort, so it never replaces the one-site cohort).
         options: further ``bone_age.phantom.generate_cohort`` options (sigma, variability, ...).
     """
 
@@ -66,7 +67,11 @@ class PhantomSource:
 
     @property
     def folder(self) -> Path:
-        return Path(self.root) / f"n{self.subjects}_seed{self.seed}"
+        name = f"n{self.subjects}_seed{self.seed}"
+        sites = (self.options or {}).get("sites", 1)
+        if isinstance(sites, int) and not isinstance(sites, bool) and sites != 1:
+            name += f"_sites{sites}"  # any other value is refused by the phantom's options
+        return Path(self.root) / name
 
     def manifest_path(self, generate: bool = False) -> Path:
         if generate:

@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layout", choices=LAYOUTS, default=DEFAULTS["layout"])
     p.add_argument("--transfer-syntax", choices=sorted(TRANSFER_SYNTAXES),
                    default=DEFAULTS["transfer_syntax"], help="explicit VR LE or RLE Lossless")
+    p.add_argument("--sites", type=_positive_int, default=1,
+                   help="number of sites, each with its own camera and population (default 1)")
     p.add_argument("--workers", type=_positive_int, default=None,
                    help="worker processes (default: all CPUs; output does not depend on it)")
     p.add_argument("--preview", type=Path, default=None,
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             manifest = generate_cohort(
                 args.out, args.subjects, args.seed, workers=args.workers,
                 progress=not args.no_progress, sigma=args.sigma, variability=args.variability,
-                layout=args.layout, transfer_syntax=args.transfer_syntax,
+                layout=args.layout, transfer_syntax=args.transfer_syntax, sites=args.sites,
             )  # fmt: skip
             dt = time.perf_counter() - t0
             print(f"wrote {args.subjects} studies to {manifest.parent} in {dt:.1f} s",

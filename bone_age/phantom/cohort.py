@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import multiprocessing as mp
+import numbers
 import os
 import shutil
 import sys
@@ -20,12 +21,15 @@ from bone_age.utils.console import say
 
 from .dicom_writer import TRANSFER_SYNTAXES, write_study
 from .effects import Effects
+from .sites import Site, make_sites
 from .subject import FEMALE_TO_MALE, age_prior, render_subject, sample_subject
 from .yardsticks import bayes_mae_floor, oracle_mae
 
 VERSION = "2.0.0"
 LAYOUTS = ("two-frame", "single-frame")
 MANIFEST_COLUMNS = ["subject_id", "age", "sex", "anterior", "posterior", "study_uid"]
+# bone_age.data.manifest.SITE_COLUMN (the phantom does not import bone_age.data): multi-site only.
+SITE_COLUMN = "site"
 EFFECT_COLUMNS = [k for k in Effects.__dataclass_fields__ if k not in ("deg_sites", "facet_sites")]
 DICOM_DIR = "dicom"
 DEFAULTS: dict[str, Any] = {
@@ -37,12 +41,19 @@ DEFAULTS: dict[str, Any] = {
 
 
 def _options(subjects: int, seed: int, **options: Any) -> dict[str, Any]:
+    sites = options.pop("sites", 1)
     unknown = set(options) - set(DEFAULTS)
     if unknown:
         raise ValueError(f"unknown phantom option(s): {sorted(unknown)}")
     opts = {**DEFAULTS, **options}
     if subjects < 1:
         raise ValueError(f"subjects must be >= 1, got {subjects}")
+    if isinstance(sites, bool) or not isinstance(sites, numbers.Integral) \
+            or not 1 <= sites <= subjects:
+        raise ValueError(f"sites must be a count from 1 to the number of subjects ({subjects}), "
+                         f"got {sites!r}")
+    if sites != 1:  # one site is recorded as before sites existed, so its cohorts stay valid
+        opts["sites"] = int(sites)
     if opts["layout"] not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {opts['layout']!r}")
     if opts["transfer_syntax"] not in TRANSFER_SYNTAXES:
@@ -52,10 +63,12 @@ def _options(subjects: int, seed: int, **options: Any) -> dict[str, Any]:
     return {"version": VERSION, "subjects": int(subjects), "seed": int(seed), **opts}
 
 
-def _work(job: tuple[int, dict[str, Any], str]) -> tuple[dict[str, Any], dict[str, Any]]:
+def _work(
+    job: tuple[int, dict[str, Any], str, Site | None],
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Render + write one subject (runs in a worker); returns (manifest row, truth row)."""
-    index, opts, out = job
-    subj = sample_subject(opts["seed"], index, opts["sigma"], opts["variability"])
+    index, opts, out, site = job
+    subj = sample_subject(opts["seed"], index, opts["sigma"], opts["variability"], site)
     ant, post, c_ant, c_post = render_subject(subj)
     a_rel, p_rel, uid = write_study(subj, ant, post, (c_ant, c_post), Path(out), DICOM_DIR,
                                     opts["layout"], opts["transfer_syntax"])  # fmt: skip
@@ -64,6 +77,11 @@ def _work(job: tuple[int, dict[str, Any], str]) -> tuple[dict[str, Any], dict[st
     nz, body = subj.nuisance, subj.body
     truth = {"subject_id": subj.subject_id, "age": subj.age, "sex": subj.sex,
              "b": round(subj.b, 4)}  # fmt: skip
+    if site is not None:
+        row[SITE_COLUMN] = site.site_id
+        truth.update(site_index=site.index, site=site.site_id, fwhm_scale=site.fwhm_scale,
+                     sensitivity=site.sensitivity, scatter=site.scatter,
+                     matrix=f"{site.rows}x{site.columns}")  # fmt: skip
     truth.update({k: v if isinstance(v, int) else round(float(v), 5)
                   for k, v in subj.effects.truth().items()})  # fmt: skip
     truth.update(
@@ -88,22 +106,15 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
         w.writerows(rows)
 
 
-def _summary(opts: dict[str, Any], truths: list[dict[str, Any]]) -> dict[str, Any]:
+def _demographics(truths: list[dict[str, Any]]) -> dict[str, Any]:
     ages = np.array([t["age"] for t in truths])
     n_f = sum(t["sex"] == "F" for t in truths)
-    feats = np.array([[t[k] for k in EFFECT_COLUMNS] + [t["sex"] == "F"] for t in truths], float)
-    prior_ages, prior = age_prior()
     hist, edges = np.histogram(ages, bins=[40, 45, 50, 55, 60, 65, 70, 75, 81])
     return {
-        "generator": "bone_age.phantom",
-        "version": VERSION,
-        "seed": opts["seed"],
-        "options": opts,
         "n_subjects": len(truths),
         "n_female": int(n_f),
         "n_male": int(len(truths) - n_f),
         "sex_ratio_f_to_m": round(n_f / max(len(truths) - n_f, 1), 3),
-        "sex_ratio_target": FEMALE_TO_MALE,
         "age": {
             "mean": round(float(ages.mean()), 2),
             "sd": round(float(ages.std()), 2),
@@ -113,12 +124,44 @@ def _summary(opts: dict[str, Any], truths: list[dict[str, Any]]) -> dict[str, An
             "histogram": {f"{int(a)}-{int(b) - 1}": int(h)
                           for a, b, h in zip(edges[:-1], edges[1:], hist, strict=True)},
         },  # fmt: skip
+    }
+
+
+def _summary(
+    opts: dict[str, Any], truths: list[dict[str, Any]], sites: tuple[Site, ...]
+) -> dict[str, Any]:
+    feats = np.array([[t[k] for k in EFFECT_COLUMNS] + [t["sex"] == "F"] for t in truths], float)
+    ages = np.array([t["age"] for t in truths])
+    prior_ages, prior = age_prior()
+    prior_note = "generating age prior, sex-pooled (age independent of sex)"
+    if sites:  # the generating prior is the mixture of the sites' priors, by their share
+        shares = np.bincount([t["site_index"] for t in truths], minlength=len(sites))
+        prior = sum(n * age_prior(s.age_shift)[1] for n, s in zip(shares, sites, strict=True))
+        prior = prior / prior.sum()
+        prior_note = ("generating age prior, the sites' priors mixed by their share of the "
+                      "subjects, sex-pooled (the site is not used)")
+    demo = _demographics(truths)
+    info = {
+        "generator": "bone_age.phantom",
+        "version": VERSION,
+        "seed": opts["seed"],
+        "options": opts,
+        "n_subjects": demo["n_subjects"],
+        "n_female": demo["n_female"],
+        "n_male": demo["n_male"],
+        "sex_ratio_f_to_m": demo["sex_ratio_f_to_m"],
+        "sex_ratio_target": FEMALE_TO_MALE,
+        "age": demo["age"],
         "bayes_mae_floor": round(bayes_mae_floor(prior_ages, prior, opts["sigma"]), 4),
-        "bayes_mae_floor_prior": "generating age prior, sex-pooled (age independent of sex)",
+        "bayes_mae_floor_prior": prior_note,
         "oracle_mae": round(oracle_mae(feats, ages, seed=opts["seed"]), 4),
         "oracle_features": EFFECT_COLUMNS + ["sex"],
         "files": {"manifest": "manifest.csv", "truth": "truth.csv", "dicom_dir": DICOM_DIR},
     }
+    if sites:
+        info["sites"] = [s.info() | {"subjects": _demographics(
+            [t for t in truths if t["site_index"] == s.index])} for s in sites]  # fmt: skip
+    return info
 
 
 def generate_cohort(
@@ -133,7 +176,9 @@ def generate_cohort(
 
     options: sigma (latent bone-age SD, years), variability (scale of the per-subject
     biological noise of every effect), layout ("two-frame" | "single-frame"),
-    transfer_syntax ("explicit" | "rle"). workers does not change the output.
+    transfer_syntax ("explicit" | "rle"), sites (number of sites, each with its own camera and
+    population; default 1: the reference camera and population, see ``sites.py``). workers
+    does not change the output.
     """
     opts = _options(subjects, seed, **options)
     out = Path(out_dir)
@@ -141,7 +186,9 @@ def generate_cohort(
         raise ValueError(f"--out {out} exists and is not a directory")
     (out / DICOM_DIR).mkdir(parents=True, exist_ok=True)
     workers = max(1, min(workers or os.cpu_count() or 1, subjects))
-    jobs = [(i, opts, str(out)) for i in range(subjects)]
+    sites = make_sites(opts["seed"], opts.get("sites", 1))
+    jobs = [(i, opts, str(out), sites[i % len(sites)] if sites else None)
+            for i in range(subjects)]  # fmt: skip
     if progress:
         say(f"phantom: generating {subjects} subjects with {workers} worker process(es)")
     bar = progress_display(total=subjects, desc="phantom", unit="subjects", enabled=progress)
@@ -165,7 +212,7 @@ def generate_cohort(
     _write_csv(out / "truth.csv", [t for _, t in results])
     if progress:
         say("phantom: yardsticks (Bayes error floor, cross-validated oracle MAE)")
-    info = _summary(opts, [t for _, t in results])
+    info = _summary(opts, [t for _, t in results], sites)
     (out / "phantom_info.json").write_text(json.dumps(info, indent=2) + "\n")
     return out / "manifest.csv"
 

@@ -9,7 +9,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
 
-from .render import PIXEL_MM
+from .render import NROWS, PIXEL_MM
 from .subject import Subject
 
 NM_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.20"
@@ -42,7 +42,8 @@ def _detector_item(view: str) -> Dataset:
     return det
 
 
-def _base(subj: Subject, sop_uid: str, series_uid: str, series_no: int, desc: str) -> Dataset:
+def _base(subj: Subject, sop_uid: str, series_uid: str, series_no: int, desc: str,
+          shape: tuple[int, int]) -> Dataset:  # fmt: skip
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = NM_IMAGE_STORAGE
@@ -59,6 +60,11 @@ def _base(subj: Subject, sop_uid: str, series_uid: str, series_no: int, desc: st
     ds.StudyTime = ds.SeriesTime = ds.AcquisitionTime = ds.ContentTime = "100000"
     ds.Modality = "NM"
     ds.Manufacturer = "bone-age phantom"
+    if subj.site is not None:  # what a real export names (fake names; index pseudonymises them)
+        ds.InstitutionName = subj.site.institution
+        ds.StationName = subj.site.station
+        ds.Manufacturer = subj.site.manufacturer
+        ds.ManufacturerModelName = subj.site.model
     ds.StudyDescription = "Whole Body Bone (phantom)"
     ds.SeriesDescription = desc
     ds.PatientName = f"PHANTOM^{subj.index:06d}"
@@ -73,12 +79,13 @@ def _base(subj: Subject, sop_uid: str, series_uid: str, series_no: int, desc: st
     ds.InstanceNumber = 1
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows, ds.Columns = 1024, 256
+    ds.Rows, ds.Columns = shape
     ds.BitsAllocated = 16
     ds.BitsStored = 16
     ds.HighBit = 15
     ds.PixelRepresentation = 0
-    ds.PixelSpacing = [f"{PIXEL_MM:.2f}", f"{PIXEL_MM:.2f}"]
+    spacing = PIXEL_MM * NROWS / shape[0]  # a finer matrix over the same field
+    ds.PixelSpacing = [f"{spacing:.2f}", f"{spacing:.2f}"]
     rp = Dataset()
     rp.Radiopharmaceutical = "Tc-99m MDP"
     ds.RadiopharmaceuticalInformationSequence = Sequence([rp])
@@ -88,7 +95,8 @@ def _base(subj: Subject, sop_uid: str, series_uid: str, series_no: int, desc: st
 def _save(ds: Dataset, frames: np.ndarray, path: Path, syntax: str) -> None:
     ds.PixelData = np.ascontiguousarray(frames, dtype="<u2").tobytes()
     if syntax == "rle":
-        ds.compress(RLELossless)
+        # Keep the deterministic SOP Instance UID (pydicom would draw a new, random one).
+        ds.compress(RLELossless, generate_instance_uid=False)
     ds.save_as(path, enforce_file_format=True)
 
 
@@ -105,7 +113,7 @@ def write_study(
     """Write one study; returns (anterior relpath, posterior relpath, study UID)."""
     sid = subj.subject_id
     if layout == "two-frame":
-        ds = _base(subj, _uid(subj, "sop"), _uid(subj, "series"), 1, "WB ANT+POST")
+        ds = _base(subj, _uid(subj, "sop"), _uid(subj, "series"), 1, "WB ANT+POST", ant.shape)
         ds.ImageID = "ANT+POST"
         ds.NumberOfFrames = 2
         ds.FrameIncrementPointer = (0x0054, 0x0020)
@@ -119,7 +127,7 @@ def write_study(
     rels = []
     for k, (view, img, n) in enumerate((("ANT", ant, counts[0]), ("POST", post, counts[1]))):
         ds = _base(subj, _uid(subj, "sop", view), _uid(subj, "series", view), k + 1,
-                   f"WB {view}")  # fmt: skip
+                   f"WB {view}", img.shape)  # fmt: skip
         ds.ImageID = view
         # Rows run head->feet; columns run to the patient's left (ANT) or right (POST).
         ds.PatientOrientation = ["L" if view == "ANT" else "R", "F"]

@@ -44,6 +44,7 @@ def collimator_sigma(z_mm: float) -> float:
 
 
 SIGMAS = tuple(collimator_sigma(GAP_MM + d * TRUNK_MM) for d in (0.2, 0.5, 0.8))
+SCATTER_SIGMA_MM = 40.0  # energy-window scatter of a site's camera: a broad haze (sites.py)
 
 
 def _box(cy: float, cx: float, hy: float, hx: float) -> tuple[int, int, int, int] | None:
@@ -186,13 +187,19 @@ def camera(
     background: float,
     fov: tuple[int, int, int, int],
     rng: np.random.Generator,
+    fwhm_scale: float = 1.0,
+    scatter: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, float, float]:
     """Attenuate, blur, scale to the drawn count level and add Poisson noise.
 
     Only the scanned field of view ``fov`` = (row0, row1, col0, col1) is processed (the camera
-    records nothing outside it). Returns (anterior, posterior) uint16 frames as acquired
-    (posterior mirrored) and the realised total counts of each.
+    records nothing outside it). ``fwhm_scale`` scales the collimator blur and ``scatter`` moves
+    that fraction of the counts into a broad blur of width ``SCATTER_SIGMA_MM`` (a site's
+    camera and energy window; the defaults are the reference camera, computed exactly as
+    before sites existed). Returns (anterior, posterior) uint16 frames as acquired (posterior
+    mirrored) and the realised total counts of each.
     """
+    sigmas = SIGMAS if fwhm_scale == 1.0 else tuple(s * fwhm_scale for s in SIGMAS)
     r0, r1, c0, c1 = fov
     T = fill_creases(cv.thickness[r0:r1, c0:c1])
     # Transmission through depth 0.1*k*T for k = 1..10 by repeated products (one exp only).
@@ -228,9 +235,12 @@ def camera(
             if view == "ant" and has_breast:
                 tmp *= breast_att
             groups[0 if depth <= 0.35 else (1 if depth < 0.65 else 2)] += tmp
-        img = gaussian_filter(groups[0], SIGMAS[0], truncate=3.0)
+        img = gaussian_filter(groups[0], sigmas[0], truncate=3.0)
         for g in (1, 2):
-            img += gaussian_filter(groups[g], SIGMAS[g], truncate=3.0)
+            img += gaussian_filter(groups[g], sigmas[g], truncate=3.0)
+        if scatter > 0:
+            wide = gaussian_filter(img, SCATTER_SIGMA_MM / PIXEL_MM, truncate=3.0)
+            img = np.float32(1.0 - scatter) * img + np.float32(scatter) * wide
         views.append(img)
     ant, post = views
     scale = np.float32(counts_ant / max(float(ant.sum(dtype=np.float64)), 1e-6))

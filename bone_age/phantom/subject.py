@@ -25,6 +25,7 @@ from .anatomy import (
 from .effects import EffectNoise, Effects, realise_effects, sample_noise
 from .nuisance import Nuisance, draw_nuisance, sample_nuisance
 from .render import NCOLS, NROWS, Canvas, camera
+from .sites import Site, upsample_counts
 from .skeleton import draw_skeleton
 
 AGE_MIN, AGE_MAX = 40, 80
@@ -33,17 +34,24 @@ FOV_COLS = (13, NCOLS - 13)  # columns the detector covers (as on the GE scan in
 AGE_PEAK, AGE_SPREAD = 63.0, 10.0  # oncology population peaking in the 60s
 
 
-def age_prior() -> tuple[np.ndarray, np.ndarray]:
-    """Discrete cohort age prior (sex-pooled; age is drawn independently of sex)."""
+def age_prior(shift: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Discrete cohort age prior (sex-pooled; age is drawn independently of sex).
+
+    Args:
+        shift: years added to the prior's peak (a site's population).
+    """
     ages = np.arange(AGE_MIN, AGE_MAX + 1)
-    w = np.exp(-0.5 * ((ages - AGE_PEAK) / AGE_SPREAD) ** 2)
+    w = np.exp(-0.5 * ((ages - (AGE_PEAK + shift)) / AGE_SPREAD) ** 2)
     return ages, w / w.sum()
 
 
-def sample_demographics(rng: np.random.Generator) -> tuple[int, str]:
-    ages, p = age_prior()
+def sample_demographics(rng: np.random.Generator, site: Site | None = None) -> tuple[int, str]:
+    """Age and sex from the cohort's population, or a site's (same draws, so a subject's
+    other draws do not depend on its site)."""
+    ages, p = age_prior(site.age_shift if site else 0.0)
     age = int(rng.choice(ages, p=p))
-    sex = "F" if rng.random() < FEMALE_TO_MALE / (1.0 + FEMALE_TO_MALE) else "M"
+    ratio = site.female_to_male if site else FEMALE_TO_MALE
+    sex = "F" if rng.random() < ratio / (1.0 + ratio) else "M"
     return age, sex
 
 
@@ -60,6 +68,7 @@ class Subject:
     noise: EffectNoise
     effects: Effects
     nuisance: Nuisance
+    site: Site | None = None  # None: the single-site cohort (reference camera and population)
 
     @property
     def subject_id(self) -> str:
@@ -92,21 +101,24 @@ def _dates(rng: np.random.Generator, age: int) -> tuple[dt.date, dt.date]:
     return study, birth
 
 
-def sample_subject(seed: int, index: int, sigma: float = 3.0, variability: float = 1.0) -> Subject:
-    """Draw everything about one subject (no rendering)."""
+def sample_subject(seed: int, index: int, sigma: float = 3.0, variability: float = 1.0,
+                   site: Site | None = None) -> Subject:  # fmt: skip
+    """Draw everything about one subject (no rendering); ``site``: the subject's site, if the
+    cohort has several."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, index]))
-    age, sex = sample_demographics(rng)
+    age, sex = sample_demographics(rng, site)
     b = float(age + rng.normal(0.0, sigma))
     study, birth = _dates(rng, age)
     body = sample_body(rng, sex)
     noise = sample_noise(rng)
     nuisance = sample_nuisance(rng)
     fx = realise_effects(b, sex, noise, variability)
-    return Subject(seed, index, age, sex, b, study, birth, body, noise, fx, nuisance)
+    return Subject(seed, index, age, sex, b, study, birth, body, noise, fx, nuisance, site)
 
 
 def render_subject(subj: Subject) -> tuple[np.ndarray, np.ndarray, float, float]:
-    """Anterior and posterior uint16 count frames (as acquired) and their total counts."""
+    """Anterior and posterior uint16 count frames (as acquired, on the site's matrix) and their
+    total counts."""
     body, fx, nz = subj.body, subj.effects, subj.nuisance
     g = Geometry(body, fx)
     cv = Canvas()
@@ -130,4 +142,12 @@ def render_subject(subj: Subject) -> tuple[np.ndarray, np.ndarray, float, float]
     fov = (max(int(g.top) - 14, 0), min(int(g.row(1.0 + body.foot_len)) + 14, NROWS),
            FOV_COLS[0], FOV_COLS[1])  # fmt: skip
     rng = np.random.default_rng(np.random.SeedSequence([subj.seed, subj.index, 1]))
-    return camera(cv, soft_conc, nz.counts_ant, nz.background, fov, rng)
+    site = subj.site
+    if site is None:
+        return camera(cv, soft_conc, nz.counts_ant, nz.background, fov, rng)
+    ant, post, c_ant, c_post = camera(cv, soft_conc, nz.counts_ant * site.sensitivity,
+                                      nz.background, fov, rng, site.fwhm_scale, site.scatter)
+    # A finer matrix records the same photons on smaller pixels (own stream, see above).
+    split = np.random.default_rng(np.random.SeedSequence([subj.seed, subj.index, 3]))
+    ant, post = (upsample_counts(f, site.upsample, split) for f in (ant, post))
+    return ant, post, c_ant, c_post

@@ -18,6 +18,7 @@ from bone_age.data.pseudonym import Pseudonymizer, load_or_create_key
 from bone_age.evaluation.report import report
 from bone_age.index import main as index_main
 from bone_age.inference.checkpoint import read_checkpoint
+from bone_age.phantom import generate_cohort
 from tests.conftest import run_in_process, tiny_overrides
 from tests.nm_files import nm_dataset, write
 
@@ -178,3 +179,57 @@ def test_report_gives_each_held_out_site_a_row_and_pools_them(tmp_path):
     rows = _rows(tmp_path / "table1_sites.csv")
     assert [r["site"] for r in rows] == ["SITE-aa", "SITE-bb", "SITE-cc", "pooled (3 sites)"]
     assert [int(r["folds"]) for r in _rows(tmp_path / "table1.csv")] == [3]  # evaluation left out
+
+
+@pytest.fixture(scope="module")
+def multi_site_phantom(tmp_path_factory) -> Path:
+    """A 3-site, 36-subject phantom cohort (one camera and population per site)."""
+    out = tmp_path_factory.mktemp("phantom_sites")
+    return Path(generate_cohort(out, 36, 5, workers=2, progress=False, sites=3))
+
+
+def test_index_recovers_the_phantom_sites_without_their_names(multi_site_phantom, tmp_path,
+                                                              capsys):
+    cohort = multi_site_phantom.parent
+    key, out = tmp_path / "owner" / "key", tmp_path / "out"
+    assert index_main([str(cohort / "dicom"), "--out", str(out / "manifest.csv"),
+                       "--key-file", str(key)]) == 0
+    printed = capsys.readouterr()
+    pseudo = Pseudonymizer(load_or_create_key(key))
+    indexed = {r["subject_id"]: r["site"] for r in _rows(out / "manifest.csv")}
+    phantom = {pseudo.subject(r["subject_id"]): r["site"] for r in _rows(multi_site_phantom)}
+    assert set(indexed) == set(phantom)
+
+    def groups(site_of: dict[str, str]) -> set[frozenset[str]]:
+        return {frozenset(s for s, x in site_of.items() if x == site)
+                for site in set(site_of.values())}
+
+    assert len(set(indexed.values())) == 3 and "" not in indexed.values()
+    assert groups(indexed) == groups(phantom)
+    info = json.loads((cohort / "phantom_info.json").read_text())
+    names = [s[k] for s in info["sites"] for k in ("institution", "station", "manufacturer",
+                                                    "model")]
+    export = {(p.stat().st_dev, p.stat().st_ino) for p in (cohort / "dicom").iterdir()}
+    texts = [printed.out, printed.err]
+    for path in out.rglob("*"):
+        texts.append(str(path.relative_to(out)))
+        # Links (symbolic or hard) lead to the export files themselves; the rest is written.
+        if path.is_file() and (path.stat().st_dev, path.stat().st_ino) not in export:
+            texts.append(path.read_text(errors="replace"))
+    blob = " ".join(texts).casefold()
+    for name in names:
+        assert name.casefold() not in blob, name
+    for word in {w for s in info["sites"] for w in s["manufacturer"].casefold().split()}:
+        assert word not in blob, word
+
+
+def test_leave_one_site_out_run_on_a_multi_site_phantom(multi_site_phantom, tmp_path):
+    out = tmp_path / "run"
+    metrics = run_in_process([*tiny_overrides(multi_site_phantom, tmp_path), "model=vgg16",
+                              "loss=mse", "data.split=site", "data.fold=0"], out)
+    site_of = {r["subject_id"]: r["site"] for r in _rows(multi_site_phantom)}
+    first = sorted(set(site_of.values()))[0]
+    assert metrics["split"] == "site" and metrics["test_site"] == first
+    tested = [r["subject_id"] for r in _rows(out / "predictions.csv")]
+    assert {site_of[s] for s in tested} == {first} and len(tested) == 12
+    assert metrics["n_train"] + metrics["n_val"] == 24
