@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from bone_age.data.dicom import DicomReadError, read_dataset, views_in_file
 from bone_age.data.manifest import read_manifest
+from bone_age.utils.console import progress as progress_display
 from bone_age.utils.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_PARTIAL, command
 from bone_age.utils.outputs import check_output_file, write_text_atomic
 
@@ -163,8 +163,9 @@ def predict_studies(predictor, items: list[Item], batch_size: int = 16,
             usable.append(item)
     show = len(items) >= 50 if progress is None else progress
     decoded = _decoded_ahead(spec, usable, lookahead=2 * batch_size if _spare_core() else 0)
-    for item, counts in tqdm(decoded, total=len(usable), desc="predicting", unit="study",
-                             disable=not show):
+    # tqdm on a terminal, a line every few seconds in a log (no carriage-return spam).
+    for item, counts in progress_display(decoded, total=len(usable), desc="predicting",
+                                         unit="studies", enabled=show):
         if isinstance(counts, DicomReadError):
             refused.append(Refused(item.subject_id, str(counts)))
             continue
