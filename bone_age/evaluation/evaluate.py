@@ -40,7 +40,14 @@ from bone_age.evaluation.results import (
     write_figures,
     write_gaps,
 )
-from bone_age.inference.predict import Predicted, load_predictor, predict_studies, read_input
+from bone_age.inference.predict import (
+    Predicted,
+    add_model_and_input,
+    load_predictor,
+    model_and_input,
+    predict_studies,
+    read_input,
+)
 from bone_age.inference.run_metadata import RunMetadata
 from bone_age.utils.errors import EXIT_OK, EXIT_PARTIAL, BoneAgeError, command
 from bone_age.utils.outputs import OutputError, check_output_dir, write_text_atomic
@@ -165,24 +172,11 @@ def _print_summary(metrics: dict[str, Any], missing: list[str], refused: int, ou
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from bone_age.data.pseudonym import DEFAULT_KEY_FILE
-
     p = argparse.ArgumentParser(prog="python -m bone_age.evaluate",
                                 description=__doc__.splitlines()[0])
-    p.add_argument("model", type=Path, help="a run's checkpoints/*.ckpt (or .onnx with --onnx)")
-    p.add_argument("cohort", type=Path, help="a manifest .csv, a DICOM folder or a DICOM file")
+    add_model_and_input(p, "cohort")
     p.add_argument("--out", type=Path, required=True, help="folder for the figures")
-    p.add_argument("--onnx", action="store_true", help="MODEL is an exported ONNX model")
-    p.add_argument("--view", choices=["anterior", "posterior"],
-                   help="the view of a single-frame file whose headers do not name it")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--key-file", type=Path, default=DEFAULT_KEY_FILE,
-                   help="pseudonym key for DICOM input, as python -m bone_age.index uses")
-    args = p.parse_args(argv)
-    if args.batch_size < 1:
-        p.error(f"--batch-size must be >= 1, got {args.batch_size}")
-    args.onnx = args.onnx or args.model.suffix == ".onnx"
-    return args
+    return model_and_input(p.parse_args(argv))
 
 
 @command("evaluate")

@@ -27,6 +27,7 @@ import torch
 
 from bone_age.data.dicom import DicomReadError, read_dataset, views_in_file
 from bone_age.data.manifest import read_manifest
+from bone_age.utils.arguments import positive_int
 from bone_age.utils.console import progress as progress_display
 from bone_age.utils.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_PARTIAL, command
 from bone_age.utils.outputs import check_output_file, write_text_atomic
@@ -245,31 +246,33 @@ def write_rows(rows: list[dict], out: Path) -> None:
     write_text_atomic(out, text.getvalue())
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def add_model_and_input(p: argparse.ArgumentParser, input_name: str = "input") -> None:
+    """The arguments predict and evaluate share: MODEL, the studies, --onnx, --view,
+    --batch-size and --key-file. Call ``model_and_input`` on the parsed namespace."""
     from bone_age.data.pseudonym import DEFAULT_KEY_FILE
 
-    p = argparse.ArgumentParser(prog="python -m bone_age.predict",
-                                description=__doc__.splitlines()[0])
     p.add_argument("model", type=Path, help="a run's checkpoints/*.ckpt (or .onnx with --onnx)")
-    p.add_argument("input", type=Path, help="a manifest .csv, a DICOM folder or a DICOM file")
-    p.add_argument("--out", type=Path, default=Path("predictions.csv"))
+    p.add_argument(input_name, type=Path, help="a manifest .csv, a DICOM folder or a DICOM file")
     p.add_argument("--onnx", action="store_true", help="MODEL is an exported ONNX model")
     p.add_argument("--view", choices=["anterior", "posterior"],
                    help="the view of a single-frame file whose headers do not name it")
-    p.add_argument("--batch-size", type=_positive, default=16)
+    p.add_argument("--batch-size", type=positive_int, default=16)
     p.add_argument("--key-file", type=Path, default=DEFAULT_KEY_FILE,
                    help="pseudonym key for DICOM input, as python -m bone_age.index uses")
-    args = p.parse_args(argv)
-    if args.model.suffix == ".onnx":
-        args.onnx = True
+
+
+def model_and_input(args: argparse.Namespace) -> argparse.Namespace:
+    """``args`` with ``onnx`` set for a MODEL named ``*.onnx``."""
+    args.onnx = args.onnx or args.model.suffix == ".onnx"
     return args
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bone_age.predict",
+                                description=__doc__.splitlines()[0])
+    add_model_and_input(p)
+    p.add_argument("--out", type=Path, default=Path("predictions.csv"))
+    return model_and_input(p.parse_args(argv))
 
 
 def load_predictor(model: Path, onnx: bool):

@@ -7,30 +7,11 @@ import sys
 import time
 from pathlib import Path
 
+from bone_age.utils.arguments import non_negative_float, positive_int
 from bone_age.utils.errors import command, fail
 
 from .cohort import DEFAULTS, LAYOUTS, generate_cohort
 from .dicom_writer import TRANSFER_SYNTAXES
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not v >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return v
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,18 +20,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write a synthetic cohort of whole-body bone scans (DICOM NM) + manifest.",
     )
     p.add_argument("--out", type=Path, help="output directory (created)")
-    p.add_argument("--subjects", type=_positive_int, default=100, help="number of studies")
+    p.add_argument("--subjects", type=positive_int, default=100, help="number of studies")
     p.add_argument("--seed", type=int, default=0, help="cohort seed")
-    p.add_argument("--sigma", type=_non_negative_float, default=DEFAULTS["sigma"],
+    p.add_argument("--sigma", type=non_negative_float, default=DEFAULTS["sigma"],
                    help="SD of latent bone age around chronological age, years (default 3)")
-    p.add_argument("--variability", type=_non_negative_float, default=DEFAULTS["variability"],
+    p.add_argument("--variability", type=non_negative_float, default=DEFAULTS["variability"],
                    help="scale of the age-independent biological noise of every effect")
     p.add_argument("--layout", choices=LAYOUTS, default=DEFAULTS["layout"])
     p.add_argument("--transfer-syntax", choices=sorted(TRANSFER_SYNTAXES),
                    default=DEFAULTS["transfer_syntax"], help="explicit VR LE or RLE Lossless")
-    p.add_argument("--sites", type=_positive_int, default=1,
+    p.add_argument("--sites", type=positive_int, default=1,
                    help="number of sites, each with its own camera and population (default 1)")
-    p.add_argument("--workers", type=_positive_int, default=None,
+    p.add_argument("--workers", type=positive_int, default=None,
                    help="worker processes (default: all CPUs; output does not depend on it)")
     p.add_argument("--preview", type=Path, default=None,
                    help="also write a PNG of a few subjects of different ages (ANT + POST)")

@@ -15,6 +15,7 @@ from typing import NoReturn
 
 import numpy as np
 
+from bone_age.utils.arguments import positive_int
 from bone_age.utils.errors import BoneAgeError, command
 from bone_age.utils.outputs import check_output_dir
 
@@ -34,23 +35,13 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _subjects(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m bone_age.phantom.realism",
                 description="Compare phantom scans with a real whole-body scan.")  # fmt: skip
     p.add_argument("ref", type=Path, help="real scan (DICOM)")
     p.add_argument("--view", type=str.lower, choices=CHOICES, default="auto",
                    help="view of the reference (auto: from its header, else its anatomy)")
-    p.add_argument("--subjects", type=_subjects, default=100, help="phantom subjects (>= 1)")
+    p.add_argument("--subjects", type=positive_int, default=100, help="phantom subjects (>= 1)")
     p.add_argument("--seed", type=int, default=0, help="phantom cohort seed")
     p.add_argument("--out", type=Path, required=True, help="output folder (created)")
     return p  # fmt: skip
