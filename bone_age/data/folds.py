@@ -56,8 +56,22 @@ def check_fold_settings(fold: int, num_folds: int, val_fraction: float) -> None:
         raise ValueError(f"data.num_folds must be at least 2, got {num_folds}")
     if not 0 <= fold < num_folds:
         raise ValueError(f"data.fold must be in 0..{num_folds - 1}, got {fold}")
+    check_val_fraction(val_fraction)
+
+
+def check_val_fraction(val_fraction: float) -> None:
+    """ValueError naming data.val_fraction when it cannot size an inner validation split."""
     if not 0 < val_fraction < 0.5:
         raise ValueError(f"data.val_fraction must be in (0, 0.5), got {val_fraction}")
+
+
+def _inner_split(
+    labels: np.ndarray, subjects: np.ndarray, val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Train and inner-validation indices (into ``subjects``) of a fold's training subjects."""
+    # A small cohort gets fewer, larger inner splits rather than an error.
+    n_inner = max(2, min(round(1 / val_fraction), len(np.unique(subjects))))
+    return _split(labels, subjects, n_inner, 0, seed + 1)
 
 
 def fold_indices(
@@ -82,9 +96,7 @@ def fold_indices(
     if len(np.unique(subjects)) < num_folds:
         raise ValueError(f"{len(np.unique(subjects))} subjects cannot fill {num_folds} folds")
     train_val, test = _split(labels, subjects, num_folds, fold, seed)
-    # A small cohort gets fewer, larger inner splits rather than an error.
-    n_inner = max(2, min(round(1 / val_fraction), len(np.unique(subjects[train_val]))))
-    train, val = _split(labels[train_val], subjects[train_val], n_inner, 0, seed + 1)
+    train, val = _inner_split(labels[train_val], subjects[train_val], val_fraction, seed)
     return {"train": train_val[train], "val": train_val[val], "test": test}
 
 
@@ -149,13 +161,11 @@ def site_fold_parts(
     if not 0 <= fold < len(order):
         raise ValueError(f"data.fold must be in 0..{len(order) - 1} (data.split=site: one fold "
                          f"per site, {len(order)} sites), got {fold}")
-    if not 0 < val_fraction < 0.5:
-        raise ValueError(f"data.val_fraction must be in (0, 0.5), got {val_fraction}")
+    check_val_fraction(val_fraction)
     subjects, sites = np.asarray(subjects), np.asarray(sites, dtype=object)
     rest = np.flatnonzero((sites != order[fold]) & (sites != ""))
-    n_inner = max(2, min(round(1 / val_fraction), len(np.unique(subjects[rest]))))
     labels = strata([ages[i] for i in rest], [sexes[i] for i in rest])
-    train, val = _split(labels, subjects[rest], n_inner, 0, seed + 1)
+    train, val = _inner_split(labels, subjects[rest], val_fraction, seed)
     parts = {str(s): "test" if site == order[fold] else "no_site"
              for s, site in zip(subjects, sites, strict=True)}
     parts.update({str(subjects[i]): "train" for i in rest[train]})
