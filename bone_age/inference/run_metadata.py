@@ -110,16 +110,17 @@ def check_settings(meta: Any, source: str) -> None:
     if not isinstance(model.get("use_sex", False), bool):
         raise CheckpointError(f"{source}: setting {METADATA_KEY}.model.use_sex is "
                               f"{model['use_sex']!r}, expected true or false")
+    built = {}
     for key, build in (("data", lambda d: (Preprocess(tuple(d["image_size"]), d["resize"],
                                                        d["mirror_posterior"]),
                                             CountNormalize(d["normalize"], d["percentile"]))),
                        ("loss", lambda d: loss_from_dict(d, legacy=version == 1))):
         try:
-            build(meta[key])
+            built[key] = build(meta[key])
         except (TypeError, ValueError) as err:
             raise CheckpointError(f"{source}: settings {METADATA_KEY}.{key}: {brief(err)}"
                                   ) from None
-    outputs = loss_from_dict(meta["loss"], legacy=version == 1).num_outputs
+    outputs = built["loss"].num_outputs
     if model.get("num_outputs", outputs) != outputs:
         raise CheckpointError(f"{source}: setting {METADATA_KEY}.model.num_outputs is "
                               f"{model['num_outputs']!r} but the loss settings need {outputs}")
