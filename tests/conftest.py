@@ -1,8 +1,10 @@
 """Shared fixtures and helpers: one small phantom cohort per test session, tiny run overrides,
-a run in this process, and tiny trained checkpoints."""
+a run in this process, tiny trained checkpoints, and CSV rows read and written."""
 
 from __future__ import annotations
 
+import csv
+import os
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,32 @@ def cohort(tmp_path_factory) -> Path:
     """A 40-subject phantom cohort (two-frame layout); returns its manifest."""
     out = tmp_path_factory.mktemp("cohort")
     return Path(generate_cohort(out, subjects=40, seed=7, progress=False))
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV file (manifest, predictions, table) as dicts."""
+    with Path(path).open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def cohort_rows(manifest: Path) -> list[dict[str, str]]:
+    """A manifest's rows with absolute view paths, to be edited and written elsewhere."""
+    rows = read_rows(manifest)
+    for r in rows:
+        for view in ("anterior", "posterior"):
+            r[view] = os.path.abspath(Path(manifest).parent / r[view])
+    return rows
+
+
+def write_rows(path: Path, rows: list[dict[str, str]]) -> Path:
+    """``rows`` as a CSV file (columns of the first row), folders created."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
 
 
 def tiny_overrides(manifest: Path, tmp: Path) -> list[str]:

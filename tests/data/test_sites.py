@@ -3,9 +3,7 @@ Table 1 per held-out site."""
 
 from __future__ import annotations
 
-import csv
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,17 +17,12 @@ from bone_age.evaluation.report import report
 from bone_age.index import main as index_main
 from bone_age.inference.checkpoint import read_checkpoint
 from bone_age.phantom import generate_cohort
-from tests.conftest import run_in_process, tiny_overrides
+from tests.conftest import cohort_rows, read_rows, run_in_process, tiny_overrides, write_rows
 from tests.nm_files import nm_dataset, write
 
 # Names of words found nowhere else, so that any trace of one in an output is caught.
 PLANTED = {"InstitutionName": "Xyzzy Plantedhospital", "StationName": "PLANTSTATION7",
            "Manufacturer": "Plantcorp Quuxmedical", "ManufacturerModelName": "Plantscan Zorb900"}
-
-
-def _rows(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as f:
-        return list(csv.DictReader(line for line in f if not line.startswith("#")))
 
 
 def _nm(patient: str, seed: int, **site):
@@ -58,7 +51,7 @@ def test_index_writes_site_pseudonyms_and_never_the_names(tmp_path, capsys):
     printed = capsys.readouterr()
     pseudo = Pseudonymizer(load_or_create_key(key))
     site_of = {pseudo.subject(p): pseudo.site(study_site(ds)) for p, ds in by_patient.items()}
-    rows = {r["subject_id"]: r["site"] for r in _rows(out / "manifest.csv")}
+    rows = {r["subject_id"]: r["site"] for r in read_rows(out / "manifest.csv")}
     assert rows == site_of
     s = {p: site_of[pseudo.subject(p)] for p in by_patient}
     assert s["P1"] == s["P2"] and len({s["P1"], s["P3"], s["P4"]}) == 3 and s["P5"] == ""
@@ -108,19 +101,11 @@ def test_site_folds_hold_each_site_out_once():
 
 def _with_sites(cohort: Path, out: Path, sites: list[str] | None) -> Path:
     """The cohort's manifest, view paths made absolute, with a site column (None: without)."""
-    with cohort.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    for i, r in enumerate(rows):
-        for view in ("anterior", "posterior"):
-            r[view] = os.path.abspath(cohort.parent / r[view])
-        if sites is not None:
+    rows = cohort_rows(cohort)
+    if sites is not None:
+        for i, r in enumerate(rows):
             r["site"] = sites[i % len(sites)]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return out
+    return write_rows(out, rows)
 
 
 def test_leave_one_site_out_run(cohort, tmp_path):
@@ -130,8 +115,8 @@ def test_leave_one_site_out_run(cohort, tmp_path):
     metrics = run_in_process([*tiny_overrides(manifest, tmp_path), "model=vgg16", "loss=mse",
                               "data.split=site", "data.fold=1"], out)
     assert metrics["split"] == "site" and metrics["test_site"] == "SITE-bb"
-    site_of = {r["subject_id"]: r["site"] for r in _rows(manifest)}
-    tested = [r["subject_id"] for r in _rows(out / "predictions.csv")]
+    site_of = {r["subject_id"]: r["site"] for r in read_rows(manifest)}
+    tested = [r["subject_id"] for r in read_rows(out / "predictions.csv")]
     assert {site_of[s] for s in tested} == {"SITE-bb"}
     assert len(tested) == sum(v == "SITE-bb" for v in site_of.values())
     assert metrics["n_train"] + metrics["n_val"] == len(site_of) - len(tested)
@@ -176,9 +161,10 @@ def test_report_gives_each_held_out_site_a_row_and_pools_them(tmp_path):
     for site, mae in per_site.items():
         assert f"| {site} | 10 | {mae:.2f} (" in table
     assert "| pooled (3 sites) | 30 |" in table
-    rows = _rows(tmp_path / "table1_sites.csv")
+    rows = read_rows(tmp_path / "table1_sites.csv")
     assert [r["site"] for r in rows] == ["SITE-aa", "SITE-bb", "SITE-cc", "pooled (3 sites)"]
-    assert [int(r["folds"]) for r in _rows(tmp_path / "table1.csv")] == [3]  # evaluation left out
+    # the evaluation run is left out of Table 1
+    assert [int(r["folds"]) for r in read_rows(tmp_path / "table1.csv")] == [3]
 
 
 @pytest.fixture(scope="module")
@@ -196,8 +182,8 @@ def test_index_recovers_the_phantom_sites_without_their_names(multi_site_phantom
                        "--key-file", str(key)]) == 0
     printed = capsys.readouterr()
     pseudo = Pseudonymizer(load_or_create_key(key))
-    indexed = {r["subject_id"]: r["site"] for r in _rows(out / "manifest.csv")}
-    phantom = {pseudo.subject(r["subject_id"]): r["site"] for r in _rows(multi_site_phantom)}
+    indexed = {r["subject_id"]: r["site"] for r in read_rows(out / "manifest.csv")}
+    phantom = {pseudo.subject(r["subject_id"]): r["site"] for r in read_rows(multi_site_phantom)}
     assert set(indexed) == set(phantom)
 
     def groups(site_of: dict[str, str]) -> set[frozenset[str]]:
@@ -227,9 +213,9 @@ def test_leave_one_site_out_run_on_a_multi_site_phantom(multi_site_phantom, tmp_
     out = tmp_path / "run"
     metrics = run_in_process([*tiny_overrides(multi_site_phantom, tmp_path), "model=vgg16",
                               "loss=mse", "data.split=site", "data.fold=0"], out)
-    site_of = {r["subject_id"]: r["site"] for r in _rows(multi_site_phantom)}
+    site_of = {r["subject_id"]: r["site"] for r in read_rows(multi_site_phantom)}
     first = sorted(set(site_of.values()))[0]
     assert metrics["split"] == "site" and metrics["test_site"] == first
-    tested = [r["subject_id"] for r in _rows(out / "predictions.csv")]
+    tested = [r["subject_id"] for r in read_rows(out / "predictions.csv")]
     assert {site_of[s] for s in tested} == {first} and len(tested) == 12
     assert metrics["n_train"] + metrics["n_val"] == 24

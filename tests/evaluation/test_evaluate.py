@@ -6,9 +6,7 @@ the run's metrics.json (every figure both hold) to 1e-6.
 
 from __future__ import annotations
 
-import csv
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -17,7 +15,7 @@ import torch
 
 from bone_age.evaluation.evaluate import main
 from bone_age.inference.checkpoint import read_checkpoint
-from tests.conftest import run_in_process, tiny_overrides
+from tests.conftest import cohort_rows, read_rows, run_in_process, tiny_overrides, write_rows
 
 # Figures a run's metrics.json and an evaluation's must share (mv loss, calibration fitted).
 SHARED = {"mae", "mae_sd", "pearson_r", "train_mean_age", "baseline_mae", "gap_mean",
@@ -27,26 +25,14 @@ SHARED = {"mae", "mae_sd", "pearson_r", "train_mean_age", "baseline_mae", "gap_m
 FIGURES = ("scatter.png", "bland_altman.png", "error_by_group.png", "reliability.png")
 
 
-def _rows(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def write_manifest(source: Path, out: Path, keep=None, blank_age=()) -> Path:
     """``source``'s rows (those whose subject_id is in ``keep``), with absolute view paths and
     the ages of ``blank_age`` emptied."""
-    rows = [r for r in _rows(source) if keep is None or r["subject_id"] in keep]
+    rows = [r for r in cohort_rows(source) if keep is None or r["subject_id"] in keep]
     for r in rows:
-        for view in ("anterior", "posterior"):
-            r[view] = os.path.abspath(source.parent / r[view])
         if r["subject_id"] in blank_age:
             r["age"] = ""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return out
+    return write_rows(out, rows)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +50,7 @@ def _tested_checkpoint(run: Path) -> Path:
 
 
 def _test_fold(cohort: Path, run: Path, out: Path) -> Path:
-    ids = {r["subject_id"] for r in _rows(run / "predictions.csv")}
+    ids = {r["subject_id"] for r in read_rows(run / "predictions.csv")}
     return write_manifest(cohort, out, keep=ids)
 
 
@@ -88,8 +74,8 @@ def test_evaluate_on_the_test_fold_reproduces_the_run(cohort, trained, tmp_path,
     for name in FIGURES:
         assert (out / name).read_bytes()[:4] == b"\x89PNG", name
     # Every prediction as the run wrote it, subject by subject.
-    ran = {r["subject_id"]: float(r["pred_age"]) for r in _rows(trained / "predictions.csv")}
-    evaluated = {r["subject_id"]: float(r["pred_age"]) for r in _rows(out / "predictions.csv")}
+    ran = {r["subject_id"]: float(r["pred_age"]) for r in read_rows(trained / "predictions.csv")}
+    evaluated = {r["subject_id"]: float(r["pred_age"]) for r in read_rows(out / "predictions.csv")}
     assert evaluated.keys() == ran.keys()
     assert max(abs(evaluated[s] - ran[s]) for s in ran) <= 1e-6
     # The calibration the checkpoint carries is the one the run fitted.
@@ -127,17 +113,17 @@ def test_evaluate_runs_an_exported_onnx_model(cohort, trained, tmp_path):
 
 
 def test_studies_without_an_age_are_predicted_not_scored(cohort, trained, tmp_path):
-    everyone = [r["subject_id"] for r in _rows(cohort)]
+    everyone = [r["subject_id"] for r in read_rows(cohort)]
     manifest = write_manifest(cohort, tmp_path / "c" / "manifest.csv",
                               blank_age=set(everyone[:3]))
     out = tmp_path / "eval"
     assert main([str(_tested_checkpoint(trained)), str(manifest), "--out", str(out)]) == 0
     got = json.loads((out / "metrics.json").read_text())
-    rows = _rows(out / "predictions.csv")
+    rows = read_rows(out / "predictions.csv")
     assert len(rows) == got["n_predicted"] == len(everyone)
     assert got["n_no_age"] == 3 and sum(r["age"] == "" for r in rows) == 3
     assert got["n"] + got["n_no_age"] + got["n_outside_age_range"] == len(everyone)
-    assert len(_rows(out / "age_gap.csv")) == got["n"]
+    assert len(read_rows(out / "age_gap.csv")) == got["n"]
 
 
 def _old_checkpoint(ckpt: Path, out: Path) -> Path:
@@ -171,7 +157,7 @@ def test_an_old_checkpoint_says_what_it_cannot_give(cohort, trained, tmp_path, c
 
 
 def test_nothing_to_score_is_one_line_and_writes_nothing(cohort, trained, tmp_path, capsys):
-    everyone = {r["subject_id"] for r in _rows(cohort)}
+    everyone = {r["subject_id"] for r in read_rows(cohort)}
     manifest = write_manifest(cohort, tmp_path / "c" / "manifest.csv", blank_age=everyone)
     out = tmp_path / "eval"
     assert main([str(_tested_checkpoint(trained)), str(manifest), "--out", str(out)]) == 2

@@ -13,14 +13,9 @@ from scipy import stats
 
 from bone_age.evaluation.metrics import exact
 from bone_age.evaluation.report import report
-from tests.conftest import run_in_process, tiny_overrides
+from tests.conftest import cohort_rows, read_rows, run_in_process, tiny_overrides, write_rows
 
 TOL = 1e-6
-
-
-def _csv(path):
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def _column(rows, key):
@@ -36,17 +31,10 @@ def _figures(age, pred):
 def fractional_ages(cohort, tmp_path_factory):
     """The session cohort with ages that float32 cannot hold exactly (51.123456789...)."""
     tmp = tmp_path_factory.mktemp("fractional")
-    rows = _csv(cohort)
+    rows = cohort_rows(cohort)
     for i, r in enumerate(rows):
         r["age"] = repr(min(80.0, float(r["age"]) + 0.123456789 * (i % 7)))
-        for view in ("anterior", "posterior"):
-            r[view] = str(cohort.parent / r[view])
-    path = tmp / "manifest.csv"
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    return path
+    return write_rows(tmp / "manifest.csv", rows)
 
 
 @pytest.fixture(scope="module")
@@ -60,11 +48,11 @@ def sweep(fractional_ages, tmp_path_factory):
     return tmp
 
 
-def test_every_run_figure_recomputes_from_predictions_csv(sweep):
+def test_every_run_figure_recomputes_from_predictionsread_rows(sweep):
     for run in ("fold0", "fold1"):
         out = sweep / "sweep" / run
         metrics = json.loads((out / "metrics.json").read_text())
-        rows = _csv(out / "predictions.csv")
+        rows = read_rows(out / "predictions.csv")
         age, pred = _column(rows, "age"), _column(rows, "pred_age")
         assert len(rows) == metrics["n_test"]
         assert not np.array_equal(age, age.astype(np.float32))  # float32 would lose these ages
@@ -73,18 +61,18 @@ def test_every_run_figure_recomputes_from_predictions_csv(sweep):
         assert abs(metrics["baseline_mae"] - np.abs(age - metrics["train_mean_age"]).mean()) < TOL
         # The calibration callback's gap figures: from the same predictions and ages.
         assert abs(metrics["gap_mean"] - (pred - age).mean()) < TOL
-        gaps = _csv(out / "age_gap.csv")
+        gaps = read_rows(out / "age_gap.csv")
         assert np.array_equal(_column(gaps, "age"), age)
         corrected = _column(gaps, "gap_corrected")
         assert abs(metrics["gap_corrected_mean"] - corrected.mean()) < TOL
         assert abs(metrics["gap_corrected_mae"] - np.abs(corrected).mean()) < TOL
 
 
-def test_table1_recomputes_from_predictions_csv(sweep):
+def test_table1_recomputes_from_predictionsread_rows(sweep):
     assert report(sweep / "sweep") is not None
-    (row,) = _csv(sweep / "sweep" / "table1.csv")  # two folds of one experiment: one row
+    (row,) = read_rows(sweep / "sweep" / "table1.csv")  # two folds of one experiment: one row
     assert row["settings"] == "" and int(row["folds"]) == 2
-    folds = [_csv(sweep / "sweep" / f"fold{k}" / "predictions.csv") for k in (0, 1)]
+    folds = [read_rows(sweep / "sweep" / f"fold{k}" / "predictions.csv") for k in (0, 1)]
     runs = [json.loads((sweep / "sweep" / f"fold{k}" / "metrics.json").read_text())
             for k in (0, 1)]
     age = np.concatenate([_column(f, "age") for f in folds])
@@ -111,7 +99,7 @@ def test_report_keeps_runs_of_other_settings_apart(sweep, caplog):
         shutil.copytree(run, mixed / f"{run.parent.name}_{run.name}")
     with caplog.at_level(logging.WARNING, logger="bone_age.evaluation.report"):
         table = report(mixed).read_text()
-    rows = _csv(mixed / "table1.csv")
+    rows = read_rows(mixed / "table1.csv")
     assert sorted(int(r["folds"]) for r in rows) == [1, 2]
     assert sorted(r["settings"] for r in rows) == ["data.image_size=[16, 8]",
                                                    "data.image_size=[32, 16]"]
@@ -143,7 +131,7 @@ def test_runs_pool_only_when_every_setting_matches(tmp_path, seeds, caplog):
                       {**base, "seed": seed, "data.seed": seed}, fold, rng)
     with caplog.at_level(logging.WARNING, logger="bone_age.evaluation.report"):
         report(tmp_path)
-    rows = _csv(tmp_path / "table1.csv")
+    rows = read_rows(tmp_path / "table1.csv")
     if seeds[0] == seeds[1]:  # one consistent sweep: all folds in one row, no word said
         assert [int(r["folds"]) for r in rows] == [3] and rows[0]["settings"] == ""
         assert "differ" not in caplog.text
@@ -171,7 +159,7 @@ def test_settings_of_older_runs_come_from_hydra_config(tmp_path, caplog):
                 "callbacks:\n  early_stopping:\n    patience: 30\n  results:\n    x: 1\n")
     with caplog.at_level(logging.WARNING, logger="bone_age.evaluation.report"):
         report(tmp_path)
-    rows = _csv(tmp_path / "table1.csv")
+    rows = read_rows(tmp_path / "table1.csv")
     assert sorted(r["settings"] for r in rows) == ["data.image_size=[112, 112]",
                                                    "data.image_size=[224, 224]"]
     assert [int(r["folds"]) for r in rows] == [2, 2]
@@ -193,7 +181,7 @@ def test_unreadable_runs_are_left_out_by_name(tmp_path, caplog, capsys):
     (tmp_path / "bad_fold" / "metrics.json").write_text(json.dumps({**metrics, "fold": "x"}))
     with caplog.at_level(logging.WARNING, logger="bone_age.evaluation.report"):
         assert main([str(tmp_path)]) == 0
-    (row,) = _csv(tmp_path / "table1.csv")
+    (row,) = read_rows(tmp_path / "table1.csv")
     assert int(row["folds"]) == 1
     for name, reason in (("bad_json", "not JSON"), ("bad_pred", "line 2: age"),
                          ("bad_fold", "fold 'x'")):

@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import csv
-
 import pytest
 import torch
 
 from bone_age.inference.checkpoint import CheckpointError, load_checkpoint
 from bone_age.inference.predict import COLUMNS, main
-from tests.conftest import SHARED_DICOM
+from tests.conftest import SHARED_DICOM, read_rows
 
 
 @pytest.fixture
 def key_file(tmp_path_factory):
     return tmp_path_factory.mktemp("secret") / "pseudonym.key"
-
-
-def _rows(path) -> list[dict]:
-    with path.open() as f:
-        return list(csv.DictReader(f))
 
 
 def test_checkpoint_carries_inference_settings(runs):
@@ -43,7 +36,7 @@ def test_pickled_code_is_refused(tmp_path):
 def test_predict_on_manifest(runs, cohort, tmp_path):
     out = tmp_path / "preds.csv"
     assert main([str(runs["multi_vgg16"]), str(cohort), "--out", str(out)]) == 0
-    rows = _rows(out)
+    rows = read_rows(out)
     assert list(rows[0]) == COLUMNS and len(rows) == 40
     for r in rows:
         assert float(r["pred_sd"]) > 0
@@ -51,7 +44,7 @@ def test_predict_on_manifest(runs, cohort, tmp_path):
                                                     abs=2e-3)
     mse = tmp_path / "mse.csv"
     assert main([str(runs["vgg16"]), str(cohort), "--out", str(mse)]) == 0
-    assert all(r["pred_sd"] == "" for r in _rows(mse))
+    assert all(r["pred_sd"] == "" for r in read_rows(mse))
 
 
 def test_predict_on_dicom_folder_matches_manifest(runs, cohort, tmp_path, key_file):
@@ -60,11 +53,11 @@ def test_predict_on_dicom_folder_matches_manifest(runs, cohort, tmp_path, key_fi
     assert main([ckpt, str(cohort), "--out", str(by_manifest)]) == 0
     assert main([ckpt, str(cohort.parent / "dicom"), "--out", str(by_folder),
                  "--key-file", str(key_file)]) == 0
-    folder = _rows(by_folder)
+    folder = read_rows(by_folder)
     assert len(folder) == 40 and all(r["subject_id"].startswith("BA-") for r in folder)
     # Same studies, same preprocessing: the same set of (age, sex, prediction).
     key = lambda r: (r["age"], r["sex"], r["pred_age"])  # noqa: E731
-    assert sorted(map(key, folder)) == sorted(map(key, _rows(by_manifest)))
+    assert sorted(map(key, folder)) == sorted(map(key, read_rows(by_manifest)))
 
 
 def test_single_view_file_needs_view_and_single_view_model(runs, tmp_path, key_file, capsys):
@@ -79,7 +72,7 @@ def test_single_view_file_needs_view_and_single_view_model(runs, tmp_path, key_f
     assert "needs the anterior + posterior view(s) but the study has anterior" in \
         capsys.readouterr().err
     assert main([str(runs["vgg16"]), *args, "--view", "anterior"]) == 0
-    (row,) = _rows(out)
+    (row,) = read_rows(out)
     assert row["age"] == "" and row["age_gap"] == "" and 30 < float(row["pred_age"]) < 90
 
 
@@ -117,4 +110,4 @@ def test_refusals_of_a_folder_never_print_a_path_that_names_the_patient(runs, co
                  "--key-file", str(key_file)]) == 1
     err = capsys.readouterr().err
     assert "refused" in err and "PH000001" not in err
-    assert len(_rows(out)) == 2
+    assert len(read_rows(out)) == 2

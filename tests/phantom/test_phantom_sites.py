@@ -3,7 +3,6 @@ is exactly the cohort of before sites existed."""
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
 import json
@@ -30,6 +29,7 @@ from bone_age.phantom.subject import (
     sample_demographics,
     sample_subject,
 )
+from tests.conftest import read_rows
 
 # Digests of small one-site cohorts computed with the code before sites existed (commit
 # 5d4a8b5): a one-site cohort must stay byte-identical (same random streams, files, manifest
@@ -81,11 +81,6 @@ def test_one_site_cohort_is_byte_identical_to_before_sites(case, explicit, tmp_p
     assert _digest(tmp_path) == ONE_SITE_DIGESTS[case]
 
 
-def _rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
 N_MULTI, SEED, K = 6, 4, 3
 
 
@@ -112,7 +107,7 @@ def test_sites_are_drawn_from_the_seed_and_independent_of_their_number():
 
 def test_multi_site_manifest_headers_truth_and_info(multi: Path):
     sites = make_sites(SEED, K)
-    manifest, truth = _rows(multi / "manifest.csv"), _rows(multi / "truth.csv")
+    manifest, truth = read_rows(multi / "manifest.csv"), read_rows(multi / "truth.csv")
     info = json.loads((multi / "phantom_info.json").read_text())
     assert list(manifest[0]) == [*cohort_module.MANIFEST_COLUMNS, SITE_COLUMN]
     assert info["options"]["sites"] == K and len(info["sites"]) == K
@@ -245,7 +240,7 @@ def test_cli_sites(tmp_path):
     ok = cli("--out", str(tmp_path / "ok"), "--subjects", "2", "--sites", "2", "--seed", "9",
              "--no-progress", "--workers", "1")
     assert ok.returncode == 0, ok.stderr
-    assert {r[SITE_COLUMN] for r in _rows(tmp_path / "ok" / "manifest.csv")} == \
+    assert {r[SITE_COLUMN] for r in read_rows(tmp_path / "ok" / "manifest.csv")} == \
         {s.site_id for s in make_sites(9, 2)}
 
 
@@ -253,12 +248,12 @@ def test_phantom_source_and_ensure_cohort_take_sites(tmp_path):
     source = PhantomSource(subjects=3, seed=1, root=str(tmp_path), options={"sites": 3})
     manifest = source.manifest_path(generate=True)
     assert manifest.parent.name == "n3_seed1_sites3"  # beside the one-site cohort, not over it
-    assert len({r[SITE_COLUMN] for r in _rows(manifest)}) == 3
+    assert len({r[SITE_COLUMN] for r in read_rows(manifest)}) == 3
     stamp = (manifest.parent / "phantom_info.json").stat().st_mtime_ns
     assert ensure_cohort(manifest.parent, 3, 1, sites=3, progress=False) == manifest
     assert (manifest.parent / "phantom_info.json").stat().st_mtime_ns == stamp  # kept
     ensure_cohort(manifest.parent, 3, 1, progress=False)  # one site: regenerated, no column
-    assert SITE_COLUMN not in _rows(manifest)[0]
+    assert SITE_COLUMN not in read_rows(manifest)[0]
 
 
 def test_phantom_config_passes_sites():
