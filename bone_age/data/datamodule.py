@@ -275,6 +275,9 @@ class BoneAgeDataModule(pl.LightningDataModule):
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         """Augment (training only) and normalise whole batches on the training device."""
         counts = batch["image"]
+        # A DataModule is no nn.Module: Lightning moves the batch to the GPU, not these buffers.
+        self.augment.to(counts.device)
+        self.normalize.to(counts.device)
         if self.trainer is not None and self.trainer.training:
             # Augmentation and dropout draw from (seed, step, rank) only, so a run resumed from a
             # checkpoint replays exactly what an uninterrupted run does.

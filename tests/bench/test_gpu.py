@@ -97,6 +97,19 @@ def test_rowwise_quantile_of_a_row_past_the_limit(monkeypatch):
                                np.percentile(y.numpy(), 50.0, axis=1), rtol=1e-5)
 
 
+def test_batches_are_normalised_on_the_device_they_arrive_on():
+    """Lightning moves batches to the GPU but not a DataModule's modules (the first GPU run
+    failed so: buffers on the CPU, batch on cuda:0). The meta device stands in for a GPU."""
+    from bone_age.data.datamodule import BoneAgeDataModule
+    from bone_age.data.sources import PhantomSource
+
+    dm = BoneAgeDataModule(PhantomSource(40))
+    batch = {"image": torch.rand(2, 2, 32, 16, device="meta")}
+    out = dm.on_after_batch_transfer(batch, 0)["image"]
+    assert out.device.type == "meta" and out.shape == (2, 2, 3, 32, 16)
+    assert dm.normalize.mean.device.type == "meta"
+
+
 def test_gpu_check_dry_run_measures_every_stage(tmp_path):
     """``make gpu-check``'s program, every stage at tiny sizes on the CPU (kept from rotting)."""
     out = tmp_path / "gpu"
@@ -151,7 +164,8 @@ def test_table1_model_trains_on_cuda(model, loss_name, mode):
     grads = [p.grad for p in net.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
     # eq. 5 decoded under autocast equals float32 decoding of the same outputs
-    np.testing.assert_allclose(age.cpu().numpy(), loss.predict(outputs.detach())[0].cpu().numpy(),
+    np.testing.assert_allclose(age.detach().cpu().numpy(),
+                               loss.predict(outputs.detach())[0].cpu().numpy(),
                                atol=1e-3)
 
 
@@ -212,3 +226,28 @@ def test_hydra_run_on_gpu_then_predict_and_export(cohort, tmp_path):
     # bf16-mixed training, float32 decoding: predictions are not on bf16's 0.25-year grid
     test_preds = [float(r["pred_age"]) for r in csv.DictReader((run / "predictions.csv").open())]
     assert max(abs(p * 4 - round(p * 4)) for p in test_preds) > 0.01
+
+
+def test_gpu_check_runs_chosen_stages_and_projects_from_an_earlier_runs_figures(tmp_path):
+    """A second GPU call can run only what is missing (``--stages``) and take stage b's
+    figures from the first call's results.json (``--reuse``)."""
+    earlier = tmp_path / "earlier.json"
+    rates = zip(TABLE1_MODELS, (100, 200, 400, 50), strict=True)
+    earlier.write_text(json.dumps([{"name": f"b {m} bf16+cl: training samples/s", "value": rate}
+                                   for m, rate in rates]))
+    out = tmp_path / "gpu"
+    cmd = [sys.executable, "-m", "bone_age.bench.gpu", "--out", str(out), "--dry-run"]
+    proc = subprocess.run([*cmd, "--stages", "d,e", "--reuse", str(earlier)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = {r["name"]: r for r in json.loads((out / "results.json").read_text())}
+    assert not any(n.startswith(("env", "a ", "b ", "c ", "f ")) for n in results), results
+    epoch = results["d paper-scale epoch (train + validation), median"]["value"]
+    hours = results["e PROJECTION: Table 1, 60 runs, 100 epochs each, one GPU"]
+    # each model's epoch scaled by multi_vgg16's rate over its own: 1 + 1/2 + 1/4 + 2
+    assert hours["value"] == pytest.approx(epoch * 3.75 * 15 * 100 / 3600, rel=1e-3, abs=1e-4)
+    assert "--reuse" in hours["note"]
+    bad = subprocess.run([*cmd, "--stages", "d,x"], cwd=ROOT, capture_output=True, text=True)
+    # (torch may warn on import about a missing CUDA runtime: the error is the last line)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines()[-1].startswith("bone-age gpu-check: --stages: unknown")
