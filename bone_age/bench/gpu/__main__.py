@@ -46,6 +46,8 @@ class Check:
     deadline: float
     results: list[dict[str, Any]] = field(default_factory=list)
     found: dict[str, Any] = field(default_factory=dict)
+    stages: frozenset[str] = frozenset()   # keys of the stages this check runs
+    reused: list[dict[str, Any]] = field(default_factory=list)  # an earlier run's results.json
 
     @property
     def left(self) -> float:
@@ -112,7 +114,8 @@ def stage_smoke(check: Check) -> None:
         suite = ET.parse(xml).getroot()
         suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
         counts = {k: int(suite.get(k, 0)) for k in counts}
-    bad = counts["failures"] + counts["errors"] + (proc.returncode not in (0, 5))
+    # pytest's exit status counts only where the report does not (a crash before any test)
+    bad = counts["failures"] + counts["errors"] or int(proc.returncode not in (0, 5))
     passed = counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"]
     note = (f"pytest -m gpu: {passed} passed, {counts['failures']} failed, {counts['errors']} "
             f"errors, {counts['skipped']} skipped in {time.perf_counter() - t0:.0f} s "
@@ -173,8 +176,9 @@ def stage_pipeline(check: Check) -> None:
 
 def stage_paper_run(check: Check) -> None:
     budget = check.sizes.train_seconds
-    if not check.sizes.dry_run:
-        budget = max(30.0, min(budget, check.left - 110))  # leave time for compile + packing
+    if not check.sizes.dry_run:  # leave time for compile and packing where they run after
+        reserve = 110 if check.stages & {"compile", "f"} else 15
+        budget = max(30.0, min(budget, check.left - reserve))
     r = P.paper_run(check.sizes, check.workdir, budget)
     check.found["paper"] = r
     what = (f"multi_vgg16 + mv, fold 0, {r['n_train']} training / {r['n_val']} validation "
@@ -191,9 +195,13 @@ def stage_paper_run(check: Check) -> None:
 def stage_projection(check: Check) -> None:
     rows = check.found.get("throughput", [])
     rate = {r["model"]: r["samples_per_s"] for r in rows if r["mode"] == "bf16+cl"}
+    source = "b"
+    if not rate and check.reused:  # stage b not run now: an earlier run's figures (--reuse)
+        rate = _reused_rates(check.reused)
+        source = "b of the earlier run given by --reuse"
     epoch_s = check.found.get("paper", {}).get("epoch_s")
     if epoch_s is None or set(rate) != set(TABLE1_MODELS):
-        raise RuntimeError("needs stage b (all four models at bf16+cl) and stage d")
+        raise RuntimeError("needs stage b (all four models at bf16+cl; or --reuse) and stage d")
     for epochs in PROJECTION_EPOCHS:
         p = P.projection(epoch_s, rate, epochs)
         per = ", ".join(f"{m} {s:.1f} s" for m, s in p["epoch_s"].items())
@@ -201,8 +209,19 @@ def stage_projection(check: Check) -> None:
                         p["hours"], "hours", TABLE1_HOURS_TARGET if epochs == 100 else None,
                         "<=" if epochs == 100 else None,
                         note=f"a projection, not a run: epoch times {per} (multi_vgg16 measured "
-                             "in d, the others scaled by their bf16+cl samples/s in b); "
+                             f"in d, the others scaled by their bf16+cl samples/s in {source}); "
                              "runs one after another"))
+
+
+def _reused_rates(results: list[dict[str, Any]]) -> dict[str, float]:
+    """bf16+cl training samples/s per model from an earlier GPU check's results.json."""
+    rates = {}
+    for model in TABLE1_MODELS:
+        name = f"b {model} bf16+cl: training samples/s"
+        hit = [r["value"] for r in results if r["name"] == name and r["value"] is not None]
+        if hit:
+            rates[model] = float(hit[-1])
+    return rates
 
 
 def stage_compile(check: Check) -> None:
@@ -246,33 +265,38 @@ def _packed(check: Check, n: int) -> float:
     return sum(d["samples"] / d["seconds"] for d in done)
 
 
-# (name, stage, seconds it needs at least to be worth starting, stages it needs)
-STAGES: list[tuple[str, Callable[[Check], None], float, tuple[str, ...]]] = [
-    ("env", stage_env, 0, ()),
-    ("a smoke tests", stage_smoke, 40, ()),
-    ("b throughput", stage_throughput, 30, ("env",)),
-    ("cohort", stage_cohort, 40, ()),
-    ("c input pipeline", stage_pipeline, 30, ("cohort",)),
-    ("d paper-scale run", stage_paper_run, 60, ()),
-    ("e projection", stage_projection, 0, ("b throughput", "d paper-scale run")),
-    ("b compile", stage_compile, 45, ("env",)),
-    ("f packing", stage_packing, 40, ()),
+# (key for --stages, name, stage, seconds it needs at least to be worth starting, stages it
+# needs). e needs b, or an earlier run's b figures (--reuse).
+STAGES: list[tuple[str, str, Callable[[Check], None], float, tuple[str, ...]]] = [
+    ("env", "env", stage_env, 0, ()),
+    ("a", "a smoke tests", stage_smoke, 40, ()),
+    ("b", "b throughput", stage_throughput, 30, ("env",)),
+    ("cohort", "cohort", stage_cohort, 40, ()),
+    ("c", "c input pipeline", stage_pipeline, 30, ("cohort",)),
+    ("d", "d paper-scale run", stage_paper_run, 60, ()),
+    ("e", "e projection", stage_projection, 0, ("d",)),
+    ("compile", "b compile", stage_compile, 45, ("env",)),
+    ("f", "f packing", stage_packing, 40, ()),
 ]
+STAGE_KEYS = tuple(s[0] for s in STAGES)
 
 
 def run(check: Check) -> None:
     done: set[str] = set()
-    for name, stage, needs_s, after in STAGES:
+    for key, name, stage, needs_s, after in STAGES:
+        if key not in check.stages:
+            continue
+        after = after + (("b",) if key == "e" and not check.reused else ())
         left = check.left if not check.sizes.dry_run else float("inf")
         if left < needs_s or not set(after) <= done:
-            why = "time budget spent" if left < needs_s else f"needs {', '.join(after)}"
+            why = "time budget spent" if left < needs_s else f"needs stage {', '.join(after)}"
             check.add(entry(f"{name} (skipped)", None, "-", note=why))
             continue
         t0 = time.perf_counter()
         check.log(f"stage {name} ({left:.0f} s left)")
         try:
             stage(check)
-            done.add(name)
+            done.add(key)
         except Exception as err:  # one broken stage must not lose the others' figures
             with (check.out / "log.txt").open("a") as f:
                 traceback.print_exc(file=f)
@@ -287,17 +311,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dry-run", action="store_true", help="every stage on the CPU, tiny sizes")
     p.add_argument("--budget", type=float, default=330.0,
                    help="seconds for all stages; later stages are skipped past it")
+    p.add_argument("--stages", default=",".join(STAGE_KEYS),
+                   help=f"comma-separated stages to run, of {','.join(STAGE_KEYS)} (default all)")
+    p.add_argument("--reuse", type=Path, default=None,
+                   help="results.json of an earlier GPU check on the same GPU kind: stage e "
+                        "takes its stage-b figures when b does not run now")
     args = p.parse_args(argv)
+    stages = frozenset(k.strip() for k in args.stages.split(",") if k.strip())
     try:
+        if not stages or stages - set(STAGE_KEYS):
+            raise ValueError(f"--stages: unknown {sorted(stages - set(STAGE_KEYS))}; "
+                             f"choose from {','.join(STAGE_KEYS)}")
+        reused = json.loads(args.reuse.read_text()) if args.reuse else []
         sizes = sizes_for(args.dry_run)
-    except RuntimeError as err:
+    except (RuntimeError, ValueError, OSError) as err:
         print(f"bone-age gpu-check: {err}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "log.txt").write_text("")
     with tempfile.TemporaryDirectory(prefix="bone_age_gpu_") as tmp:
-        check = Check(sizes, args.out, Path(tmp), time.monotonic() + args.budget)
-        check.log(f"GPU check, {'dry run' if sizes.dry_run else 'GPU'}, budget {args.budget} s")
+        check = Check(sizes, args.out, Path(tmp), time.monotonic() + args.budget,
+                      stages=stages, reused=reused)
+        check.log(f"GPU check, {'dry run' if sizes.dry_run else 'GPU'}, budget {args.budget} s, "
+                  f"stages {','.join(k for k in STAGE_KEYS if k in stages)}"
+                  + (f", stage-b figures reused from {args.reuse}" if reused else ""))
         run(check)
     failed = [r["name"] for r in check.results if r["name"].endswith("(failed)")]
     print((args.out / "results.md").read_text())
