@@ -27,7 +27,7 @@ Z_T1, Z_T12, Z_L5 = 0.185, 0.32, 0.43
 # (soft tissue on real scans is graded, brightest over the trunk).
 GAIN = {"head": 0.85, "neck": 0.9, "trunk": 1.0, "abdomen": 1.1, "arm": 0.85, "thigh": 0.75,
         "leg": 0.55}
-CLOUD_BLOCK, CLOUD_SD = 24, 0.22  # px, log-sd of the patchy soft-tissue concentration
+CLOUD_BLOCK, CLOUD_SD = 32, 0.12  # px, log-sd of the patchy soft-tissue concentration
 LIMB_FLAT = 0.45  # limb cross-sections are flatter-sided than ellipses: thickness = chord ** 0.45
 
 
@@ -228,8 +228,9 @@ def draw_soft_tissue(cv: Canvas, body: Body, g: Geometry) -> None:
     chest, abdomen, *thighs = trunk_segments(body)
     for s in (-1, 1):  # shoulder: trapezius sloping from the neck to the acromion...
         sh, el, wr, hd = arm_points(body, s)
+        # (as thick front to back as the neck, so no thin wedge shows between head and shoulder)
         cv.body_capsule(R(sz - 0.03), C(s * 0.03), R(sz + 0.012), C(s * (body.shoulder - 0.02)),
-                        P(0.016), P(0.022 * gi**0.5), 0.8, GAIN["trunk"])  # fmt: skip
+                        P(0.02), P(0.024 * gi**0.5), 1.4, GAIN["trunk"])  # fmt: skip
         # ...and the deltoid, a round cap over the humeral head; the upper arm hangs from it.
         cv.body_ellipse(R(sh[0] + 0.02), C(sh[1] + s * 0.004), P(0.042), P(r_sh + 0.003),
                         P(2 * r_sh) * PIXEL_MM, gain=GAIN["arm"], flat=LIMB_FLAT)  # fmt: skip
@@ -237,10 +238,11 @@ def draw_soft_tissue(cv: Canvas, body: Body, g: Geometry) -> None:
                         GAIN["arm"], LIMB_FLAT)  # fmt: skip
         cv.body_capsule(R(el[0]), C(el[1]), R(wr[0]), C(wr[1]), P(r_el), P(r_wr), 1.0,
                         GAIN["arm"], LIMB_FLAT)  # fmt: skip
-        cv.body_ellipse(R(hd[0] - 0.015), C(hd[1]), P(0.048), P(r_hd), P(0.025) * PIXEL_MM,
-                        gain=GAIN["arm"], flat=LIMB_FLAT)  # fmt: skip
+        # Hand: rounded tip that thins towards the fingers (a flat-sided section looks boxy).
+        cv.body_ellipse(R(hd[0] - 0.015), C(hd[1]), P(0.048), P(r_hd), P(0.03) * PIXEL_MM,
+                        gain=GAIN["arm"])  # fmt: skip
     # Upper chest: tall enough that its sides round into the armpits, below the trapezius line.
-    cv.body_ellipse(R(sz + 0.075), C(0), P(0.07), P(wc * 1.05),
+    cv.body_ellipse(R(sz + 0.06), C(0), P(0.07), P(wc * 1.05),
                     P(wc * 2 * body.depth_ratio) * PIXEL_MM, gain=GAIN["trunk"])  # fmt: skip
     for (z0, x0, z1, x1, r0, r1), gain, depth in ((chest, GAIN["trunk"], body.depth_ratio),
                                                   (abdomen, GAIN["abdomen"],
