@@ -27,7 +27,7 @@ Z_T1, Z_T12, Z_L5 = 0.185, 0.32, 0.43
 # (soft tissue on real scans is graded, brightest over the trunk).
 GAIN = {"head": 0.85, "neck": 0.9, "trunk": 1.0, "abdomen": 1.1, "arm": 0.85, "thigh": 0.75,
         "leg": 0.55}
-CLOUD_BLOCK, CLOUD_SD = 24, 0.22  # px, log-sd of the patchy soft-tissue concentration
+CLOUD_BLOCK, CLOUD_SD = 32, 0.12  # px, log-sd of the patchy soft-tissue concentration
 LIMB_FLAT = 0.45  # limb cross-sections are flatter-sided than ellipses: thickness = chord ** 0.45
 
 
@@ -127,17 +127,75 @@ def leg_points(body: Body, s: int) -> tuple[tuple[float, float], ...]:
     return (0.478, s * 0.05), (0.715, kx), (0.958, ax), toe
 
 
+ARM_GAP = 0.011  # skin gap between a hanging arm and the trunk / thigh, fraction of stature
+ARM_MAX_ABDUCTION = 22.0  # degrees: a very wide body's arms rest on its flanks instead
+ARM_R = (0.033, 0.029, 0.018, 0.021)  # soft-tissue radii: shoulder, elbow, wrist, hand (x girth)
+
+
+def arm_radii(body: Body) -> tuple[float, float, float, float]:
+    """Soft-tissue radii of the arm at shoulder, elbow, wrist and hand (fractions of stature)."""
+    gi = body.girth**0.7
+    return ARM_R[0] * gi, ARM_R[1] * gi, ARM_R[2], ARM_R[3]
+
+
+def trunk_segments(body: Body) -> list[tuple[float, float, float, float, float, float]]:
+    """Chest, abdomen and the two thighs as (z0, x0, z1, x1, r0, r1) capsules (stature
+    fractions): the outline that the hanging arms lie beside."""
+    gi = body.girth
+    wc = chest_half(body)
+    wp = (body.pelvis + 0.02) * gi**0.6
+    segs = [(body.shoulder_z + 0.01 + wc, 0.0, 0.40, 0.0, wc, wc * 0.9),
+            (0.40, 0.0, 0.49, 0.0, wp * 0.95, wp * 0.85)]  # fmt: skip
+    for s in (-1, 1):
+        hip, knee, _, _ = leg_points(body, s)
+        segs.append((0.48, hip[1] + s * 0.005, knee[0], knee[1], 0.055 * gi, 0.032 * gi**0.5))
+    return segs
+
+
+def chest_half(body: Body) -> float:
+    """Half-width of the chest below the armpits: biacromial half-breadth less the shoulder
+    joint's overhang (the arms hang beside the chest, not in front of it)."""
+    return (body.shoulder - 0.028) * body.girth**0.5
+
+
+def trunk_half(body: Body, z: float) -> float:
+    """Half-width (stature fraction, from the midline) of the trunk and thighs' outline at
+    level z; 0 above the chest."""
+    w = 0.0
+    for z0, x0, z1, x1, r0, r1 in trunk_segments(body):
+        if z0 <= z <= z1:
+            t = (z - z0) / (z1 - z0)
+            w = max(w, abs(x0 + t * (x1 - x0)) + r0 + t * (r1 - r0))
+        else:  # rounded ends
+            ze, xe, re = (z0, x0, r0) if z < z0 else (z1, x1, r1)
+            if abs(z - ze) < re:
+                w = max(w, abs(xe) + float(np.sqrt(re * re - (z - ze) ** 2)))
+    return w
+
+
 def arm_points(body: Body, s: int) -> tuple[tuple[float, float], ...]:
-    """Shoulder, elbow, wrist and hand centre as (z, x) for side s (+1 = patient's left)."""
+    """Shoulder, elbow, wrist and hand centre as (z, x) for side s (+1 = patient's left).
+
+    The arm hangs beside the trunk with a skin gap down to the hand (a wider body abducts its
+    arms more, up to ``ARM_MAX_ABDUCTION``), unless the hands rest on the thighs.
+    """
+    _, r_el, r_wr, r_hd = arm_radii(body)
     a = np.radians(max(body.arm_abduction + s * body.arm_asym / 2, 0.0))
     sh = (body.shoulder_z + 0.012, s * body.shoulder)
     up = 0.185  # humerus length / stature
+    z_el = sh[0] + up * np.cos(a)
+    need = (trunk_half(body, z_el) + r_el + ARM_GAP - body.shoulder) / up
+    a = min(max(a, np.arcsin(np.clip(need, 0.0, 1.0))), max(a, np.radians(ARM_MAX_ABDUCTION)))
     el = (sh[0] + up * np.cos(a), sh[1] + s * up * np.sin(a))
-    if body.hands_on_pelvis:
-        wr = (0.49, s * 0.095)
+    fa = 0.145
+    if body.hands_on_pelvis:  # the hand lies on the thigh, inside its outline
+        wr = (0.49, s * min(0.095, trunk_half(body, 0.54) - r_hd))
     else:
-        fa = 0.145
         wr = (el[0] + fa * np.cos(a * 0.5), el[1] + s * fa * np.sin(a * 0.5))
+        # Wrist and hand clear the hip and thigh too (the forearm turned out a little more).
+        need = max(trunk_half(body, wr[0]) + r_wr, trunk_half(body, wr[0] + 0.05) + r_hd)
+        reach = abs(el[1]) + fa * np.sin(np.radians(ARM_MAX_ABDUCTION))
+        wr = (wr[0], s * max(abs(wr[1]), min(need + ARM_GAP, reach)))
     hd = (wr[0] + 0.05, wr[1])
     return sh, el, wr, hd
 
@@ -165,24 +223,34 @@ def draw_soft_tissue(cv: Canvas, body: Body, g: Geometry) -> None:
     cv.body_ellipse(R(0.065), C(0), P(0.068), P(0.054 * gi**0.3), P(0.11) * PIXEL_MM,
                     gain=GAIN["head"])  # fmt: skip
     cv.body_capsule(R(0.12), C(0), R(0.17), C(0), P(0.034), P(0.04), 1.0, GAIN["neck"])
-    sz, wt = body.shoulder_z, body.shoulder * 0.92 * gi**0.5
-    for s in (-1, 1):  # trapezius slope from the neck to the acromion, deltoid cap
-        cv.body_capsule(R(sz - 0.025), C(s * 0.03), R(sz + 0.005), C(s * (body.shoulder - 0.01)),
-                        P(0.018), P(0.026 * gi**0.5), 0.8, GAIN["trunk"])  # fmt: skip
-    # Trunk narrows a little to the waist; the shoulder girdle is an ellipse tall enough that
-    # its sides round into the deltoids (no square corners); the pelvis rounds into the thighs.
-    cv.body_capsule(R(sz + 0.01 + wt), C(0), R(0.40), C(0), P(wt), P(wt * 0.9),
-                    body.depth_ratio, GAIN["trunk"])  # fmt: skip
-    cv.body_ellipse(R(sz + 0.06), C(0), P(0.065), P(wt * 1.0),
-                    P(wt * 2 * body.depth_ratio) * PIXEL_MM, gain=GAIN["trunk"])  # fmt: skip
-    wp = (body.pelvis + 0.02) * gi**0.6
-    cv.body_capsule(R(0.40), C(0), R(0.49), C(0), P(wp * 0.95), P(wp * 0.85),
-                    body.depth_ratio * 0.95, GAIN["abdomen"])  # fmt: skip
-    for s in (-1, 1):
-        hip, knee, ankle, toe = leg_points(body, s)
-        hx = (hip[1] + s * 0.005)
-        cv.body_capsule(R(0.48), C(hx), R(knee[0]), C(knee[1]), P(0.055 * gi), P(0.032 * gi**0.5),
-                        1.0, GAIN["thigh"], LIMB_FLAT)  # fmt: skip
+    sz, wc = body.shoulder_z, chest_half(body)
+    r_sh, r_el, r_wr, r_hd = arm_radii(body)
+    chest, abdomen, *thighs = trunk_segments(body)
+    for s in (-1, 1):  # shoulder: trapezius sloping from the neck to the acromion...
+        sh, el, wr, hd = arm_points(body, s)
+        # (as thick front to back as the neck, so no thin wedge shows between head and shoulder)
+        cv.body_capsule(R(sz - 0.03), C(s * 0.03), R(sz + 0.012), C(s * (body.shoulder - 0.02)),
+                        P(0.02), P(0.024 * gi**0.5), 1.4, GAIN["trunk"])  # fmt: skip
+        # ...and the deltoid, a round cap over the humeral head; the upper arm hangs from it.
+        cv.body_ellipse(R(sh[0] + 0.02), C(sh[1] + s * 0.004), P(0.042), P(r_sh + 0.003),
+                        P(2 * r_sh) * PIXEL_MM, gain=GAIN["arm"], flat=LIMB_FLAT)  # fmt: skip
+        cv.body_capsule(R(sh[0] + 0.03), C(sh[1]), R(el[0]), C(el[1]), P(r_sh), P(r_el), 1.0,
+                        GAIN["arm"], LIMB_FLAT)  # fmt: skip
+        cv.body_capsule(R(el[0]), C(el[1]), R(wr[0]), C(wr[1]), P(r_el), P(r_wr), 1.0,
+                        GAIN["arm"], LIMB_FLAT)  # fmt: skip
+        # Hand: rounded tip that thins towards the fingers (a flat-sided section looks boxy).
+        cv.body_ellipse(R(hd[0] - 0.015), C(hd[1]), P(0.048), P(r_hd), P(0.03) * PIXEL_MM,
+                        gain=GAIN["arm"])  # fmt: skip
+    # Upper chest: tall enough that its sides round into the armpits, below the trapezius line.
+    cv.body_ellipse(R(sz + 0.06), C(0), P(0.07), P(wc * 1.05),
+                    P(wc * 2 * body.depth_ratio) * PIXEL_MM, gain=GAIN["trunk"])  # fmt: skip
+    for (z0, x0, z1, x1, r0, r1), gain, depth in ((chest, GAIN["trunk"], body.depth_ratio),
+                                                  (abdomen, GAIN["abdomen"],
+                                                   body.depth_ratio * 0.95)):  # fmt: skip
+        cv.body_capsule(R(z0), C(x0), R(z1), C(x1), P(r0), P(r1), depth, gain)
+    for s, (z0, x0, z1, x1, r0, r1) in zip((-1, 1), thighs, strict=True):
+        _, knee, ankle, toe = leg_points(body, s)
+        cv.body_capsule(R(z0), C(x0), R(z1), C(x1), P(r0), P(r1), 1.0, GAIN["thigh"], LIMB_FLAT)
         cv.body_capsule(R(knee[0]), C(knee[1]), R(ankle[0]), C(ankle[1]), P(0.036 * gi**0.5),
                         P(0.02), 1.0, GAIN["leg"], LIMB_FLAT)  # fmt: skip
         calf = (0.76 * knee[1] + 0.24 * ankle[1]) + s * 0.004  # calf muscle belly
@@ -190,13 +258,6 @@ def draw_soft_tissue(cv: Canvas, body: Body, g: Geometry) -> None:
                         gain=GAIN["leg"], flat=LIMB_FLAT)  # fmt: skip
         cv.body_capsule(R(ankle[0]), C(ankle[1]), R(toe[0]), C(toe[1]), P(0.027), P(0.02), 1.0,
                         GAIN["leg"], LIMB_FLAT)  # fmt: skip
-        sh, el, wr, hd = arm_points(body, s)
-        cv.body_capsule(R(sh[0]), C(sh[1]), R(el[0]), C(el[1]), P(0.033 * gi**0.7),
-                        P(0.029 * gi**0.7), 1.0, GAIN["arm"], LIMB_FLAT)  # fmt: skip
-        cv.body_capsule(R(el[0]), C(el[1]), R(wr[0]), C(wr[1]), P(0.029 * gi**0.7),
-                        P(0.018), 1.0, GAIN["arm"], LIMB_FLAT)  # fmt: skip
-        cv.body_ellipse(R(hd[0] - 0.015), C(hd[1]), P(0.05), P(0.021), P(0.025) * PIXEL_MM,
-                        gain=GAIN["arm"], flat=LIMB_FLAT)  # fmt: skip
         if body.breast > 0:
             b = body.breast * gi
             cv.body_ellipse(R(0.285), C(s * 0.05), P(0.035 * b), P(0.045 * b),
