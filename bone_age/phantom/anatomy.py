@@ -200,6 +200,16 @@ def arm_points(body: Body, s: int) -> tuple[tuple[float, float], ...]:
     return sh, el, wr, hd
 
 
+def drawn_arm_abduction(body: Body) -> float:
+    """The upper arms' angle from the body's long axis as drawn (degrees, mean of both sides):
+    the sampled pose, opened further where the trunk is wide (``arm_points``)."""
+    angles = []
+    for s in (-1, 1):
+        sh, el, _, _ = arm_points(body, s)
+        angles.append(np.degrees(np.arctan2(abs(el[1] - sh[1]), el[0] - sh[0])))
+    return float(np.mean(angles))
+
+
 def cloudy_gain(cv: Canvas, rng: np.random.Generator) -> None:
     """Patchy soft-tissue concentration (perfusion, fat and muscle vary within a body part).
 

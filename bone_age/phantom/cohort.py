@@ -19,6 +19,7 @@ from filelock import FileLock
 from bone_age.utils.console import progress as progress_display
 from bone_age.utils.console import say
 
+from .anatomy import drawn_arm_abduction
 from .dicom_writer import TRANSFER_SYNTAXES, write_study
 from .effects import Effects
 from .sites import Site, make_sites
@@ -93,7 +94,7 @@ def _work(
         counts_post=int(c_post),
         height_mm=round(body.stature_mm - subj.effects.height_loss_mm, 1),
         stature_young_mm=round(body.stature_mm, 1),
-        arm_abduction_deg=round(body.arm_abduction, 2),
+        arm_abduction_deg=round(drawn_arm_abduction(body), 2),  # as drawn, not as sampled
         breast_scale=round(body.breast, 3),
     )
     return row, truth

@@ -16,12 +16,17 @@ import pytest
 
 from bone_age.phantom import ensure_cohort, generate_cohort
 from bone_age.phantom.anatomy import (
+    ARM_MAX_ABDUCTION,
     CLOUD_SD,
     Geometry,
+    arm_points,
+    arm_radii,
     cloudy_gain,
     degenerative_sites,
     draw_soft_tissue,
+    drawn_arm_abduction,
     facet_sites,
+    trunk_half,
 )
 from bone_age.phantom.effects import realise_effects, sample_noise
 from bone_age.phantom.render import Canvas, fill_creases
@@ -372,3 +377,26 @@ def test_soft_tissue_concentration_is_patchy() -> None:
     inside = flat > 0
     log_ratio = np.log(gains[0][inside] / flat[inside])
     assert 0.5 * CLOUD_SD < log_ratio.std() < 1.5 * CLOUD_SD
+
+
+def test_arms_clear_the_trunk_and_truth_records_the_drawn_angle(two_frame: Path) -> None:
+    """The arm hangs beside the trunk with a skin gap (wide bodies open it further) and
+    truth.csv reports the angle as drawn, not the sampled pose."""
+    opened = 0
+    for i in range(120):
+        body = sample_subject(SEED, i).body
+        drawn = drawn_arm_abduction(body)
+        assert drawn >= body.arm_abduction - 1e-9  # never drawn closer than sampled
+        opened += drawn > body.arm_abduction + 1.0
+        for s in (-1, 1):
+            sh, el, _, _ = arm_points(body, s)
+            clear = abs(el[1]) - arm_radii(body)[1] - trunk_half(body, el[0])
+            angle = np.degrees(np.arctan2(abs(el[1] - sh[1]), el[0] - sh[0]))
+            assert clear > 0 or angle >= ARM_MAX_ABDUCTION - 1e-6  # a gap, or opened fully
+    assert opened > 0  # some bodies are wide enough to open the arms
+    for i, row in enumerate(_read_csv(two_frame / "truth.csv")):
+        subj = sample_subject(SEED, i)
+        assert row["subject_id"] == subj.subject_id
+        body = subj.body
+        assert float(row["arm_abduction_deg"]) == pytest.approx(drawn_arm_abduction(body),
+                                                                abs=0.006)

@@ -40,7 +40,8 @@ from tests.conftest import read_rows
 # the RLE files is of that (they differ from before in that UID only, checked once by hand).
 # Recomputed after the arm / shoulder soft-tissue change (phantom-look, commit 5bea48a: pixels and
 # the realised counts in truth.csv changed; manifest and phantom_info did not), the same way,
-# with and without an explicit --sites 1 (identical).
+# with and without an explicit --sites 1 (identical); then truth.csv's arm_abduction_deg became
+# the angle as drawn (wide bodies open their arms further than the sampled pose): truth only.
 ONE_SITE_CASES = {
     "two": (5, 7, {}),
     "single_rle": (3, 2, {"layout": "single-frame", "transfer_syntax": "rle", "sigma": 2.0}),
@@ -48,14 +49,14 @@ ONE_SITE_CASES = {
 ONE_SITE_DIGESTS = {
     "two": {
         "manifest": "fe60398918b5017d1e59c958e5aa96c51f48f70ccd6e8d8d24dab975da50db71",
-        "truth": "4593f978ef0bfaeb9182de15dab4ba3a2d54d086a59005cadcf3212b06e2d791",
+        "truth": "135565a68d34e40e4199b966a5c0a73d7eddd0c0ec4184c0d86d5304eceb4b60",
         "info": "3e3420cc46388d64606f073e7cf56bfd14fb7ff0580fa3b2e610a750b9bd271e",
         "files": "6eb56071500a39396359bb9b431e4f2cdcf1202bfe4a3783ef85f8d0a5ae6477",
         "pixels": "c848ce2e05e90e529eea6bd37da2401781773f6bf3b9d42dad7f507142776881",
     },
     "single_rle": {
         "manifest": "1e30884c7fb5618c9aa835e36e532ee0902a593a2e8e09f3cd3aed6a8d1f34a4",
-        "truth": "40ee62c73db299e883b379921f8c897ba128d0b8963308177b925d86810adb8f",
+        "truth": "d015a681f0f3037b8bd06beeea1d623daf015ea429ea4e00154ff2b00cc335fe",
         "info": "cdc5abe85a26817265abe0d5ccfb0b0e3b78352f794b6e5e30aa14dfdb29e714",
         "files": "d4f153b0e992fd0f3578db03b7e0dc67da00e207e1b08c61703bcaf6ddd2cf85",
         "pixels": "63490a562fceb8f338dccdc210829126bc5e29dd7c08a53a292805e8a7da0f80",
