@@ -10,7 +10,7 @@ from pathlib import Path
 from bone_age.utils.arguments import non_negative_float, positive_int
 from bone_age.utils.errors import command, fail
 
-from .cohort import DEFAULTS, LAYOUTS, generate_cohort
+from .cohort import DEFAULTS, LAYOUTS, generate_cohort, keep_freed_memory
 from .dicom_writer import TRANSFER_SYNTAXES
 
 
@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--preview {args.preview} is a directory, expected a PNG path")
     try:
         if args.out is not None:
+            keep_freed_memory()  # this process is the phantom's own (--workers 1 renders here)
             t0 = time.perf_counter()
             manifest = generate_cohort(
                 args.out, args.subjects, args.seed, workers=args.workers,

@@ -11,6 +11,8 @@ the patient sees it (patient's left on image left).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from scipy.ndimage import gaussian_filter, uniform_filter
 
@@ -55,11 +57,20 @@ def _box(cy: float, cx: float, hy: float, hx: float) -> tuple[int, int, int, int
     return y0, y1, x0, x1
 
 
+def _weak(v: object) -> bool:
+    """A Python number: it takes an array's dtype, so an in-place update equals the plain
+    expression (a numpy float64 would widen a float32 result instead)."""
+    return type(v) is float or type(v) is int
+
+
+# Pixel coordinates, sliced by every primitive (a view is cheaper than a new arange).
+_ROWS = np.arange(NROWS, dtype=np.float32)[:, None]
+_COLS = np.arange(NCOLS, dtype=np.float32)[None, :]
+
+
 def _grid(b: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
     y0, y1, x0, x1 = b
-    yy = np.arange(y0, y1, dtype=np.float32)[:, None]
-    xx = np.arange(x0, x1, dtype=np.float32)[None, :]
-    return yy, xx
+    return _ROWS[y0:y1], _COLS[:, x0:x1]
 
 
 def capsule_profile(
@@ -72,11 +83,39 @@ def capsule_profile(
         return None
     yy, xx = _grid(b)
     dy, dx = y1 - y0, x1 - x0
-    t = ((yy - y0) * dy + (xx - x0) * dx) * (1.0 / max(dy * dy + dx * dx, 1e-6))
-    t = np.minimum(np.maximum(t, 0.0), 1.0)
-    d2 = (yy - y0 - t * dy) ** 2 + (xx - x0 - t * dx) ** 2
-    rr = r0 + t * (r1 - r0)
-    return b, np.sqrt(np.maximum(1.0 - d2 / (rr * rr), 0.0))
+    # The arithmetic (operation by operation, same dtypes) is exactly that of the formulas
+    # t = clip(((y - y0) dy + (x - x0) dx) / |d|^2, 0, 1), d2 = (y - y0 - t dy)^2 + (x - ...)^2,
+    # rr = r0 + t (r1 - r0), sqrt(max(1 - d2 / rr^2, 0)): in place, so fewer temporaries.
+    ry, rx = yy - y0, xx - x0
+    t = ry * dy + rx * dx
+    t *= 1.0 / max(dy * dy + dx * dx, 1e-6)
+    np.maximum(t, 0.0, out=t)
+    np.minimum(t, 1.0, out=t)
+    d2 = t * dy
+    np.subtract(ry, d2, out=d2)
+    np.square(d2, out=d2)
+    e = t * dx
+    np.subtract(rx, e, out=e)
+    np.square(e, out=e)
+    d2 += e
+    if not (_weak(r0) and _weak(r1)):  # a numpy radius can widen the dtype: plain formula
+        d2 = d2 / (r0 + t * (r1 - r0)) ** 2
+    elif r1 == r0:  # r0 + t * 0 is r0 exactly (t >= 0): rr^2 is one number of t's dtype
+        d2 /= t.dtype.type(r0) * t.dtype.type(r0)
+    else:
+        rr = t
+        rr *= r1 - r0
+        rr += r0
+        np.square(rr, out=rr)
+        d2 /= rr
+    np.subtract(1.0, d2, out=d2)
+    np.maximum(d2, 0.0, out=d2)
+    return b, np.sqrt(d2, out=d2)
+
+
+@functools.lru_cache(maxsize=64)
+def _cos_sin(angle: float) -> tuple[np.float64, np.float64]:
+    return np.cos(np.radians(angle)), np.sin(np.radians(angle))
 
 
 def ellipse_profile(
@@ -88,11 +127,20 @@ def ellipse_profile(
     if b is None:
         return None
     yy, xx = _grid(b)
-    c, s = np.cos(np.radians(angle)), np.sin(np.radians(angle))
+    c, s = _cos_sin(angle)
     dy, dx = yy - cy, xx - cx
-    u = (dx * c - dy * s) / rx
-    w = (dx * s + dy * c) / ry
-    return b, np.sqrt(np.maximum(1.0 - u * u - w * w, 0.0))
+    # Same operations as sqrt(max(1 - u^2 - w^2, 0)) with u = (dx c - dy s) / rx,
+    # w = (dx s + dy c) / ry (float64: c and s are numpy float64), fewer temporaries.
+    u = dx * c - dy * s
+    u /= rx
+    w = dx * s + dy * c
+    w /= ry
+    np.square(u, out=u)
+    np.square(w, out=w)
+    np.subtract(1.0, u, out=u)
+    u -= w
+    np.maximum(u, 0.0, out=u)
+    return b, np.sqrt(u, out=u)
 
 
 def gauss_profile(
@@ -102,7 +150,17 @@ def gauss_profile(
     if b is None:
         return None
     yy, xx = _grid(b)
-    return b, np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma * sigma))
+    # -(dy^2 + dx^2) / (2 sigma^2), operation by operation, then exp in place.
+    a = (yy - cy) ** 2 + (xx - cx) ** 2
+    np.negative(a, out=a)
+    a = np.divide(a, 2 * sigma * sigma, out=a if _weak(sigma) else None)
+    return b, np.exp(a, out=a)
+
+
+@functools.lru_cache(maxsize=4096)
+def _layer(f: float) -> int:
+    """Index of the depth layer nearest to depth fraction f (few distinct f: cached)."""
+    return int(np.abs(DEPTHS - f).argmin())
 
 
 class Canvas:
@@ -119,8 +177,8 @@ class Canvas:
         if prof is None or amp == 0:
             return
         (y0, y1, x0, x1), p = prof
-        k = int(np.abs(DEPTHS - f).argmin())
-        self.layers[k, y0:y1, x0:x1] += amp * p
+        p = np.multiply(p, amp, out=p if _weak(amp) else None)  # p: this call's own array
+        self.layers[_layer(f), y0:y1, x0:x1] += p
 
     def capsule(self, y0, x0, y1, x1, r0, r1, amp: float, f: float) -> None:
         self._add(capsule_profile(y0, x0, y1, x1, r0, r1), amp, f)
