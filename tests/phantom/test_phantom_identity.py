@@ -2,9 +2,10 @@
 
 test_phantom_sites pins one-site cohorts (the reference camera); these pin the other camera
 paths (collimator scale, scatter, the 2048 x 512 matrix, single-frame RLE). The digests were
-computed with the code before the speed work (commit c42eeee); a change to the phantom's
-pixels, files or tables must recompute them on purpose (tests/phantom/compare_cohorts.py checks
-whole cohorts against a reference checkout).
+computed with the code before the speed work (commit c42eeee; recomputed for the arm/shoulder
+change and phantom VERSION 2.1.0, which the merged speed work reproduces byte for byte); a
+change to the phantom's pixels, files or tables must recompute them on purpose
+(tests/phantom/compare_cohorts.py checks whole cohorts against a reference checkout).
 """
 
 from __future__ import annotations
@@ -21,17 +22,17 @@ CASES = {
 DIGESTS = {
     "sites3": {
         "manifest": "8f7acaed10a997f971ddd2b9dd851e2cc2933c25fc2a5fd7a373f94f67d1a7fe",
-        "truth": "4adbc7ff7088b2db853ff72010f3e63c645c550350993fe1217bfe5ec13c820b",
-        "info": "cb01b236c8870ac3c1d594b9c8a0d7531303c18b45c28c09d1a3639e115bbac0",
-        "files": "29469782ca655ddc28f5b015c62c147212b051d746c4e1f4216bf4b25902c539",
-        "pixels": "a2e4f57800c801ee8f41f87447cb3e7681c7b8443a90e0cf85a866571f2f926b",
+        "truth": "bcfee9cc76fffd18c35ebf77fa588e1e1b8394b0f6b3cedf3a81972955389417",
+        "info": "189e9aa886d1acb484034f2b2ee1ac4ccf3376defce6063d894ca48a09319006",
+        "files": "06c6ae31c6fa4d5bb68e3761d25395e543767c0a1b22d4b1ca606bdb77a4ee67",
+        "pixels": "e037988bca3225b9c6d027b5f67b467b166e21fa3fdd4df581c37d8a54dfcd7c",
     },
     "sites2_single_rle": {
         "manifest": "7799b6d71312202c02791f70aa9220b97b1a22d680ff12d10bec28d6349c1b92",
-        "truth": "d8f73e044a765fde2c6430581174d8cb44272600f0e3944055bd88cd62e8d2cb",
-        "info": "4c91027d4cf8267cfd85242d43b259daefa6d6a74fba34a3c8ae74c2446f01f5",
-        "files": "f5c09869afe3eb4350b743b5f7f3a0a93ba241094eec7031308cf9e8f66ee061",
-        "pixels": "ec9b5768204d7eec24bf61238d4e3e0606a8d1e5e45e6707b6662e05d869b8c8",
+        "truth": "1cb18c30b22285226bc086365bf9ebe7fa921c81bd1f1afb71c315c462ebab65",
+        "info": "d1e71c0cf3977009bfaff77b333fc8399088b09d02c3c9f014c8ed007f76b0c3",
+        "files": "0d4767c22cd754df4e6397f2d9812ea43c52bc6df6c2664663adbb9d6652909b",
+        "pixels": "50b5595621169ed7e8d96cef08b939bb9a8ccc60eda71a6204e6f97c4a9c9fe8",
     },
 }
 
