@@ -25,10 +25,11 @@ from .render import NCOLS, NROWS, PIXEL_MM, Canvas
 Z_T1, Z_T12, Z_L5 = 0.185, 0.32, 0.43
 # Soft-tissue tracer concentration relative to the trunk: muscle-poor distal limbs hold less
 # (soft tissue on real scans is graded, brightest over the trunk).
-GAIN = {"head": 0.85, "neck": 0.9, "trunk": 1.0, "abdomen": 1.1, "arm": 0.85, "thigh": 0.75,
+GAIN = {"head": 0.85, "neck": 0.9, "trunk": 1.0, "abdomen": 1.05, "arm": 0.85, "thigh": 0.75,
         "leg": 0.55}
 CLOUD_BLOCK, CLOUD_SD = 32, 0.12  # px, log-sd of the patchy soft-tissue concentration
 LIMB_FLAT = 0.45  # limb cross-sections are flatter-sided than ellipses: thickness = chord ** 0.45
+ARM_FLAT = 0.7  # arms less so: the real arm's counts fall off gradually towards its edges
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,7 @@ def leg_points(body: Body, s: int) -> tuple[tuple[float, float], ...]:
     return (0.478, s * 0.05), (0.715, kx), (0.958, ax), toe
 
 
-ARM_GAP = 0.011  # skin gap between a hanging arm and the trunk / thigh, fraction of stature
+ARM_GAP = 0.008  # skin gap between a hanging arm and the trunk / thigh, fraction of stature
 ARM_MAX_ABDUCTION = 22.0  # degrees: a very wide body's arms rest on its flanks instead
 ARM_R = (0.033, 0.029, 0.018, 0.021)  # soft-tissue radii: shoulder, elbow, wrist, hand (x girth)
 
@@ -242,12 +243,12 @@ def draw_soft_tissue(cv: Canvas, body: Body, g: Geometry) -> None:
         cv.body_capsule(R(sz - 0.03), C(s * 0.03), R(sz + 0.012), C(s * (body.shoulder - 0.02)),
                         P(0.02), P(0.024 * gi**0.5), 1.4, GAIN["trunk"])  # fmt: skip
         # ...and the deltoid, a round cap over the humeral head; the upper arm hangs from it.
-        cv.body_ellipse(R(sh[0] + 0.02), C(sh[1] + s * 0.004), P(0.042), P(r_sh + 0.003),
-                        P(2 * r_sh) * PIXEL_MM, gain=GAIN["arm"], flat=LIMB_FLAT)  # fmt: skip
+        cv.body_ellipse(R(sh[0] + 0.022), C(sh[1] + s * 0.004), P(0.048), P(r_sh + 0.007),
+                        P(2 * r_sh) * PIXEL_MM, gain=GAIN["arm"], flat=ARM_FLAT)  # fmt: skip
         cv.body_capsule(R(sh[0] + 0.03), C(sh[1]), R(el[0]), C(el[1]), P(r_sh), P(r_el), 1.0,
-                        GAIN["arm"], LIMB_FLAT)  # fmt: skip
+                        GAIN["arm"], ARM_FLAT)  # fmt: skip
         cv.body_capsule(R(el[0]), C(el[1]), R(wr[0]), C(wr[1]), P(r_el), P(r_wr), 1.0,
-                        GAIN["arm"], LIMB_FLAT)  # fmt: skip
+                        GAIN["arm"], ARM_FLAT)  # fmt: skip
         # Hand: rounded tip that thins towards the fingers (a flat-sided section looks boxy).
         cv.body_ellipse(R(hd[0] - 0.015), C(hd[1]), P(0.048), P(r_hd), P(0.03) * PIXEL_MM,
                         gain=GAIN["arm"])  # fmt: skip

@@ -238,6 +238,33 @@ def fill_creases(drawn: np.ndarray) -> np.ndarray:
     return T
 
 
+def _extra_sigma(wide: float, narrow: float) -> float:
+    """Width of the blur that takes a Gaussian of width ``narrow`` to one of width ``wide``."""
+    return float(np.sqrt(max(wide * wide - narrow * narrow, 0.0)))
+
+
+def poisson_counts(signal: np.ndarray, background: float, rng: np.random.Generator) -> np.ndarray:
+    """Poisson counts with mean ``signal`` + ``background`` per pixel (int64, signal's shape).
+
+    A sum of independent Poisson variables is Poisson with the summed mean, so the two parts
+    are drawn apart: the signal only where it is above zero (outside the body and its blur it is
+    exactly zero), the uniform background as a Poisson number of events dropped on uniformly
+    drawn pixels. Same distribution as drawing every pixel, about half the draws.
+
+    Args:
+        signal: expected counts from the patient per pixel (negative rounding noise reads as 0).
+        background: expected uniform background counts per pixel.
+        rng: the subject's noise stream.
+    """
+    flat = signal.ravel()
+    hit = np.flatnonzero(flat > 0)
+    counts = np.zeros(flat.size, np.int64)
+    counts[hit] = rng.poisson(flat[hit])
+    events = rng.integers(0, flat.size, rng.poisson(background * flat.size))
+    counts += np.bincount(events, minlength=flat.size)
+    return counts.reshape(signal.shape)
+
+
 def camera(
     cv: Canvas,
     soft_conc: float,
@@ -293,9 +320,14 @@ def camera(
             if view == "ant" and has_breast:
                 tmp *= breast_att
             groups[0 if depth <= 0.35 else (1 if depth < 0.65 else 2)] += tmp
-        img = gaussian_filter(groups[0], sigmas[0], truncate=3.0)
-        for g in (1, 2):
-            img += gaussian_filter(groups[g], sigmas[g], truncate=3.0)
+        # Sum of the groups' blurs as a cascade (Gaussian widths add in quadrature): the far
+        # group is blurred by the difference to the middle one, added, and so on: three
+        # narrow blurs instead of three of growing width, the same response.
+        img = groups[2]
+        for g in (1, 0):
+            img = gaussian_filter(img, _extra_sigma(sigmas[g + 1], sigmas[g]), truncate=3.0)
+            img += groups[g]
+        img = gaussian_filter(img, sigmas[0], truncate=3.0)
         if scatter > 0:
             wide = gaussian_filter(img, SCATTER_SIGMA_MM / PIXEL_MM, truncate=3.0)
             img = np.float32(1.0 - scatter) * img + np.float32(scatter) * wide
@@ -304,9 +336,8 @@ def camera(
     scale = np.float32(counts_ant / max(float(ant.sum(dtype=np.float64)), 1e-6))
     out, totals = [], []
     for k, img in enumerate((ant, post)):
-        lam = np.maximum(img * scale + np.float32(background), 0.0)
         frame = np.zeros((NROWS, NCOLS), np.uint16)
-        frame[r0:r1, c0:c1] = np.minimum(rng.poisson(lam), 65535)
+        frame[r0:r1, c0:c1] = np.minimum(poisson_counts(img * scale, background, rng), 65535)
         if k == 1:  # camera behind the patient: patient's left on image left
             frame = np.ascontiguousarray(frame[:, ::-1])
         out.append(frame)

@@ -77,15 +77,15 @@ def _thorax(cv: Canvas, body: Body, g: Geometry, fx: Effects) -> None:
             for (y0, x0, f0), (y1, x1, f1) in zip(pts[:-1], pts[1:], strict=True):
                 cv.capsule(y0, x0, y1, x1, P(0.0042), P(0.0042), 0.26 * gu, (f0 + f1) / 2)
     sz, sv = body.shoulder_z, fx.sternal_variant
-    cv.ellipse(R(0.215), C(0), P(0.017), P(0.018), 0.5 * gu, 0.08)  # manubrium
-    cv.capsule(R(0.235), C(0), R(0.31), C(0), P(0.010), P(0.008), 0.35 * gu, 0.08)
+    cv.ellipse(R(0.215), C(0), P(0.017), P(0.018), 0.4 * gu, 0.08)  # manubrium
+    cv.capsule(R(0.235), C(0), R(0.31), C(0), P(0.010), P(0.008), 0.25 * gu, 0.08)
     cv.gauss(R(0.233), C(0), P(0.006), 0.8 * gu * sv, 0.1)
     for s in (-1, 1):
         cv.gauss(R(0.199), C(s * 0.016), P(0.006), 0.45 * gu * sv, 0.1)  # sternoclavicular
         # Clavicle: S-curve from the sternum up and out to the acromion.
         xs = body.shoulder - 0.01
         _chain(cv, g, [(0.198, s * 0.02), (0.19, s * xs * 0.45), (sz + 0.006, s * xs * 0.8),
-                       (sz, s * xs)], 0.0055, 0.4 * gu, 0.2)  # fmt: skip
+                       (sz, s * xs)], 0.0065, 0.2 * gu, 0.2)  # fmt: skip
         # Scapula (behind): triangular blade, spine, glenoid and acromion, coracoid.
         gl = (sz + 0.014, s * (body.shoulder - 0.022))
         tip = (sz + 0.125, s * (body.shoulder - 0.06))

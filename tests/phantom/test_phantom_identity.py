@@ -3,7 +3,8 @@
 test_phantom_sites pins one-site cohorts (the reference camera); these pin the other camera
 paths (collimator scale, scatter, the 2048 x 512 matrix, single-frame RLE). The digests were
 computed with the code before the speed work (commit c42eeee; recomputed for the arm/shoulder
-change and phantom VERSION 2.1.0, which the merged speed work reproduces byte for byte); a
+change and phantom VERSION 2.1.0, which the merged speed work reproduces byte for byte; then
+for VERSION 2.2.0, whose noise sampler, blur and anatomy changed the pixels on purpose); a
 change to the phantom's pixels, files or tables must recompute them on purpose
 (tests/phantom/compare_cohorts.py checks whole cohorts against a reference checkout).
 """
@@ -22,17 +23,17 @@ CASES = {
 DIGESTS = {
     "sites3": {
         "manifest": "8f7acaed10a997f971ddd2b9dd851e2cc2933c25fc2a5fd7a373f94f67d1a7fe",
-        "truth": "bcfee9cc76fffd18c35ebf77fa588e1e1b8394b0f6b3cedf3a81972955389417",
-        "info": "189e9aa886d1acb484034f2b2ee1ac4ccf3376defce6063d894ca48a09319006",
-        "files": "06c6ae31c6fa4d5bb68e3761d25395e543767c0a1b22d4b1ca606bdb77a4ee67",
-        "pixels": "e037988bca3225b9c6d027b5f67b467b166e21fa3fdd4df581c37d8a54dfcd7c",
+        "truth": "c2305b35a8dd0fa4f3ed968ae7aab190f6babf41441eacf4ebf3f4c205be6a82",
+        "info": "72989315dddf31fec7728d7fec5e637a0e4be47de0f59aa034876e5bfc7f9a9d",
+        "files": "933a0c1a1e8785f6e1e7a54e1f761406e02e04cc7cdd21291fe90d36d2b7f15d",
+        "pixels": "484262fc671c524b39eb7342eaee5330aa4af5f6142b745db665611790c65b34",
     },
     "sites2_single_rle": {
         "manifest": "7799b6d71312202c02791f70aa9220b97b1a22d680ff12d10bec28d6349c1b92",
-        "truth": "1cb18c30b22285226bc086365bf9ebe7fa921c81bd1f1afb71c315c462ebab65",
-        "info": "d1e71c0cf3977009bfaff77b333fc8399088b09d02c3c9f014c8ed007f76b0c3",
-        "files": "0d4767c22cd754df4e6397f2d9812ea43c52bc6df6c2664663adbb9d6652909b",
-        "pixels": "50b5595621169ed7e8d96cef08b939bb9a8ccc60eda71a6204e6f97c4a9c9fe8",
+        "truth": "d3f2639c8a0fcd1d159e3a7f53daa11782b100b2c22ed53263a1ea41c5a3c28f",
+        "info": "7975df537a73d2554da9c3ff14d3a6532f1575a3deb5d0558b7adad73313d7f2",
+        "files": "5413c6597395520280b8b15e3b2a11eb253476cee8b39a31a3267daa63a9b418",
+        "pixels": "cb3acd59e917e5f6d2dac121a66bb93420145009083c5d2198363dfebd3523fd",
     },
 }
 
