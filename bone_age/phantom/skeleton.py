@@ -75,7 +75,7 @@ def _thorax(cv: Canvas, body: Body, g: Geometry, fx: Effects) -> None:
             pts = [(z0 + zdrop * (t + np.radians(80)) / np.radians(140),
                     C(s * width * np.cos(t)), (1 - np.sin(t)) / 2) for t in th]  # fmt: skip
             for (y0, x0, f0), (y1, x1, f1) in zip(pts[:-1], pts[1:], strict=True):
-                cv.capsule(y0, x0, y1, x1, P(0.0042), P(0.0042), 0.26 * gu, (f0 + f1) / 2)
+                cv.capsule(y0, x0, y1, x1, P(0.0045), P(0.0045), 0.21 * gu, (f0 + f1) / 2)
     sz, sv = body.shoulder_z, fx.sternal_variant
     cv.ellipse(R(0.215), C(0), P(0.017), P(0.018), 0.4 * gu, 0.08)  # manubrium
     cv.capsule(R(0.235), C(0), R(0.31), C(0), P(0.010), P(0.008), 0.25 * gu, 0.08)
@@ -149,12 +149,12 @@ def _arm(cv: Canvas, body: Body, g: Geometry, s: int, gu: float, shaft: float) -
     sh, el, wr, hd = arm_points(body, s)
     cv.ellipse(R(sh[0]), C(sh[1]), P(0.016), P(0.015), 1.2 * gu, 0.5)  # humeral head
     cv.capsule(R(sh[0] + 0.01), C(sh[1]), R(el[0] - 0.01), C(el[1]), P(0.0065), P(0.006),
-               0.32 * shaft, 0.5)  # fmt: skip
-    cv.ellipse(R(el[0]), C(el[1]), P(0.008), P(0.013), 0.55 * gu, 0.5)  # elbow (epicondyles)
+               0.26 * shaft, 0.5)  # fmt: skip
+    cv.ellipse(R(el[0]), C(el[1]), P(0.008), P(0.013), 0.45 * gu, 0.5)  # elbow (epicondyles)
     for dx in (-0.006, 0.006):  # radius and ulna
         cv.capsule(R(el[0] + 0.008), C(el[1] + dx), R(wr[0]), C(wr[1] + dx * 0.8), P(0.0035),
-                   P(0.004), 0.35 * shaft, 0.5)  # fmt: skip
-    cv.ellipse(R(wr[0] + 0.008), C(wr[1]), P(0.008), P(0.011), 0.7 * gu, 0.5)  # carpus
+                   P(0.004), 0.28 * shaft, 0.5)  # fmt: skip
+    cv.ellipse(R(wr[0] + 0.008), C(wr[1]), P(0.008), P(0.011), 0.55 * gu, 0.5)  # carpus
     for k in range(4):  # metacarpals and fingers, pointing down along the thigh
         dx = (k - 1.5) * 0.0055
         cv.capsule(R(wr[0] + 0.016), C(wr[1] + dx), R(hd[0] + 0.03), C(wr[1] + dx * 1.3),

@@ -23,17 +23,17 @@ CASES = {
 DIGESTS = {
     "sites3": {
         "manifest": "8f7acaed10a997f971ddd2b9dd851e2cc2933c25fc2a5fd7a373f94f67d1a7fe",
-        "truth": "c2305b35a8dd0fa4f3ed968ae7aab190f6babf41441eacf4ebf3f4c205be6a82",
+        "truth": "dbb37a634c16f814b5cf02035a6187349c3b2970e9f7548da393e3c3f9012294",
         "info": "72989315dddf31fec7728d7fec5e637a0e4be47de0f59aa034876e5bfc7f9a9d",
-        "files": "933a0c1a1e8785f6e1e7a54e1f761406e02e04cc7cdd21291fe90d36d2b7f15d",
-        "pixels": "484262fc671c524b39eb7342eaee5330aa4af5f6142b745db665611790c65b34",
+        "files": "318e74d061c060add9f9b86df5a09fe46db0e6b16df2dc39c59a31e777a3db6b",
+        "pixels": "e03efbe04ee32bfaf32fe8e297fdbfd534b62266e71856dca0709643f652f9a8",
     },
     "sites2_single_rle": {
         "manifest": "7799b6d71312202c02791f70aa9220b97b1a22d680ff12d10bec28d6349c1b92",
-        "truth": "d3f2639c8a0fcd1d159e3a7f53daa11782b100b2c22ed53263a1ea41c5a3c28f",
+        "truth": "d45d4bf42cdb0b2df70543c19564fc91dcda9f6b008d5f8b20f2a1bdd632e99f",
         "info": "7975df537a73d2554da9c3ff14d3a6532f1575a3deb5d0558b7adad73313d7f2",
-        "files": "5413c6597395520280b8b15e3b2a11eb253476cee8b39a31a3267daa63a9b418",
-        "pixels": "cb3acd59e917e5f6d2dac121a66bb93420145009083c5d2198363dfebd3523fd",
+        "files": "c44efedc0b26b95955d0e89be2e12b377b7073103595ab34bbc3812f0823329e",
+        "pixels": "129e42bd591ef32db1e38fb01795a8b5bfd4dea85d675a6583e9d8f930477945",
     },
 }
 
