@@ -14,7 +14,7 @@ from scipy.ndimage import gaussian_filter
 
 from bone_age.phantom import generate_cohort
 from bone_age.phantom.realism import compare, decide_view, measure
-from bone_age.phantom.realism.report import phantom_frames
+from bone_age.phantom.realism.report import markdown, phantom_frames
 from tests.conftest import SHARED_DICOM
 
 REAL = SHARED_DICOM / "NM1_UNC"
@@ -101,9 +101,10 @@ def test_cli_report_schema(phantom_dicom: Path, tmp_path: Path) -> None:
     rows = json.loads((tmp_path / "r" / "realism.json").read_text())
     assert isinstance(rows, list) and len(rows) > 20
     for r in rows:
-        assert set(r) == {"measure", "real", "p5", "p95", "inside"}
+        assert set(r) == {"measure", "real", "p5", "p95", "inside", "percentile"}
         assert isinstance(r["inside"], bool) and r["p5"] <= r["p95"]
         assert r["inside"] == (r["p5"] <= r["real"] <= r["p95"])
+        assert 0 <= r["percentile"] <= 100
     text = (tmp_path / "r" / "realism.md").read_text()
     assert "| total_counts |" in text and "PH000000" not in text  # no file or patient names
     for png in ("side_by_side.png", "measures.png"):
@@ -169,3 +170,15 @@ def test_real_scan_inside_phantom_range() -> None:
         if not vals.min() <= value <= vals.max():
             outside.append(f"{name}={value:.4g} not in [{vals.min():.4g}, {vals.max():.4g}]")
     assert not outside, outside
+
+
+def test_compare_gives_the_real_values_percentile_and_flags_near_ends() -> None:
+    phantom = [{"a": float(v), "b": float(v), "c": 5.0} for v in range(100)]
+    rows = {r["measure"]: r for r in compare({"a": 49.5, "b": 96.0, "c": 5.0}, phantom)}
+    assert rows["a"]["percentile"] == 50.0 and rows["a"]["inside"]
+    assert rows["b"]["percentile"] == 96.5 and not rows["b"]["inside"]  # 96 below, one tie
+    assert rows["c"]["percentile"] == 50.0 and rows["c"]["inside"]  # all tied
+    rows = compare({"a": 93.0, "b": 120.0, "c": 5.0}, phantom)  # a inside near the top, b out
+    decision = decide_view(phantom_frames("anterior", 1, seed=4)[0])
+    text = markdown(rows, decision, "test", 100, 0, "a test frame")
+    assert "1 of them within 10% of an end" in text and "(a)" in text

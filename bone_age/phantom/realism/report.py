@@ -18,6 +18,7 @@ from .view import ViewDecision
 
 Frame = np.ndarray
 FILES = ("realism.md", "realism.json", "side_by_side.png", "measures.png")
+NEAR_END = 10.0  # %: a real value this close to either end of the phantom's distribution
 
 
 def phantom_frames(view: str, subjects: int, seed: int = 0) -> list[Frame]:
@@ -33,7 +34,9 @@ def phantom_frames(view: str, subjects: int, seed: int = 0) -> list[Frame]:
 
 
 def compare(real: dict[str, float], phantom: Sequence[dict[str, float]]) -> list[dict[str, Any]]:
-    """One row per measure: real value, phantom 5th / 95th percentile, and whether inside.
+    """One row per measure: real value, phantom 5th / 95th percentile, whether inside, and the
+    real value's percentile among the phantom's values (near 0 or 100: a report with another
+    seed or fewer subjects may leave it out).
 
     Args:
         real: measures of the real frame.
@@ -45,8 +48,12 @@ def compare(real: dict[str, float], phantom: Sequence[dict[str, float]]) -> list
         vals = vals[np.isfinite(vals)]
         p5, p95 = (np.percentile(vals, [5, 95]) if vals.size else (np.nan, np.nan))
         inside = bool(np.isfinite(value) and p5 <= value <= p95)
+        # Ties count half, so a real value equal to every phantom value sits at 50.
+        pct = (100.0 * (np.mean(vals < value) + 0.5 * np.mean(vals == value))
+               if vals.size and np.isfinite(value) else np.nan)  # fmt: skip
         rows.append({"measure": name, "real": float(value), "p5": float(p5),
-                     "p95": float(p95), "inside": inside})  # fmt: skip
+                     "p95": float(p95), "inside": inside,
+                     "percentile": round(float(pct), 1)})  # fmt: skip
     return rows
 
 
@@ -67,6 +74,8 @@ def markdown(rows: list[dict[str, Any]], decision: ViewDecision, how: str, n: in
         source: a description of the reference without its file name.
     """
     n_in = sum(r["inside"] for r in rows)
+    near = [r["measure"] for r in rows
+            if r["inside"] and not NEAR_END <= r["percentile"] <= 100 - NEAR_END]  # fmt: skip
     lines = [
         "# Phantom realism report",
         "",
@@ -75,15 +84,17 @@ def markdown(rows: list[dict[str, Any]], decision: ViewDecision, how: str, n: in
         f"View of the reference: **{decision.view}** ({how}). Anatomy says: {decision.reason()}.",
         "",
         f"**{n_in} of {len(rows)} measures** of the reference lie inside the phantom's 5-95% "
-        "range.",
+        "range" + (f"; {len(near)} of them within {NEAR_END:g}% of an end of the phantom's "
+                   f"distribution ({', '.join(near)}), which a report with another seed or "
+                   "fewer subjects may leave out." if near else "."),
         "",
-        "| measure | real | phantom p5 | phantom p95 | inside |",
-        "| --- | --- | --- | --- | --- |",
+        "| measure | real | phantom p5 | phantom p95 | inside | real's percentile in phantom |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         mark = "yes" if r["inside"] else "**no**"
         lines.append(f"| {r['measure']} | {_fmt(r['real'])} | {_fmt(r['p5'])} | "
-                     f"{_fmt(r['p95'])} | {mark} |")  # fmt: skip
+                     f"{_fmt(r['p95'])} | {mark} | {r['percentile']:g} |")  # fmt: skip
     lines += ["", "Figures: `side_by_side.png` (reference and the phantom scan nearest in total "
               "counts, same grey scale in counts), `measures.png` (each measure scaled so the "
               "phantom's 5-95% range spans 0..1; the dot is the reference).", ""]  # fmt: skip
