@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Re-measure everything the docs show about the phantom after a change to its pixels (issue 15:
+# bump bone_age.phantom.VERSION first, so cached cohorts are regenerated).
+#
+#   experiments/phantom/remeasure.sh [--dry-run] LOGDIR
+#
+# Part 1 gives the same figures on a busy machine (probes, ablation, sites); part 2 times things
+# and needs the machine to itself (quickstart x 3, generation x 3, phantom_bench): about 35 + 30
+# minutes on 2 cores. Logs and a summary (LOGDIR/summary.txt) go to LOGDIR; the tables and figures
+# go where the docs expect them (experiments/...), ready for review with `git diff`.
+set -euo pipefail
+
+DRY=0
+if [[ "${1:-}" == "--dry-run" ]]; then DRY=1; shift; fi
+if [[ $# -ne 1 ]]; then
+  echo "usage: experiments/phantom/remeasure.sh [--dry-run] LOGDIR" >&2
+  exit 2
+fi
+LOG=$1
+cd "$(dirname "$0")/../.."
+PY=${PYTHON:-.venv/bin/python}
+REAL=${REAL_SCAN:-../shared/data/real-dicom/NM1_UNC}
+ABLATION=ablation,ablation_sex,ablation_single,ablation_pad,ablation_softmax,ablation_mse
+SITES="experiment=sites data.split=stratified,site data.fold=0,1,2"
+
+step() {  # step NAME COMMAND...: run (or print) one command, its output in LOGDIR/NAME.log
+  local name=$1; shift
+  if (( DRY )); then printf "%q " "$@"; echo; return; fi
+  local t0=$SECONDS
+  "$@" > "$LOG/$name.log" 2>&1
+  echo "$name: $(( SECONDS - t0 )) s, load $(cut -d' ' -f1-3 /proc/loadavg)" >> "$LOG/summary.txt"
+}
+
+(( DRY )) || { mkdir -p "$LOG"; echo "start $(date -u +%FT%TZ) $(git rev-parse --short HEAD)" > "$LOG/summary.txt"; }
+
+# Part 1: figures that do not depend on the machine's load.
+step realism "$PY" -m bone_age.phantom.realism "$REAL" --subjects 100 --out experiments/phantom/realism-v2
+for seed in 1 2 3; do
+  step "realism_seed$seed" "$PY" -m bone_age.phantom.realism "$REAL" --subjects 100 --seed "$seed" --out "$LOG/realism_seed$seed"
+done
+step preview "$PY" -m bone_age.phantom --preview experiments/phantom/preview.png --seed 0
+step ridge_probe "$PY" experiments/phantom/ridge_probe.py --subjects 1500 --out "$LOG/probe.json"
+(( DRY )) || rm -rf multirun/ablation multirun/ablation_seed1 multirun/sites_{base,noaug,total}
+step ablation "$PY" -m bone_age.run -m experiment=$ABLATION hydra.sweep.dir=multirun/ablation
+step ablation_seed1 "$PY" -m bone_age.run -m experiment=$ABLATION seed=1 hydra.sweep.dir=multirun/ablation_seed1
+step ablation_table "$PY" experiments/ablation/table.py multirun/ablation --repeat multirun/ablation_seed1
+step sites_base "$PY" -m bone_age.run -m $SITES hydra.sweep.dir=multirun/sites_base
+step sites_noaug "$PY" -m bone_age.run -m $SITES augment=none hydra.sweep.dir=multirun/sites_noaug
+step sites_total "$PY" -m bone_age.run -m $SITES data.normalize=total hydra.sweep.dir=multirun/sites_total
+step sites_table "$PY" experiments/sites/table.py base=multirun/sites_base \
+  no_augment=multirun/sites_noaug total_norm=multirun/sites_total \
+  --cohort data/phantom/n900_seed42_sites3/manifest.csv --out experiments/sites
+
+# Part 2: timings; nothing else may run on the machine.
+for i in 1 2 3; do
+  (( DRY )) || rm -rf data/phantom/n1000_seed42 data/cache outputs
+  # Each line with its time, for the longest silence the README quotes.
+  step "quickstart_$i" bash -c 'make run 2>&1 | while IFS= read -r l; do echo "$(date +%s.%N) $l"; done'
+  (( DRY )) || awk 'NR > 1 { d = $1 - p; if (d > m) m = d } { p = $1 }
+    END { printf "quickstart_%s longest silence %.1f s\n", i, m }' i="$i" \
+    "$LOG/quickstart_$i.log" >> "$LOG/summary.txt"
+done
+for i in 1 2 3; do
+  (( DRY )) || rm -rf "$LOG/cohort4474"
+  step "generation_$i" "$PY" -m bone_age.phantom --out "$LOG/cohort4474" --subjects 4474 --seed 0 --no-progress
+done
+(( DRY )) || rm -rf experiments/phantom_bench/run  # a finished run would be re-read, not re-run
+step phantom_bench env OMP_NUM_THREADS=1 "$PY" -m bone_age.bench --accuracy
+(( DRY )) || echo "end $(date -u +%FT%TZ)" >> "$LOG/summary.txt"

@@ -1,0 +1,47 @@
+"""experiments/phantom/remeasure.sh names only commands, configs and files that exist."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "experiments" / "phantom" / "remeasure.sh"
+
+
+def _dry_run(tmp_path: Path) -> list[list[str]]:
+    res = subprocess.run(["bash", str(SCRIPT), "--dry-run", str(tmp_path / "logs")],
+                         capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+    assert not (tmp_path / "logs").exists()  # a dry run writes nothing
+    return [shlex.split(line) for line in res.stdout.splitlines()]
+
+
+def test_dry_run_names_existing_modules_scripts_and_experiments(tmp_path: Path) -> None:
+    commands = _dry_run(tmp_path)
+    assert len(commands) >= 15
+    experiments = {p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml")}
+    seen_modules = set()
+    for cmd in commands:
+        for i, arg in enumerate(cmd):
+            if arg == "-m" and i + 1 < len(cmd) and not cmd[i + 1].startswith("experiment"):
+                seen_modules.add(cmd[i + 1])
+                assert importlib.util.find_spec(cmd[i + 1]) is not None, cmd
+            if arg.endswith(".py"):
+                assert (ROOT / arg).is_file(), cmd
+            if arg.startswith("experiment="):
+                names = arg.split("=", 1)[1].split(",")
+                assert set(names) <= experiments, (names, cmd)
+    assert {"bone_age.run", "bone_age.phantom", "bone_age.phantom.realism",
+            "bone_age.bench"} <= seen_modules  # fmt: skip
+    # Timings (quickstart, generation, phantom_bench) come last, after the load-independent part.
+    timed = [k for k, c in enumerate(commands)
+             if re.search(r"make run|--subjects 4474|--accuracy", " ".join(c))]  # fmt: skip
+    assert timed == list(range(len(commands) - len(timed), len(commands))) and len(timed) == 7
+
+
+def test_usage_error(tmp_path: Path) -> None:
+    res = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and res.stderr.startswith("usage:")
