@@ -2,7 +2,7 @@
 # Re-measure everything the docs show about the phantom after a change to its pixels (issue 15:
 # bump bone_age.phantom.VERSION first, so cached cohorts are regenerated).
 #
-#   experiments/phantom/remeasure.sh [--dry-run] LOGDIR
+#   experiments/phantom/remeasure.sh [--dry-run] [--part 1|2] LOGDIR
 #
 # Part 1 gives the same figures on a busy machine (probes, ablation, sites); part 2 times things
 # and needs the machine to itself (quickstart x 3, generation x 3, phantom_bench): about 35 + 30
@@ -11,9 +11,17 @@
 set -euo pipefail
 
 DRY=0
-if [[ "${1:-}" == "--dry-run" ]]; then DRY=1; shift; fi
+PARTS="1 2"
+while [[ "${1:-}" == --* ]]; do
+  case $1 in
+    --dry-run) DRY=1; shift ;;
+    --part) [[ "${2:-}" == [12] ]] || { echo "remeasure.sh: --part takes 1 or 2" >&2; exit 2; }
+            PARTS=$2; shift 2 ;;
+    *) echo "remeasure.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+done
 if [[ $# -ne 1 ]]; then
-  echo "usage: experiments/phantom/remeasure.sh [--dry-run] LOGDIR" >&2
+  echo "usage: experiments/phantom/remeasure.sh [--dry-run] [--part 1|2] LOGDIR" >&2
   exit 2
 fi
 LOG=$1
@@ -33,7 +41,7 @@ step() {  # step NAME COMMAND...: run (or print) one command, its output in LOGD
 
 (( DRY )) || { mkdir -p "$LOG"; echo "start $(date -u +%FT%TZ) $(git rev-parse --short HEAD)" > "$LOG/summary.txt"; }
 
-# Part 1: figures that do not depend on the machine's load.
+if [[ $PARTS == *1* ]]; then  # Part 1: figures that do not depend on the machine's load.
 step realism "$PY" -m bone_age.phantom.realism "$REAL" --subjects 100 --out experiments/phantom/realism-v2
 for seed in 1 2 3; do
   step "realism_seed$seed" "$PY" -m bone_age.phantom.realism "$REAL" --subjects 100 --seed "$seed" --out "$LOG/realism_seed$seed"
@@ -50,8 +58,9 @@ step sites_total "$PY" -m bone_age.run -m $SITES data.normalize=total hydra.swee
 step sites_table "$PY" experiments/sites/table.py base=multirun/sites_base \
   no_augment=multirun/sites_noaug total_norm=multirun/sites_total \
   --cohort data/phantom/n900_seed42_sites3/manifest.csv --out experiments/sites
+fi
 
-# Part 2: timings; nothing else may run on the machine.
+if [[ $PARTS == *2* ]]; then  # Part 2: timings; nothing else may run on the machine.
 for i in 1 2 3; do
   (( DRY )) || rm -rf data/phantom/n1000_seed42 data/cache outputs
   # Each line with its time, for the longest silence the README quotes.
@@ -66,4 +75,5 @@ for i in 1 2 3; do
 done
 (( DRY )) || rm -rf experiments/phantom_bench/run  # a finished run would be re-read, not re-run
 step phantom_bench env OMP_NUM_THREADS=1 "$PY" -m bone_age.bench --accuracy
+fi
 (( DRY )) || echo "end $(date -u +%FT%TZ)" >> "$LOG/summary.txt"

@@ -12,8 +12,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "experiments" / "phantom" / "remeasure.sh"
 
 
-def _dry_run(tmp_path: Path) -> list[list[str]]:
-    res = subprocess.run(["bash", str(SCRIPT), "--dry-run", str(tmp_path / "logs")],
+def _dry_run(tmp_path: Path, *opts: str) -> list[list[str]]:
+    res = subprocess.run(["bash", str(SCRIPT), "--dry-run", *opts, str(tmp_path / "logs")],
                          capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
     assert not (tmp_path / "logs").exists()  # a dry run writes nothing
     return [shlex.split(line) for line in res.stdout.splitlines()]
@@ -40,8 +40,13 @@ def test_dry_run_names_existing_modules_scripts_and_experiments(tmp_path: Path) 
     timed = [k for k, c in enumerate(commands)
              if re.search(r"make run|--subjects 4474|--accuracy", " ".join(c))]  # fmt: skip
     assert timed == list(range(len(commands) - len(timed), len(commands))) and len(timed) == 7
+    # --part 1 / --part 2 split the same commands at that point.
+    assert _dry_run(tmp_path, "--part", "1") + _dry_run(tmp_path, "--part", "2") == commands
+    assert _dry_run(tmp_path, "--part", "2") == commands[timed[0]:]
 
 
-def test_usage_error(tmp_path: Path) -> None:
-    res = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, timeout=60)
-    assert res.returncode == 2 and res.stderr.startswith("usage:")
+def test_usage_errors(tmp_path: Path) -> None:
+    for args in ([], ["--part", "3", "x"], ["--nope", "x"]):
+        res = subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True,
+                             timeout=60)  # fmt: skip
+        assert res.returncode == 2 and len(res.stderr.splitlines()) == 1, args
