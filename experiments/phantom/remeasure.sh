@@ -5,8 +5,8 @@
 #   experiments/phantom/remeasure.sh [--dry-run] [--part 1|2] LOGDIR
 #
 # Part 1 gives the same figures on a busy machine (probes, ablation, sites); part 2 times things
-# and needs the machine to itself (quickstart x 3, generation x 3, phantom_bench): about 35 + 30
-# minutes on 2 cores. Logs and a summary (LOGDIR/summary.txt) go to LOGDIR; the tables and figures
+# and needs the machine to itself (quickstart x 3, generation x 3, phantom_bench): about 18 + 30
+# minutes on the idle 2-core machine (2026-11-27; part 1 with its cohorts already generated). Logs and a summary (LOGDIR/summary.txt) go to LOGDIR; the tables and figures
 # go where the docs expect them (experiments/...), ready for review with `git diff`.
 set -euo pipefail
 
@@ -35,7 +35,10 @@ step() {  # step NAME COMMAND...: run (or print) one command, its output in LOGD
   local name=$1; shift
   if (( DRY )); then printf "%q " "$@"; echo; return; fi
   local t0=$SECONDS
-  "$@" > "$LOG/$name.log" 2>&1
+  if ! "$@" > "$LOG/$name.log" 2>&1; then
+    echo "remeasure.sh: $name failed, see $LOG/$name.log" | tee -a "$LOG/summary.txt" >&2
+    exit 1
+  fi
   echo "$name: $(( SECONDS - t0 )) s, load $(cut -d' ' -f1-3 /proc/loadavg)" >> "$LOG/summary.txt"
 }
 
@@ -64,7 +67,7 @@ if [[ $PARTS == *2* ]]; then  # Part 2: timings; nothing else may run on the mac
 for i in 1 2 3; do
   (( DRY )) || rm -rf data/phantom/n1000_seed42 data/cache outputs
   # Each line with its time, for the longest silence the README quotes.
-  step "quickstart_$i" bash -c 'make run 2>&1 | while IFS= read -r l; do echo "$(date +%s.%N) $l"; done'
+  step "quickstart_$i" bash -o pipefail -c 'make run 2>&1 | while IFS= read -r l; do echo "$(date +%s.%N) $l"; done'
   (( DRY )) || awk 'NR > 1 { d = $1 - p; if (d > m) m = d } { p = $1 }
     END { printf "quickstart_%s longest silence %.1f s\n", i, m }' i="$i" \
     "$LOG/quickstart_$i.log" >> "$LOG/summary.txt"

@@ -50,3 +50,14 @@ def test_usage_errors(tmp_path: Path) -> None:
         res = subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True,
                              timeout=60)  # fmt: skip
         assert res.returncode == 2 and len(res.stderr.splitlines()) == 1, args
+
+
+def test_a_failing_step_stops_the_run_and_says_which(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    res = subprocess.run(["bash", str(SCRIPT), "--part", "1", str(logs)], capture_output=True,
+                         text=True, timeout=60, env={"PATH": "/usr/bin:/bin",
+                                                     "PYTHON": "false"})  # fmt: skip
+    assert res.returncode == 1
+    assert res.stderr.strip() == f"remeasure.sh: realism failed, see {logs}/realism.log"
+    assert "realism failed" in (logs / "summary.txt").read_text()
+    assert sorted(p.name for p in logs.iterdir()) == ["realism.log", "summary.txt"]
