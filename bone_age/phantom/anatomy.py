@@ -249,9 +249,10 @@ def draw_soft_tissue(cv: Canvas, body: Body, g: Geometry) -> None:
                         GAIN["arm"], ARM_FLAT)  # fmt: skip
         cv.body_capsule(R(el[0]), C(el[1]), R(wr[0]), C(wr[1]), P(r_el), P(r_wr), 1.0,
                         GAIN["arm"], ARM_FLAT)  # fmt: skip
-        # Hand: rounded tip that thins towards the fingers (a flat-sided section looks boxy).
-        cv.body_ellipse(R(hd[0] - 0.015), C(hd[1]), P(0.048), P(r_hd), P(0.03) * PIXEL_MM,
-                        gain=GAIN["arm"])  # fmt: skip
+        # Hand: palm narrowing to the fingertips, about 3 cm thick (an even-width end reads
+        # as a blunt stump).
+        cv.body_capsule(R(wr[0] + 0.012), C(wr[1]), R(hd[0] + 0.022), C(hd[1]), P(r_hd),
+                        P(0.55 * r_hd), 0.03 / (2 * r_hd), GAIN["arm"])  # fmt: skip
     # Upper chest: tall enough that its sides round into the armpits, below the trapezius line.
     cv.body_ellipse(R(sz + 0.06), C(0), P(0.07), P(wc * 1.05),
                     P(wc * 2 * body.depth_ratio) * PIXEL_MM, gain=GAIN["trunk"])  # fmt: skip

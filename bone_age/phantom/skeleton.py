@@ -28,21 +28,21 @@ def _skull(cv: Canvas, g: Geometry, skull: float, kyphosis: float) -> None:
     kf = 1.0 - 0.004 * max(kyphosis - 40.0, 0.0)  # flexed head looks shorter
     cv.shell(R(0.062), C(0), P(0.060) * kf, P(0.046), 0.95 * skull, 0.5, inner=0.84)
     cv.ellipse(R(0.098), C(0), P(0.012), P(0.04), 0.2 * skull, 0.55)  # skull base, petrous
-    cv.ellipse(R(0.09), C(0), P(0.022), P(0.024), 0.3 * skull, 0.1)  # maxilla, nasal bones
-    cv.ellipse(R(0.112), C(0), P(0.007), P(0.021), 0.4 * skull, 0.1)  # alveolar ridge, teeth
+    cv.ellipse(R(0.09), C(0), P(0.022), P(0.024), 0.25 * skull, 0.1)  # maxilla, nasal bones
+    cv.ellipse(R(0.112), C(0), P(0.008), P(0.021), 0.25 * skull, 0.1)  # alveolar ridge, teeth
     for s in (-1, 1):
         cv.shell(R(0.07), C(s * 0.018), P(0.012), P(0.012), 0.2 * skull, 0.1, inner=0.5)  # orbit
         cv.ellipse(R(0.085), C(s * 0.037), P(0.01), P(0.008), 0.3 * skull, 0.3)  # zygoma
         # Mandible: ramus from the temporomandibular joint, body to the chin.
         _chain(cv, g, [(0.085, s * 0.041), (0.112, s * 0.038), (0.128, s * 0.02),
-                       (0.134, 0.0)], 0.007, 0.18 * skull, 0.1)  # fmt: skip
+                       (0.134, 0.0)], 0.007, 0.15 * skull, 0.1)  # fmt: skip
 
 
 def _spine(cv: Canvas, g: Geometry, fx: Effects) -> None:
     R, C, P = g.row, g.col, g.px
     gu, axial = fx.global_uptake, fx.global_uptake * fx.spine_pelvis_uptake
     levels = [(0.118 + i * (Z_T1 - 0.118) / 7, 0.011, 0.5) for i in range(7)]
-    levels += [(Z_T1 + i * (Z_T12 - Z_T1) / 11, 0.014 + 0.0005 * i, 0.7) for i in range(12)]
+    levels += [(Z_T1 + i * (Z_T12 - Z_T1) / 11, 0.014 + 0.0005 * i, 0.58) for i in range(12)]
     levels += [(Z_T12 + (i + 1) * (Z_L5 - Z_T12) / 5, 0.021, 0.8) for i in range(5)]
     upper_f = min(0.8, 0.66 + 0.002 * max(fx.kyphosis - 40, 0))  # kyphosis: spine backwards
     for i, (z, w, a) in enumerate(levels):
@@ -70,15 +70,21 @@ def _thorax(cv: Canvas, body: Body, g: Geometry, fx: Effects) -> None:
         width = body.thorax * np.sin(np.pi * (0.25 + 0.75 * min(i, 8) / 8) / 2) * 1.02
         if i >= 9:
             width *= 1.0 - 0.08 * (i - 8)
-        th = np.radians(np.linspace(-80.0, 60.0 if i < 10 else 10.0, 6))
+        th = np.radians(np.linspace(-80.0, 60.0 if i < 10 else 10.0, 7))
         for s in (-1, 1):
-            pts = [(z0 + zdrop * (t + np.radians(80)) / np.radians(140),
+            # The posterior arc drops most (the strokes a scan shows run down and out).
+            pts = [(z0 + zdrop * ((t + np.radians(80)) / np.radians(140)) ** 0.8,
                     C(s * width * np.cos(t)), (1 - np.sin(t)) / 2) for t in th]  # fmt: skip
             for (y0, x0, f0), (y1, x1, f1) in zip(pts[:-1], pts[1:], strict=True):
-                cv.capsule(y0, x0, y1, x1, P(0.0045), P(0.0045), 0.21 * gu, (f0 + f1) / 2)
+                # Anterior arcs are thinner, less bone: fainter. The flat band is seen edge-on
+                # at the side of the chest: narrower there, which reads fainter once blurred.
+                f = (f0 + f1) / 2
+                side = 1.0 - abs(f - 0.5) * 2  # 1 at the lateral turn, 0 front and back
+                amp = 0.21 * gu * (0.55 + 0.45 * min(2 * f, 1.0)) * (1.0 - 0.35 * side)
+                cv.capsule(y0, x0, y1, x1, P(0.005), P(0.005), amp, f)
     sz, sv = body.shoulder_z, fx.sternal_variant
-    cv.ellipse(R(0.215), C(0), P(0.017), P(0.018), 0.4 * gu, 0.08)  # manubrium
-    cv.capsule(R(0.235), C(0), R(0.31), C(0), P(0.010), P(0.008), 0.25 * gu, 0.08)
+    cv.ellipse(R(0.215), C(0), P(0.017), P(0.018), 0.35 * gu, 0.08)  # manubrium
+    cv.capsule(R(0.235), C(0), R(0.31), C(0), P(0.009), P(0.006), 0.17 * gu, 0.08)
     cv.gauss(R(0.233), C(0), P(0.006), 0.8 * gu * sv, 0.1)
     for s in (-1, 1):
         cv.gauss(R(0.199), C(s * 0.016), P(0.006), 0.45 * gu * sv, 0.1)  # sternoclavicular
@@ -103,13 +109,13 @@ def _pelvis(cv: Canvas, body: Body, g: Geometry, axial: float) -> None:
     R, C, P, px = g.row, g.col, g.px, body.pelvis
     for s in (-1, 1):
         # Iliac wing: thin plate with a hot crest from the sacroiliac joint to the ASIS.
-        cv.ellipse(R(0.437), C(s * (px - 0.035)), P(0.035), P(0.035), 0.25 * axial, 0.55)
+        cv.ellipse(R(0.437), C(s * (px - 0.035)), P(0.035), P(0.035), 0.2 * axial, 0.55)
         _chain(cv, g, [(0.432, s * 0.035), (0.409, s * (px - 0.035)), (0.412, s * (px - 0.01)),
-                       (0.44, s * px)], 0.0045, 0.35 * axial, 0.55)  # fmt: skip
-        _chain(cv, g, [(0.44, s * px), (0.465, s * (px - 0.02)), (0.474, s * 0.052)], 0.005,
-               0.25 * axial, 0.45)  # fmt: skip
+                       (0.44, s * px)], 0.0055, 0.14 * axial, 0.55)  # fmt: skip
+        _chain(cv, g, [(0.44, s * px), (0.465, s * (px - 0.02)), (0.474, s * 0.052)], 0.006,
+               0.18 * axial, 0.45)  # fmt: skip
         hip = (0.478, s * 0.05)
-        cv.shell(R(hip[0]), C(hip[1]), P(0.017), P(0.017), 0.8 * axial, 0.5, inner=0.7)
+        cv.shell(R(hip[0]), C(hip[1]), P(0.018), P(0.018), 0.55 * axial, 0.5, inner=0.7)
         # Obturator ring: superior pubic ramus, ischium, inferior ramus.
         cv.shell(R(0.505), C(s * 0.026), P(0.017), P(0.014), 0.5 * axial, 0.4, inner=0.65)
         _chain(cv, g, [hip, (0.49, s * 0.012)], 0.005, 0.5 * axial, 0.25)
@@ -120,47 +126,47 @@ def _pelvis(cv: Canvas, body: Body, g: Geometry, axial: float) -> None:
 def _leg(cv: Canvas, body: Body, g: Geometry, s: int, gu: float, shaft: float) -> None:
     R, C, P = g.row, g.col, g.px
     (hz, hx), (kz, kx), (az, ax), (tz, tx) = leg_points(body, s)
-    cv.ellipse(R(hz), C(hx), P(0.013), P(0.013), 0.6 * gu, 0.5)  # femoral head
+    cv.ellipse(R(hz), C(hx), P(0.014), P(0.014), 0.45 * gu, 0.5)  # femoral head
     cv.capsule(R(hz), C(hx), R(0.49), C(s * 0.07), P(0.007), P(0.009), 0.55 * gu, 0.5)
-    cv.ellipse(R(0.487), C(s * 0.079), P(0.012), P(0.008), 0.6 * gu, 0.55)  # great trochanter
-    cv.capsule(R(0.495), C(s * 0.068), R(kz - 0.015), C(kx), P(0.0085), P(0.008), 0.35 * shaft,
+    cv.ellipse(R(0.487), C(s * 0.079), P(0.012), P(0.008), 0.45 * gu, 0.55)  # great trochanter
+    cv.capsule(R(0.495), C(s * 0.068), R(kz - 0.015), C(kx), P(0.009), P(0.0085), 0.28 * shaft,
                0.5)  # fmt: skip
-    for dx in (-0.011, 0.011):  # femoral condyles, tibial plateau
-        cv.ellipse(R(kz - 0.01), C(kx + s * dx), P(0.012), P(0.01), 0.6 * gu, 0.5)
-        cv.ellipse(R(kz + 0.014), C(kx + s * dx), P(0.008), P(0.011), 0.55 * gu, 0.5)
-    cv.ellipse(R(kz - 0.013), C(kx), P(0.011), P(0.009), 0.55 * gu, 0.05)  # patella, in front
-    cv.capsule(R(kz + 0.02), C(kx), R(az - 0.01), C(ax), P(0.0075), P(0.0065), 0.38 * shaft, 0.4)
+    for dx in (-0.013, 0.013):  # femoral condyles, tibial plateau
+        cv.ellipse(R(kz - 0.01), C(kx + s * dx), P(0.015), P(0.014), 0.36 * gu, 0.5)
+        cv.ellipse(R(kz + 0.013), C(kx + s * dx), P(0.01), P(0.014), 0.32 * gu, 0.5)
+    cv.ellipse(R(kz - 0.012), C(kx), P(0.014), P(0.012), 0.28 * gu, 0.05)  # patella, in front
+    cv.capsule(R(kz + 0.02), C(kx), R(az - 0.01), C(ax), P(0.0085), P(0.0075), 0.25 * shaft, 0.4)
     cv.capsule(R(kz + 0.025), C(kx + s * 0.016), R(az - 0.005), C(ax + s * 0.013), P(0.003),
                P(0.003), 0.3 * shaft, 0.6)  # fibula  # fmt: skip
     for dx in (-0.012, 0.012):  # malleoli
-        cv.ellipse(R(az), C(ax + s * dx), P(0.006), P(0.005), 0.5 * gu, 0.5)
+        cv.ellipse(R(az), C(ax + s * dx), P(0.007), P(0.006), 0.28 * gu, 0.5)
     # Foot (plantar-flexed, turned out): talus and calcaneus, metatarsals, toes.
-    cv.ellipse(R(az + 0.008), C(ax), P(0.011), P(0.012), 0.6 * gu, 0.6)
+    cv.ellipse(R(az + 0.008), C(ax), P(0.012), P(0.013), 0.3 * gu, 0.6)
     mid = (az + 0.45 * (tz - az), ax + 0.45 * (tx - ax))
-    cv.ellipse(R(mid[0]), C(mid[1]), P(0.01), P(0.012), 0.5 * gu, 0.4)  # tarsus
+    cv.ellipse(R(mid[0]), C(mid[1]), P(0.013), P(0.014), 0.3 * gu, 0.4)  # tarsus
     for k in range(3):
         d = (k - 1) * 0.006
-        cv.capsule(R(mid[0]), C(mid[1] + d), R(tz), C(tx + 1.4 * d), P(0.003), P(0.0028),
-                   0.35 * gu, 0.3)  # fmt: skip
+        cv.capsule(R(mid[0]), C(mid[1] + d), R(tz), C(tx + 1.4 * d), P(0.0032), P(0.003),
+                   0.28 * gu, 0.3)  # fmt: skip
 
 
 def _arm(cv: Canvas, body: Body, g: Geometry, s: int, gu: float, shaft: float) -> None:
     R, C, P = g.row, g.col, g.px
     sh, el, wr, hd = arm_points(body, s)
-    cv.ellipse(R(sh[0]), C(sh[1]), P(0.016), P(0.015), 1.2 * gu, 0.5)  # humeral head
-    cv.capsule(R(sh[0] + 0.01), C(sh[1]), R(el[0] - 0.01), C(el[1]), P(0.0065), P(0.006),
-               0.26 * shaft, 0.5)  # fmt: skip
-    cv.ellipse(R(el[0]), C(el[1]), P(0.008), P(0.013), 0.45 * gu, 0.5)  # elbow (epicondyles)
+    cv.ellipse(R(sh[0]), C(sh[1]), P(0.018), P(0.017), 0.7 * gu, 0.5)  # humeral head
+    cv.capsule(R(sh[0] + 0.01), C(sh[1]), R(el[0] - 0.01), C(el[1]), P(0.007), P(0.0065),
+               0.19 * shaft, 0.5)  # fmt: skip
+    cv.ellipse(R(el[0]), C(el[1]), P(0.01), P(0.015), 0.3 * gu, 0.5)  # elbow (epicondyles)
     for dx in (-0.006, 0.006):  # radius and ulna
-        cv.capsule(R(el[0] + 0.008), C(el[1] + dx), R(wr[0]), C(wr[1] + dx * 0.8), P(0.0035),
-                   P(0.004), 0.28 * shaft, 0.5)  # fmt: skip
-    cv.ellipse(R(wr[0] + 0.008), C(wr[1]), P(0.008), P(0.011), 0.55 * gu, 0.5)  # carpus
+        cv.capsule(R(el[0] + 0.008), C(el[1] + dx), R(wr[0]), C(wr[1] + dx * 0.8), P(0.0038),
+                   P(0.0043), 0.2 * shaft, 0.5)  # fmt: skip
+    cv.ellipse(R(wr[0] + 0.008), C(wr[1]), P(0.009), P(0.012), 0.4 * gu, 0.5)  # carpus
     for k in range(4):  # metacarpals and fingers, pointing down along the thigh
         dx = (k - 1.5) * 0.0055
         cv.capsule(R(wr[0] + 0.016), C(wr[1] + dx), R(hd[0] + 0.03), C(wr[1] + dx * 1.3),
-                   P(0.0022), P(0.0017), 0.35 * gu, 0.5)  # fmt: skip
+                   P(0.0024), P(0.0018), 0.25 * gu, 0.5)  # fmt: skip
     cv.capsule(R(wr[0] + 0.014), C(wr[1] - s * 0.01), R(wr[0] + 0.04), C(wr[1] - s * 0.02),
-               P(0.0025), P(0.002), 0.35 * gu, 0.4)  # thumb  # fmt: skip
+               P(0.0026), P(0.002), 0.25 * gu, 0.4)  # thumb  # fmt: skip
 
 
 def draw_skeleton(cv: Canvas, body: Body, g: Geometry, fx: Effects) -> None:

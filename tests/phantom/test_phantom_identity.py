@@ -23,17 +23,17 @@ CASES = {
 DIGESTS = {
     "sites3": {
         "manifest": "8f7acaed10a997f971ddd2b9dd851e2cc2933c25fc2a5fd7a373f94f67d1a7fe",
-        "truth": "dbb37a634c16f814b5cf02035a6187349c3b2970e9f7548da393e3c3f9012294",
-        "info": "72989315dddf31fec7728d7fec5e637a0e4be47de0f59aa034876e5bfc7f9a9d",
-        "files": "318e74d061c060add9f9b86df5a09fe46db0e6b16df2dc39c59a31e777a3db6b",
-        "pixels": "e03efbe04ee32bfaf32fe8e297fdbfd534b62266e71856dca0709643f652f9a8",
+        "truth": "b003ee77ef6c48d492f3ae9f0b255ee3f2a30cc712fc2c837b2230a151d6004a",
+        "info": "0a481b7204daaeb0e83bedb541c9d949ef38b583a289a6df98edaf9d71869ddb",
+        "files": "bd5555bb8dfabc11786cb1d3cbc353c87a5f679513e9bf137475c617fb33499d",
+        "pixels": "637ec89ab9538aa3861129ca99670ae95a78ec77fdc10c06b4be3ccc8b7939c8",
     },
     "sites2_single_rle": {
         "manifest": "7799b6d71312202c02791f70aa9220b97b1a22d680ff12d10bec28d6349c1b92",
-        "truth": "d45d4bf42cdb0b2df70543c19564fc91dcda9f6b008d5f8b20f2a1bdd632e99f",
-        "info": "7975df537a73d2554da9c3ff14d3a6532f1575a3deb5d0558b7adad73313d7f2",
-        "files": "c44efedc0b26b95955d0e89be2e12b377b7073103595ab34bbc3812f0823329e",
-        "pixels": "129e42bd591ef32db1e38fb01795a8b5bfd4dea85d675a6583e9d8f930477945",
+        "truth": "6bc306afecc0542259ba3d061897143ef3d58d826a14e7d3b0105898ff3deffd",
+        "info": "ba88057973ce103139ddf1d0d7758c86ca50783302f9536916ed772ebdf130dc",
+        "files": "288a80bb47e07ceb0ea9c77779cfbcc310971ef16b7918e93a7e0613fd6adf0a",
+        "pixels": "667ef87d7f9befcc1e8c8eaea8afa792574185828632b82694be37b6005b2edf",
     },
 }
 

@@ -44,7 +44,9 @@ from tests.conftest import read_rows
 # the angle as drawn (wide bodies open their arms further than the sampled pose): truth only.
 # Recomputed again for phantom 2.2.0 (Poisson noise drawn as signal + background, cascaded
 # blur, lighter clavicles, sternum, ribs and arm bones, graded arms): pixels, realised counts
-# and info changed.
+# and info changed. Again for 2.3.0 (fainter, wider knee, ankle, hip and arm bones, humeral
+# heads, face, sternum and thoracic spine; ribs drop mostly along their posterior arc and fade
+# forward and at the side; hands taper): pixels, realised counts and info changed.
 # Pixels or truth changed? Bump bone_age.phantom.VERSION too: cached cohorts (data/phantom/...)
 # are reused while their recorded options, the version among them, match.
 ONE_SITE_CASES = {
@@ -54,17 +56,17 @@ ONE_SITE_CASES = {
 ONE_SITE_DIGESTS = {
     "two": {
         "manifest": "fe60398918b5017d1e59c958e5aa96c51f48f70ccd6e8d8d24dab975da50db71",
-        "truth": "8a6a850a09ee22514867b567ef5d97f8ac1c7822b4461b59e546aa4b24208649",
-        "info": "a9a86d0f2f6382272a0226bf86f4c8862ae5b5fde05f94afe43e21f1615aba38",
-        "files": "160d93d6e988e3c820a474ee811dcee04a6e47ebe9976fdaf9b6c83e96730954",
-        "pixels": "4071a9cb233af666fb5dd2afaff08926f1b0b956145b4f92135796d03fecc3e8",
+        "truth": "8a88f4b7b2811dbd55595c23ec5e88407d92e01a07ffbfa3ee7631cfdfc7875e",
+        "info": "4d73663024201fe82b068b083cdac2347d5e48c17555fb5177e9f9ddedea9e67",
+        "files": "6c177328dc784e1a29370ff92c56c5f079f3f9323ce6c82398491d3b2ee2fdb0",
+        "pixels": "dd3ea6bfb6b60604cf3aa3de3af5990406df6cc3b821c4e1dc2643d7a36b0ef2",
     },
     "single_rle": {
         "manifest": "1e30884c7fb5618c9aa835e36e532ee0902a593a2e8e09f3cd3aed6a8d1f34a4",
-        "truth": "60eea5985b4fc2132b7717388fe2f987c3cf434e439a64284304b69ca58896b4",
-        "info": "b0d6bf7d20a958afb17ac192547e2335eef2cba54a1a4eb9568d0ddc9a0b99ff",
-        "files": "7fd3d1f75cdd73b44fba0bed5fbaeb31b2482835c70f900e17bed28bd01c5d58",
-        "pixels": "8d0b4a3bc53b3b1966eac0d7175aa87fe7b38037baadd923a96dcb267f44f4eb",
+        "truth": "33868f4eeed248f6ab3ad66670e10dc59b27c6e2f3feb649d18c13d1112971ee",
+        "info": "bc9b99022c52da5364f651c98e3af22f1bce9e69ade659c72679929887aada54",
+        "files": "2b8ac1a09f3f4fc0ca62ec0fdcdb03309623bffbd54b99febb580c64f38b0fc2",
+        "pixels": "1cc7c8f3106c188f2c383a9ce76f3148d30cef204e50b96662c84d465f7e4d67",
     },
 }
 
