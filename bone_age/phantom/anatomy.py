@@ -25,7 +25,7 @@ from .render import NCOLS, NROWS, PIXEL_MM, Canvas
 Z_T1, Z_T12, Z_L5 = 0.185, 0.32, 0.43
 # Soft-tissue tracer concentration relative to the trunk: muscle-poor distal limbs hold less
 # (soft tissue on real scans is graded, brightest over the trunk).
-GAIN = {"head": 0.85, "neck": 0.9, "trunk": 1.0, "abdomen": 1.05, "arm": 0.85, "thigh": 0.75,
+GAIN = {"head": 0.85, "neck": 0.9, "trunk": 1.0, "abdomen": 1.12, "arm": 0.85, "thigh": 0.72,
         "leg": 0.55}
 CLOUD_BLOCK, CLOUD_SD = 32, 0.12  # px, log-sd of the patchy soft-tissue concentration
 LIMB_FLAT = 0.45  # limb cross-sections are flatter-sided than ellipses: thickness = chord ** 0.45
@@ -77,7 +77,7 @@ def sample_body(rng: np.random.Generator, sex: str) -> Body:
         breast=float(rng.uniform(0.6, 1.4)) if f else 0.0,
         shoulder_z=float(rng.uniform(0.13, 0.18)),
         arm_asym=float(rng.normal(0.0, 6.0)),
-        foot_turn=(float(rng.uniform(10.0, 60.0)), float(rng.uniform(10.0, 60.0))),
+        foot_turn=(float(rng.uniform(10.0, 50.0)), float(rng.uniform(10.0, 50.0))),
         foot_len=float(rng.uniform(0.035, 0.07)),
     )
 
@@ -128,7 +128,7 @@ def leg_points(body: Body, s: int) -> tuple[tuple[float, float], ...]:
     return (0.478, s * 0.05), (0.715, kx), (0.958, ax), toe
 
 
-ARM_GAP = 0.008  # skin gap between a hanging arm and the trunk / thigh, fraction of stature
+ARM_GAP = 0.005  # skin gap between a hanging arm and the trunk / thigh, fraction of stature
 ARM_MAX_ABDUCTION = 22.0  # degrees: a very wide body's arms rest on its flanks instead
 ARM_R = (0.033, 0.029, 0.018, 0.021)  # soft-tissue radii: shoulder, elbow, wrist, hand (x girth)
 
@@ -260,6 +260,9 @@ def draw_soft_tissue(cv: Canvas, body: Body, g: Geometry) -> None:
                                                   (abdomen, GAIN["abdomen"],
                                                    body.depth_ratio * 0.95)):  # fmt: skip
         cv.body_capsule(R(z0), C(x0), R(z1), C(x1), P(r0), P(r1), depth, gain)
+    if body.sex == "M":  # penis and scrotum between the thighs (blood pool: clearly seen)
+        cv.body_ellipse(R(0.51), C(0), P(0.032), P(0.017), P(0.04) * PIXEL_MM,
+                        gain=GAIN["abdomen"])  # fmt: skip
     for s, (z0, x0, z1, x1, r0, r1) in zip((-1, 1), thighs, strict=True):
         _, knee, ankle, toe = leg_points(body, s)
         cv.body_capsule(R(z0), C(x0), R(z1), C(x1), P(r0), P(r1), 1.0, GAIN["thigh"], LIMB_FLAT)
@@ -268,7 +271,7 @@ def draw_soft_tissue(cv: Canvas, body: Body, g: Geometry) -> None:
         calf = (0.76 * knee[1] + 0.24 * ankle[1]) + s * 0.004  # calf muscle belly
         cv.body_ellipse(R(0.82), C(calf), P(0.08), P(0.036 * gi**0.5), P(0.07 * gi**0.5) * PIXEL_MM,
                         gain=GAIN["leg"], flat=LIMB_FLAT)  # fmt: skip
-        cv.body_capsule(R(ankle[0]), C(ankle[1]), R(toe[0]), C(toe[1]), P(0.027), P(0.02), 1.0,
+        cv.body_capsule(R(ankle[0]), C(ankle[1]), R(toe[0]), C(toe[1]), P(0.029), P(0.023), 1.0,
                         GAIN["leg"], LIMB_FLAT)  # fmt: skip
         if body.breast > 0:
             b = body.breast * gi

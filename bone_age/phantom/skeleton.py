@@ -26,22 +26,22 @@ def _chain(cv: Canvas, g: Geometry, pts, r: float, amp: float, f: float) -> None
 def _skull(cv: Canvas, g: Geometry, skull: float, kyphosis: float) -> None:
     R, C, P = g.row, g.col, g.px
     kf = 1.0 - 0.004 * max(kyphosis - 40.0, 0.0)  # flexed head looks shorter
-    cv.shell(R(0.062), C(0), P(0.060) * kf, P(0.046), 0.95 * skull, 0.5, inner=0.84)
+    cv.shell(R(0.062), C(0), P(0.060) * kf, P(0.046), 0.8 * skull, 0.5, inner=0.76)
     cv.ellipse(R(0.098), C(0), P(0.012), P(0.04), 0.2 * skull, 0.55)  # skull base, petrous
-    cv.ellipse(R(0.09), C(0), P(0.022), P(0.024), 0.25 * skull, 0.1)  # maxilla, nasal bones
-    cv.ellipse(R(0.112), C(0), P(0.008), P(0.021), 0.25 * skull, 0.1)  # alveolar ridge, teeth
+    cv.ellipse(R(0.09), C(0), P(0.022), P(0.024), 0.15 * skull, 0.1)  # maxilla, nasal bones
+    cv.ellipse(R(0.112), C(0), P(0.008), P(0.021), 0.15 * skull, 0.1)  # alveolar ridge, teeth
     for s in (-1, 1):
         cv.shell(R(0.07), C(s * 0.018), P(0.012), P(0.012), 0.2 * skull, 0.1, inner=0.5)  # orbit
-        cv.ellipse(R(0.085), C(s * 0.037), P(0.01), P(0.008), 0.3 * skull, 0.3)  # zygoma
+        cv.ellipse(R(0.085), C(s * 0.037), P(0.01), P(0.008), 0.15 * skull, 0.3)  # zygoma
         # Mandible: ramus from the temporomandibular joint, body to the chin.
         _chain(cv, g, [(0.085, s * 0.041), (0.112, s * 0.038), (0.128, s * 0.02),
-                       (0.134, 0.0)], 0.007, 0.15 * skull, 0.1)  # fmt: skip
+                       (0.134, 0.0)], 0.007, 0.11 * skull, 0.1)  # fmt: skip
 
 
 def _spine(cv: Canvas, g: Geometry, fx: Effects) -> None:
     R, C, P = g.row, g.col, g.px
     gu, axial = fx.global_uptake, fx.global_uptake * fx.spine_pelvis_uptake
-    levels = [(0.118 + i * (Z_T1 - 0.118) / 7, 0.011, 0.5) for i in range(7)]
+    levels = [(0.118 + i * (Z_T1 - 0.118) / 7, 0.011, 0.6) for i in range(7)]
     levels += [(Z_T1 + i * (Z_T12 - Z_T1) / 11, 0.014 + 0.0005 * i, 0.58) for i in range(12)]
     levels += [(Z_T12 + (i + 1) * (Z_L5 - Z_T12) / 5, 0.021, 0.8) for i in range(5)]
     upper_f = min(0.8, 0.66 + 0.002 * max(fx.kyphosis - 40, 0))  # kyphosis: spine backwards
@@ -50,27 +50,37 @@ def _spine(cv: Canvas, g: Geometry, fx: Effects) -> None:
         ry = (R(z + 0.005) - R(z - 0.005)) * 1.0 + 1.2
         f = upper_f if 7 <= i < 14 else 0.68
         amp = a * (axial if i >= 14 else gu * (0.5 + 0.5 * fx.spine_pelvis_uptake))
-        cv.ellipse(R(z), C(0), ry, P(w), amp, f)
-        cv.ellipse(R(z) + ry * 0.4, C(0), ry * 0.45, P(0.0035), 0.45 * amp, 0.92)  # spinous
+        if i < 14:  # (lumbar bodies: one column, below)
+            cv.ellipse(R(z), C(0), ry, P(w), amp, f)
+        cv.ellipse(R(z) + ry * 0.3, C(0), ry * 0.6, P(0.0035), 0.3 * amp, 0.92)  # spinous
         for s in (-1, 1):  # pedicles / facet joints, transverse processes
-            cv.ellipse(R(z), C(s * w * 0.75), ry * 0.6, P(0.005), 0.35 * amp, 0.85)
+            cv.ellipse(R(z), C(s * w * 0.75), ry * 0.8, P(0.005), 0.25 * amp, 0.85)
             cv.ellipse(R(z), C(s * (w + 0.01)), ry * 0.3, P(0.006), 0.2 * amp, 0.8)
+    # Lumbar bodies are cylinders stacked on flat end plates: one column with fainter disc
+    # spaces (separate ellipses read as a chain of beads, above all in the posterior view).
+    rows, w = [R(z) for z, _, _ in levels[14:]], P(0.021)
+    half = (rows[1] - rows[0]) / 2
+    cv.capsule(rows[0] - half + w, C(0), rows[-1] + half - w, C(0), w, w, 0.7 * axial, 0.68)
+    for r0, r1 in zip(rows[:-1], rows[1:], strict=True):
+        cv.ellipse((r0 + r1) / 2, C(0), P(0.003), w, -0.22 * axial, 0.68)  # disc
     cv.ellipse(R(0.462), C(0), P(0.036), P(0.03), 0.7 * axial, 0.82)  # sacrum
     cv.ellipse(R(0.49), C(0), P(0.01), P(0.008), 0.5 * axial, 0.85)  # coccyx
     for s in (-1, 1):  # sacroiliac joints
         cv.capsule(R(0.44), C(s * 0.03), R(0.475), C(s * 0.022), P(0.006), P(0.005),
-                   1.0 * axial, 0.8)  # fmt: skip
+                   0.75 * axial, 0.8)  # fmt: skip
 
 
 def _thorax(cv: Canvas, body: Body, g: Geometry, fx: Effects) -> None:
     R, C, P, gu = g.row, g.col, g.px, fx.global_uptake
     for i in range(12):  # ribs: posterior half deep, anterior half ends lower, in front
         z0 = R(Z_T1 + i * (Z_T12 - Z_T1) / 11)
-        zdrop = (R(Z_T12) - R(Z_T1)) * 0.32
+        # Lower ribs slope more steeply, and their bone ends further out (the costal
+        # cartilage that joins them to the sternum takes up no tracer): no arch closes the cage.
+        zdrop = (R(Z_T12) - R(Z_T1)) * (0.3 + 0.3 * i / 11)
         width = body.thorax * np.sin(np.pi * (0.25 + 0.75 * min(i, 8) / 8) / 2) * 1.02
         if i >= 9:
             width *= 1.0 - 0.08 * (i - 8)
-        th = np.radians(np.linspace(-80.0, 60.0 if i < 10 else 10.0, 7))
+        th = np.radians(np.linspace(-80.0, 60.0 - 10.0 * max(i - 5, 0), 7))
         for s in (-1, 1):
             # The posterior arc drops most (the strokes a scan shows run down and out).
             pts = [(z0 + zdrop * ((t + np.radians(80)) / np.radians(140)) ** 0.8,
@@ -91,7 +101,7 @@ def _thorax(cv: Canvas, body: Body, g: Geometry, fx: Effects) -> None:
         # Clavicle: S-curve from the sternum up and out to the acromion.
         xs = body.shoulder - 0.01
         _chain(cv, g, [(0.198, s * 0.02), (0.19, s * xs * 0.45), (sz + 0.006, s * xs * 0.8),
-                       (sz, s * xs)], 0.0065, 0.2 * gu, 0.2)  # fmt: skip
+                       (sz, s * xs)], 0.0075, 0.14 * gu, 0.2)  # fmt: skip
         # Scapula (behind): triangular blade, spine, glenoid and acromion, coracoid.
         gl = (sz + 0.014, s * (body.shoulder - 0.022))
         tip = (sz + 0.125, s * (body.shoulder - 0.06))
@@ -100,25 +110,25 @@ def _thorax(cv: Canvas, body: Body, g: Geometry, fx: Effects) -> None:
                    0.88, angle=-s * 10.0)  # fmt: skip
         _chain(cv, g, [gl, tip, med, gl], 0.004, 0.12 * gu, 0.85)
         _chain(cv, g, [med, (sz + 0.004, s * (body.shoulder - 0.008))], 0.004, 0.25 * gu, 0.92)
-        cv.ellipse(R(gl[0]), C(gl[1]), P(0.011), P(0.006), 0.5 * gu, 0.6)
+        cv.ellipse(R(gl[0]), C(gl[1]), P(0.011), P(0.006), 0.4 * gu, 0.6)
         acromion = C(s * (body.shoulder - 0.006))
-        cv.ellipse(R(sz), acromion, P(0.007), P(0.012), 0.6 * gu, 0.5)
+        cv.ellipse(R(sz), acromion, P(0.008), P(0.012), 0.45 * gu, 0.5)
 
 
 def _pelvis(cv: Canvas, body: Body, g: Geometry, axial: float) -> None:
     R, C, P, px = g.row, g.col, g.px, body.pelvis
     for s in (-1, 1):
         # Iliac wing: thin plate with a hot crest from the sacroiliac joint to the ASIS.
-        cv.ellipse(R(0.437), C(s * (px - 0.035)), P(0.035), P(0.035), 0.2 * axial, 0.55)
+        cv.ellipse(R(0.437), C(s * (px - 0.035)), P(0.037), P(0.037), 0.13 * axial, 0.55)
         _chain(cv, g, [(0.432, s * 0.035), (0.409, s * (px - 0.035)), (0.412, s * (px - 0.01)),
                        (0.44, s * px)], 0.0055, 0.14 * axial, 0.55)  # fmt: skip
         _chain(cv, g, [(0.44, s * px), (0.465, s * (px - 0.02)), (0.474, s * 0.052)], 0.006,
                0.18 * axial, 0.45)  # fmt: skip
         hip = (0.478, s * 0.05)
-        cv.shell(R(hip[0]), C(hip[1]), P(0.018), P(0.018), 0.55 * axial, 0.5, inner=0.7)
+        cv.shell(R(hip[0]), C(hip[1]), P(0.018), P(0.018), 0.35 * axial, 0.5, inner=0.7)
         # Obturator ring: superior pubic ramus, ischium, inferior ramus.
-        cv.shell(R(0.505), C(s * 0.026), P(0.017), P(0.014), 0.5 * axial, 0.4, inner=0.65)
-        _chain(cv, g, [hip, (0.49, s * 0.012)], 0.005, 0.5 * axial, 0.25)
+        cv.shell(R(0.505), C(s * 0.026), P(0.017), P(0.014), 0.35 * axial, 0.4, inner=0.65)
+        _chain(cv, g, [hip, (0.49, s * 0.012)], 0.006, 0.3 * axial, 0.25)
         cv.ellipse(R(0.522), C(s * 0.034), P(0.007), P(0.009), 0.5 * axial, 0.75)  # tuberosity
     cv.ellipse(R(0.497), C(0), P(0.008), P(0.006), 0.6 * axial, 0.1)  # pubic symphysis
 
@@ -126,24 +136,24 @@ def _pelvis(cv: Canvas, body: Body, g: Geometry, axial: float) -> None:
 def _leg(cv: Canvas, body: Body, g: Geometry, s: int, gu: float, shaft: float) -> None:
     R, C, P = g.row, g.col, g.px
     (hz, hx), (kz, kx), (az, ax), (tz, tx) = leg_points(body, s)
-    cv.ellipse(R(hz), C(hx), P(0.014), P(0.014), 0.45 * gu, 0.5)  # femoral head
-    cv.capsule(R(hz), C(hx), R(0.49), C(s * 0.07), P(0.007), P(0.009), 0.55 * gu, 0.5)
+    cv.ellipse(R(hz), C(hx), P(0.014), P(0.014), 0.35 * gu, 0.5)  # femoral head
+    cv.capsule(R(hz), C(hx), R(0.49), C(s * 0.07), P(0.008), P(0.009), 0.4 * gu, 0.5)
     cv.ellipse(R(0.487), C(s * 0.079), P(0.012), P(0.008), 0.45 * gu, 0.55)  # great trochanter
-    cv.capsule(R(0.495), C(s * 0.068), R(kz - 0.015), C(kx), P(0.009), P(0.0085), 0.28 * shaft,
+    cv.capsule(R(0.495), C(s * 0.068), R(kz - 0.015), C(kx), P(0.0095), P(0.0095), 0.23 * shaft,
                0.5)  # fmt: skip
     for dx in (-0.013, 0.013):  # femoral condyles, tibial plateau
         cv.ellipse(R(kz - 0.01), C(kx + s * dx), P(0.015), P(0.014), 0.36 * gu, 0.5)
-        cv.ellipse(R(kz + 0.013), C(kx + s * dx), P(0.01), P(0.014), 0.32 * gu, 0.5)
+        cv.ellipse(R(kz + 0.01), C(kx + s * dx), P(0.011), P(0.014), 0.32 * gu, 0.5)
     cv.ellipse(R(kz - 0.012), C(kx), P(0.014), P(0.012), 0.28 * gu, 0.05)  # patella, in front
-    cv.capsule(R(kz + 0.02), C(kx), R(az - 0.01), C(ax), P(0.0085), P(0.0075), 0.25 * shaft, 0.4)
+    cv.capsule(R(kz + 0.02), C(kx), R(az - 0.01), C(ax), P(0.0115), P(0.0085), 0.2 * shaft, 0.4)
     cv.capsule(R(kz + 0.025), C(kx + s * 0.016), R(az - 0.005), C(ax + s * 0.013), P(0.003),
-               P(0.003), 0.3 * shaft, 0.6)  # fibula  # fmt: skip
+               P(0.003), 0.2 * shaft, 0.6)  # fibula  # fmt: skip
     for dx in (-0.012, 0.012):  # malleoli
-        cv.ellipse(R(az), C(ax + s * dx), P(0.007), P(0.006), 0.28 * gu, 0.5)
+        cv.ellipse(R(az), C(ax + s * dx), P(0.007), P(0.006), 0.22 * gu, 0.5)
     # Foot (plantar-flexed, turned out): talus and calcaneus, metatarsals, toes.
-    cv.ellipse(R(az + 0.008), C(ax), P(0.012), P(0.013), 0.3 * gu, 0.6)
+    cv.ellipse(R(az + 0.008), C(ax), P(0.012), P(0.013), 0.22 * gu, 0.6)
     mid = (az + 0.45 * (tz - az), ax + 0.45 * (tx - ax))
-    cv.ellipse(R(mid[0]), C(mid[1]), P(0.013), P(0.014), 0.3 * gu, 0.4)  # tarsus
+    cv.ellipse(R(mid[0]), C(mid[1]), P(0.014), P(0.015), 0.24 * gu, 0.4)  # tarsus
     for k in range(3):
         d = (k - 1) * 0.006
         cv.capsule(R(mid[0]), C(mid[1] + d), R(tz), C(tx + 1.4 * d), P(0.0032), P(0.003),
@@ -155,11 +165,11 @@ def _arm(cv: Canvas, body: Body, g: Geometry, s: int, gu: float, shaft: float) -
     sh, el, wr, hd = arm_points(body, s)
     cv.ellipse(R(sh[0]), C(sh[1]), P(0.018), P(0.017), 0.7 * gu, 0.5)  # humeral head
     cv.capsule(R(sh[0] + 0.01), C(sh[1]), R(el[0] - 0.01), C(el[1]), P(0.007), P(0.0065),
-               0.19 * shaft, 0.5)  # fmt: skip
-    cv.ellipse(R(el[0]), C(el[1]), P(0.01), P(0.015), 0.3 * gu, 0.5)  # elbow (epicondyles)
+               0.15 * shaft, 0.5)  # fmt: skip
+    cv.ellipse(R(el[0]), C(el[1]), P(0.01), P(0.015), 0.22 * gu, 0.5)  # elbow (epicondyles)
     for dx in (-0.006, 0.006):  # radius and ulna
         cv.capsule(R(el[0] + 0.008), C(el[1] + dx), R(wr[0]), C(wr[1] + dx * 0.8), P(0.0038),
-                   P(0.0043), 0.2 * shaft, 0.5)  # fmt: skip
+                   P(0.0043), 0.15 * shaft, 0.5)  # fmt: skip
     cv.ellipse(R(wr[0] + 0.008), C(wr[1]), P(0.009), P(0.012), 0.4 * gu, 0.5)  # carpus
     for k in range(4):  # metacarpals and fingers, pointing down along the thigh
         dx = (k - 1.5) * 0.0055

@@ -224,7 +224,8 @@ def _features(subj, joint_sites: tuple[int, ...] = ()) -> dict[str, float]:
     sites = degenerative_sites(subj.body)
     joints = sum(_roi(ant, g.row(sites[k][0]), g.col(sites[k][1]), 1, 1) for k in joint_sites)
     joints /= tot
-    kidneys = sum(_roi(post, g.row(0.345), mirror(g.col(s * 0.04)), 3, 3) for s in (-1, 1))
+    # Kidney-sized patches: a 7 x 7 one is within the Poisson noise for low renal retention.
+    kidneys = sum(_roi(post, g.row(0.345), mirror(g.col(s * 0.042)), 8, 5) for s in (-1, 1))
     sternum = _roi(ant, g.row(0.233), g.col(0), 2, 2) / tot
     return {
         "lumbar_over_femur": lumbar / femur,

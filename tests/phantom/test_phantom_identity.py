@@ -23,17 +23,17 @@ CASES = {
 DIGESTS = {
     "sites3": {
         "manifest": "8f7acaed10a997f971ddd2b9dd851e2cc2933c25fc2a5fd7a373f94f67d1a7fe",
-        "truth": "b003ee77ef6c48d492f3ae9f0b255ee3f2a30cc712fc2c837b2230a151d6004a",
+        "truth": "1ab40d59faa51dc2fbd9191d652590094ed1d9194da5d5da87fb81dbcc006e24",
         "info": "0a481b7204daaeb0e83bedb541c9d949ef38b583a289a6df98edaf9d71869ddb",
-        "files": "bd5555bb8dfabc11786cb1d3cbc353c87a5f679513e9bf137475c617fb33499d",
-        "pixels": "637ec89ab9538aa3861129ca99670ae95a78ec77fdc10c06b4be3ccc8b7939c8",
+        "files": "742bc7ab13c09a140a3bcf254b50ce437a8c6026f81440e6073f2632a64cc513",
+        "pixels": "cc128c509c09a789f50053922ac4c1647a023efd2851b56cf330e73123b6d5a3",
     },
     "sites2_single_rle": {
         "manifest": "7799b6d71312202c02791f70aa9220b97b1a22d680ff12d10bec28d6349c1b92",
-        "truth": "6bc306afecc0542259ba3d061897143ef3d58d826a14e7d3b0105898ff3deffd",
+        "truth": "966664997949bd16a9c44e92cf0c46c135debbc200a0c63c52774ed30fae83ff",
         "info": "ba88057973ce103139ddf1d0d7758c86ca50783302f9536916ed772ebdf130dc",
-        "files": "288a80bb47e07ceb0ea9c77779cfbcc310971ef16b7918e93a7e0613fd6adf0a",
-        "pixels": "667ef87d7f9befcc1e8c8eaea8afa792574185828632b82694be37b6005b2edf",
+        "files": "95f7eee101db5b9fdb41a72b742310acd129c0c3af7e212e1f61de1d1111f3b7",
+        "pixels": "34e491df26e2e82cdb64b4e3428a9f6a0d125c2a65d3c184eb4300a580e32e1f",
     },
 }
 

@@ -44,9 +44,10 @@ from tests.conftest import read_rows
 # the angle as drawn (wide bodies open their arms further than the sampled pose): truth only.
 # Recomputed again for phantom 2.2.0 (Poisson noise drawn as signal + background, cascaded
 # blur, lighter clavicles, sternum, ribs and arm bones, graded arms): pixels, realised counts
-# and info changed. Again for 2.3.0 (fainter, wider knee, ankle, hip and arm bones, humeral
-# heads, face, sternum and thoracic spine; ribs drop mostly along their posterior arc and fade
-# forward and at the side; hands taper): pixels, realised counts and info changed.
+# and info changed. Again for 2.3.0 (fainter, wider bones of knee, ankle, hip, pelvis and arm,
+# humeral heads, face, clavicles, sternum and thoracic spine; thicker calvarium; ribs slope down
+# and out and lower ribs end short of the sternum; a continuous lumbar column; tapering hands,
+# male genitals, arms nearer the trunk, abdomen and thigh gains): pixels, counts, info changed.
 # Pixels or truth changed? Bump bone_age.phantom.VERSION too: cached cohorts (data/phantom/...)
 # are reused while their recorded options, the version among them, match.
 ONE_SITE_CASES = {
@@ -56,17 +57,17 @@ ONE_SITE_CASES = {
 ONE_SITE_DIGESTS = {
     "two": {
         "manifest": "fe60398918b5017d1e59c958e5aa96c51f48f70ccd6e8d8d24dab975da50db71",
-        "truth": "8a88f4b7b2811dbd55595c23ec5e88407d92e01a07ffbfa3ee7631cfdfc7875e",
+        "truth": "cb23d355237c3e7b21f4bd6697e31f2ce81472af7f794f938c7b302453500e8d",
         "info": "4d73663024201fe82b068b083cdac2347d5e48c17555fb5177e9f9ddedea9e67",
-        "files": "6c177328dc784e1a29370ff92c56c5f079f3f9323ce6c82398491d3b2ee2fdb0",
-        "pixels": "dd3ea6bfb6b60604cf3aa3de3af5990406df6cc3b821c4e1dc2643d7a36b0ef2",
+        "files": "eb39cf89ff83edcfe502c4080a4c1bf9c0d3f7eaa8bc7e5efaadda883cdd70b4",
+        "pixels": "20570c6b08865373a16e997db0e1d334e0d753005a2bdbb936e7824c1908fb69",
     },
     "single_rle": {
         "manifest": "1e30884c7fb5618c9aa835e36e532ee0902a593a2e8e09f3cd3aed6a8d1f34a4",
-        "truth": "33868f4eeed248f6ab3ad66670e10dc59b27c6e2f3feb649d18c13d1112971ee",
+        "truth": "9d32c16617aa54b2aa9215498e8d1341a25b50c19c0c4b69ac04778db1d64436",
         "info": "bc9b99022c52da5364f651c98e3af22f1bce9e69ade659c72679929887aada54",
-        "files": "2b8ac1a09f3f4fc0ca62ec0fdcdb03309623bffbd54b99febb580c64f38b0fc2",
-        "pixels": "1cc7c8f3106c188f2c383a9ce76f3148d30cef204e50b96662c84d465f7e4d67",
+        "files": "38368734a8c2527c336e7f055360762d1981e86fbb4e7b5dbda3fac631bb37ea",
+        "pixels": "a0ea3da29ea1d1880afed1f7db679c02c8d5c25b2d79ba25173afd709509ea56",
     },
 }
 
