@@ -5,7 +5,8 @@
 Reads each run's metrics.json (with the CalibrationWriter's keys) and calibration.json, and the
 phantom cohort's phantom_info.json (floor and oracle MAE). Writes results.md, results.csv and
 reliability.png (nominal vs observed coverage of every cell with a predicted distribution).
-``--repeat SWEEP`` (the same cells with another seed) adds its MAE as a column, to show noise.
+``--repeat SWEEP`` (the same cells with another seed) adds its MAE as a column, to show noise;
+``--repeat-md FILE`` also writes the repeat's own full table there (results_seed1.md).
 """
 
 from __future__ import annotations
@@ -60,6 +61,16 @@ def yardsticks(runs: list[dict], data_dir: Path) -> dict:
             "baseline": runs[0]["baseline_mae"], "n_test": runs[0]["n_test"]}
 
 
+def markdown(rows: list[dict], columns: list[str], ys: dict) -> str:
+    """The table and a line with the cohort's size and yardsticks."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    lines += ["| " + " | ".join(str(r[c]) for c in columns) + " |" for r in rows]
+    lines += ["", f"Cohort: {ys['n_subjects']}-subject phantom, fold 0 ({ys['n_test']} test "
+              f"subjects). Yardsticks: floor (Bayes) MAE {ys['floor']:.2f} y, oracle MAE "
+              f"{ys['oracle']:.2f} y, baseline (training mean) MAE {ys['baseline']:.2f} y."]
+    return "\n".join(lines) + "\n"
+
+
 def reliability_figure(runs: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(4.6, 4.4))
     ax.plot([0, 1], [0, 1], color="0.6", ls="--", lw=1, label="ideal")
@@ -82,11 +93,15 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path(__file__).parent)
     p.add_argument("--data-dir", type=Path, default=Path("data/phantom"))
     p.add_argument("--repeat", type=Path, help="the same sweep with another seed")
+    p.add_argument("--repeat-md", type=Path, help="write the repeat's own table to this file")
     args = p.parse_args()
+    if args.repeat_md and not args.repeat:
+        p.error("--repeat-md needs --repeat")
     rows, runs = rows_of(args.sweep)
     columns = list(COLUMNS)
     if args.repeat:
-        other = {r["cell"]: r["MAE"] for r in rows_of(args.repeat)[0]}
+        rep_rows, rep_runs = rows_of(args.repeat)
+        other = {r["cell"]: r["MAE"] for r in rep_rows}
         columns.insert(columns.index("MAE") + 1, "MAE (repeat)")
         for r in rows:
             r["MAE (repeat)"] = other.get(r["cell"], "not run")
@@ -95,14 +110,12 @@ def main() -> None:
         w = csv.DictWriter(f, columns)
         w.writeheader()
         w.writerows(rows)
-    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
-    lines += ["| " + " | ".join(str(r[c]) for c in columns) + " |" for r in rows]
-    lines += ["", f"Cohort: {ys['n_subjects']}-subject phantom, fold 0 ({ys['n_test']} test "
-              f"subjects). Yardsticks: floor (Bayes) MAE {ys['floor']:.2f} y, oracle MAE "
-              f"{ys['oracle']:.2f} y, baseline (training mean) MAE {ys['baseline']:.2f} y."]
-    (args.out / "results.md").write_text("\n".join(lines) + "\n")
+    table = markdown(rows, columns, ys)
+    (args.out / "results.md").write_text(table)
+    if args.repeat_md:
+        args.repeat_md.write_text(markdown(rep_rows, COLUMNS, yardsticks(rep_runs, args.data_dir)))
     reliability_figure(runs, args.out / "reliability.png")
-    print("\n".join(lines))
+    print(table, end="")
 
 
 if __name__ == "__main__":

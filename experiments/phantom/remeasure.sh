@@ -6,7 +6,8 @@
 #
 # Part 1 gives the same figures on a busy machine (probes, ablation, sites); part 2 times things
 # and needs the machine to itself (quickstart x 3, generation x 3, phantom_bench): about 18 + 30
-# minutes on the idle 2-core machine (2026-11-27; part 1 with its cohorts already generated). Logs and a summary (LOGDIR/summary.txt) go to LOGDIR; the tables and figures
+# minutes on the idle 2-core machine (2026-11-27; part 1 with its cohorts already generated, 23
+# minutes after a VERSION bump). Logs and a summary (LOGDIR/summary.txt) go to LOGDIR; the tables and figures
 # go where the docs expect them (experiments/...), ready for review with `git diff`.
 set -euo pipefail
 
@@ -54,7 +55,8 @@ step ridge_probe "$PY" experiments/phantom/ridge_probe.py --subjects 1500 --out 
 (( DRY )) || rm -rf multirun/ablation multirun/ablation_seed1 multirun/sites_{base,noaug,total}
 step ablation "$PY" -m bone_age.run -m experiment=$ABLATION hydra.sweep.dir=multirun/ablation
 step ablation_seed1 "$PY" -m bone_age.run -m experiment=$ABLATION seed=1 hydra.sweep.dir=multirun/ablation_seed1
-step ablation_table "$PY" experiments/ablation/table.py multirun/ablation --repeat multirun/ablation_seed1
+step ablation_table "$PY" experiments/ablation/table.py multirun/ablation --repeat multirun/ablation_seed1 \
+  --repeat-md experiments/ablation/results_seed1.md
 step sites_base "$PY" -m bone_age.run -m $SITES hydra.sweep.dir=multirun/sites_base
 step sites_noaug "$PY" -m bone_age.run -m $SITES augment=none hydra.sweep.dir=multirun/sites_noaug
 step sites_total "$PY" -m bone_age.run -m $SITES data.normalize=total hydra.sweep.dir=multirun/sites_total
