@@ -279,12 +279,17 @@ def draw_soft_tissue(cv: Canvas, body: Body, g: Geometry) -> None:
                             P(0.05 * b) * PIXEL_MM, breast=True)  # fmt: skip
 
 
+def kidney_centres() -> list[tuple[float, float]]:
+    """Right and left kidney centres as (z, x); the left one sits a little lower."""
+    return [(0.345 + 0.006 * (s > 0), s * 0.042) for s in (-1, 1)]
+
+
 def draw_organs(cv: Canvas, g: Geometry, fx: Effects, bladder: float) -> None:
     """Kidneys (posterior, age-related retention) and bladder (anterior, variable filling)."""
     R, C, P = g.row, g.col, g.px
-    for s in (-1, 1):
-        cv.ellipse(R(0.345 + 0.006 * (s > 0)), C(s * 0.042), P(0.03), P(0.017),
-                   0.16 * fx.renal_retention, 0.72, angle=-s * 12.0)  # fmt: skip
+    for s, (z, x) in zip((-1, 1), kidney_centres(), strict=True):
+        cv.ellipse(R(z), C(x), P(0.03), P(0.017), 0.16 * fx.renal_retention, 0.72,
+                   angle=-s * 12.0)  # fmt: skip
     r = P(0.02) * bladder ** (1 / 3)
     cv.ellipse(R(0.485) - 0.3 * r, C(0), r * 0.85, r * 1.1, 2.0 * bladder ** (1 / 3), 0.3)
 

@@ -7,8 +7,8 @@
 # Part 1 gives the same figures on a busy machine (probes, ablation, sites); part 2 times things
 # and needs the machine to itself (quickstart x 3, generation x 3, phantom_bench): about 18 + 30
 # minutes on the idle 2-core machine (2026-11-27; part 1 with its cohorts already generated, 23
-# minutes after a VERSION bump). Logs and a summary (LOGDIR/summary.txt) go to LOGDIR; the tables and figures
-# go where the docs expect them (experiments/...), ready for review with `git diff`.
+# minutes after a VERSION bump). Logs and a summary (LOGDIR/summary.txt) go to LOGDIR; the tables
+# and figures go where the docs expect them (experiments/...), ready for review with `git diff`.
 set -euo pipefail
 
 DRY=0

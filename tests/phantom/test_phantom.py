@@ -26,6 +26,7 @@ from bone_age.phantom.anatomy import (
     draw_soft_tissue,
     drawn_arm_abduction,
     facet_sites,
+    kidney_centres,
     trunk_half,
 )
 from bone_age.phantom.effects import realise_effects, sample_noise
@@ -225,7 +226,7 @@ def _features(subj, joint_sites: tuple[int, ...] = ()) -> dict[str, float]:
     joints = sum(_roi(ant, g.row(sites[k][0]), g.col(sites[k][1]), 1, 1) for k in joint_sites)
     joints /= tot
     # Kidney-sized patches: a 7 x 7 one is within the Poisson noise for low renal retention.
-    kidneys = sum(_roi(post, g.row(0.345), mirror(g.col(s * 0.042)), 8, 5) for s in (-1, 1))
+    kidneys = sum(_roi(post, g.row(z), mirror(g.col(x)), 8, 5) for z, x in kidney_centres())
     sternum = _roi(ant, g.row(0.233), g.col(0), 2, 2) / tot
     return {
         "lumbar_over_femur": lumbar / femur,
