@@ -84,6 +84,9 @@ class CachedStudies(Dataset):
 class BoneAgeDataModule(pl.LightningDataModule):
     """Fold ``fold`` of ``num_folds`` of a cohort: its splits, cache and batches.
 
+    Testing is the run's one evaluation pass over ``evaluation_splits``: the inner-validation
+    split (what calibration is fitted on) and the test fold (what is scored).
+
     Args:
         source: where the cohort's manifest comes from (``ManifestSource`` or ``PhantomSource``).
         preprocess: study -> (views, H, W) count images, done once per study into the cache.
@@ -99,6 +102,8 @@ class BoneAgeDataModule(pl.LightningDataModule):
         cache_dir, cache_workers, progress: the preprocessed cache and its building.
         batch_size, num_workers, pin_memory: the loaders (``batch_size`` is the global batch).
     """
+
+    evaluation_splits: tuple[str, ...] = ("val", "test")
 
     def __init__(
         self,
@@ -269,8 +274,9 @@ class BoneAgeDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return self.loader("val")
 
-    def test_dataloader(self) -> DataLoader:
-        return self.loader("test")
+    def test_dataloader(self) -> list[DataLoader]:
+        """The evaluation pass: one loader per split of ``evaluation_splits``, in that order."""
+        return [self.loader(split) for split in self.evaluation_splits]
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         """Augment (training only) and normalise whole batches on the training device."""

@@ -148,15 +148,7 @@ class Calibration:
                    None if t is None else float(t), int(section.get("n_val", 0)))
 
 
-def decode(loss, outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """The loss's predicted ages (and SDs) of raw network outputs, as float64 arrays."""
-    import torch
-
-    pred, sd = loss.predict(torch.as_tensor(outputs))
-    return pred.numpy().astype(float), None if sd is None else sd.numpy().astype(float)
-
-
-def fit_calibration(loss, val_age: np.ndarray, val_outputs: np.ndarray,
+def fit_calibration(loss, val_age: np.ndarray, val_pred: np.ndarray, val_outputs: np.ndarray,
                     temperature: bool = True) -> Calibration:
     """The gap correction (and temperature, for a distribution loss) of the inner-validation
     split; never sees a tested study.
@@ -164,10 +156,10 @@ def fit_calibration(loss, val_age: np.ndarray, val_outputs: np.ndarray,
     Args:
         loss: the model's loss (``bone_age.losses.AgeLoss``).
         val_age: the inner-validation ages (float64).
+        val_pred: the ages decoded from ``val_outputs`` (the evaluation pass's).
         val_outputs: the network's raw outputs on them.
         temperature: fit a temperature as well.
     """
-    val_pred, _ = decode(loss, val_outputs)
     t = None
     if temperature and loss.predicts_distribution:
         import torch

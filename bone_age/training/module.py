@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from functools import partial
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import nn
 from torchmetrics import MeanAbsoluteError
 
+from bone_age.evaluation.fold_outputs import SplitOutputs
 from bone_age.evaluation.metrics import age_metrics
 from bone_age.losses import AgeLoss
 
 
 class BoneAgeModule(pl.LightningModule):
-    """Trains ``net`` with ``loss``; test predictions are gathered over all ranks.
+    """Trains ``net`` with ``loss``; the evaluation pass is gathered over all ranks.
 
     Batches are dicts with ``image`` (N, V, 3, H, W), ``age`` (N,), ``sex`` (N,) and ``index``
     (N,) (the study's row in the data module), normalised by the data module already.
@@ -35,8 +37,10 @@ class BoneAgeModule(pl.LightningModule):
         self.val_mae = MeanAbsoluteError()
         self.best_val: float = float("inf")
         self.best_epoch: int = -1
-        self._test_outputs: list[dict[str, torch.Tensor]] = []
-        self.test_predictions: dict[str, torch.Tensor] = {}
+        self._test_outputs: dict[int, list[dict[str, torch.Tensor]]] = {}
+        # The evaluation pass (trainer.test over the data module's evaluation splits): split
+        # name -> its outputs and decoded ages; what every result of the run is computed from.
+        self.evaluation: dict[str, SplitOutputs] = {}
         self.test_metrics: dict[str, float] = {}
 
     def forward(self, images: torch.Tensor, sex: torch.Tensor | None = None) -> torch.Tensor:
@@ -75,56 +79,49 @@ class BoneAgeModule(pl.LightningModule):
         self.best_epoch = best.get("epoch", -1)
 
     def predict_step(self, batch: dict, batch_idx: int = 0) -> dict[str, torch.Tensor]:
-        """The one evaluation step: raw network outputs, ages and study indices.
+        """The one evaluation step: raw network outputs and study indices (the loss decodes
+        them once, after the pass: calibration needs the raw logits)."""
+        return {"index": batch["index"], "outputs": self(batch["image"], batch["sex"])}
 
-        Testing decodes these; calibration needs them raw (logits) for the inner-validation and
-        test splits.
-        """
-        return {"index": batch["index"], "age": batch["age"],
-                "outputs": self(batch["image"], batch["sex"])}
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
+    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         step = self.predict_step(batch, batch_idx)
-        pred, sd = self.loss.predict(step["outputs"])
-        self._test_outputs.append({
-            "index": step["index"], "age": step["age"], "pred_age": pred.float(),
-            "pred_sd": torch.full_like(pred, float("nan")) if sd is None else sd.float(),
-        })
+        outputs = step["outputs"].detach()
+        # bf16/fp16 widen to float32 exactly; float64 (64-true) stays as computed.
+        if outputs.dtype != torch.float64:
+            outputs = outputs.float()
+        self._test_outputs.setdefault(dataloader_idx, []).append(
+            {"index": step["index"], "outputs": outputs})
 
     def on_test_epoch_end(self) -> None:
-        local = {k: torch.cat([o[k] for o in self._test_outputs]) for k in self._test_outputs[0]}
+        """Gather each evaluated split over the ranks, decode it once, log the test metrics."""
+        dm = self.trainer.datamodule
+        splits = getattr(dm, "evaluation_splits", ("test",))
+        self.evaluation = {}
+        for idx, parts in sorted(self._test_outputs.items()):
+            index, outputs = self._gathered(parts)
+            studies = [dm.studies[int(i)] for i in index]
+            self.evaluation[splits[idx]] = SplitOutputs.decode(
+                self.loss, outputs, dm.ages_of(index), [s.subject_id for s in studies],
+                [s.sex for s in studies])
         self._test_outputs.clear()
-        gathered = {k: self.all_gather(v).reshape(-1) for k, v in local.items()}
+        if "test" in self.evaluation:
+            test = self.evaluation["test"]
+            self.test_metrics = age_metrics(test.pred_age, test.age)
+            self.log_dict({f"test/{k}": v for k, v in self.test_metrics.items()},
+                          rank_zero_only=True)
+
+    def _gathered(self, parts: list[dict[str, torch.Tensor]]) -> tuple[np.ndarray, np.ndarray]:
+        """Study indices and outputs of every rank, each study once, by index (CPU numpy)."""
+        index = torch.cat([p["index"] for p in parts])
+        outputs = torch.cat([p["outputs"] for p in parts])
+        index, outputs = self.all_gather(index).reshape(-1), self.all_gather(outputs)
+        outputs = outputs.reshape(-1, *outputs.shape[-1:])
         # A distributed sampler pads with repeated samples: keep each study once.
-        order = torch.argsort(gathered["index"])
+        order = torch.argsort(index)
         keep = torch.ones_like(order, dtype=torch.bool)
-        sorted_index = gathered["index"][order]
-        keep[1:] = sorted_index[1:] != sorted_index[:-1]
-        self.test_predictions = {k: v[order][keep].cpu() for k, v in gathered.items()}
-        self.test_metrics = age_metrics(self.test_predictions["pred_age"],
-                                        self.test_predictions["age"])
-        self.log_dict({f"test/{k}": v for k, v in self.test_metrics.items()}, rank_zero_only=True)
-
-    @torch.no_grad()
-    def predict_outputs(self, dataloader, transform=None) -> dict[str, torch.Tensor]:
-        """``predict_step`` over ``dataloader`` on this device, in eval mode, concatenated (CPU).
-
-        Args:
-            dataloader: batches of a split (no augmentation).
-            transform: the data module's batch hook (it normalises), applied on the device.
-        """
-        was_training = self.training
-        self.eval()
-        parts: dict[str, list[torch.Tensor]] = {}
-        for i, batch in enumerate(dataloader):
-            batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            if transform is not None:
-                batch = transform(batch, 0)
-            for key, value in self.predict_step(batch, i).items():
-                parts.setdefault(key, []).append(
-                    value.float().cpu() if value.is_floating_point() else value.cpu())
-        self.train(was_training)
-        return {k: torch.cat(v) for k, v in parts.items()}
+        keep[1:] = index[order][1:] != index[order][:-1]
+        order = order[keep]
+        return index[order].cpu().numpy(), outputs[order].cpu().numpy()
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=self.parameters())

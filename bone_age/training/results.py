@@ -1,9 +1,11 @@
 """One run's results: the object that results callbacks add sections to, written once.
 
-``train()`` makes a ``RunResults`` after testing and hands it, in the configured order, to every
-callback that is a ``ResultsCallback``; each adds its keys to ``metrics`` (and its figures and
-tables); then ``metrics.json`` is written once, the results go to W&B if that logger is used, and
-``train()`` returns the object. No callback reads another's files or state.
+``train()`` makes a ``RunResults`` after the evaluation pass and hands it, with the ``FittedRun``
+(that pass's outputs and the facts of the fit), in the configured order, to every callback that
+is a ``ResultsCallback``; each adds its keys to ``metrics`` (and its figures and tables); then
+``metrics.json`` is written once, the results go to W&B if that logger is used, and ``train()``
+returns the object. No callback reads another's files or state, and none runs the network: the
+results are functions of the evaluation pass's outputs.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any
 
 import pytorch_lightning as pl
 
+from bone_age.data.manifest import Problem
+from bone_age.evaluation.fold_outputs import FoldEvaluation
 from bone_age.utils.outputs import write_text_atomic
 
 METRICS_FILE = "metrics.json"
@@ -63,9 +67,38 @@ class RunResults:
         return cls(Path(output_dir), metrics)
 
 
+@dataclass(frozen=True)
+class FittedRun:
+    """What the results callbacks are given: the evaluation pass and the facts of the fit.
+
+    Args:
+        evaluation: the tested weights' outputs on the inner-validation and test splits.
+        fold: the tested fold.
+        n_train: studies of the training split.
+        train_mean_age: their mean age (the baseline predicts it for everyone).
+        split_info: how the test fold was chosen (empty for stratified folds).
+        problems: the studies left out, with their reasons.
+        manifest: the cohort's manifest.
+        num_params: the network's parameters.
+        best_epoch, epochs: the tested epoch (0-based) and the epochs run.
+        tested_checkpoint: the checkpoint whose weights were tested (None: the final weights).
+    """
+
+    evaluation: FoldEvaluation
+    fold: int
+    n_train: int
+    train_mean_age: float
+    split_info: dict[str, str]
+    problems: list[Problem]
+    manifest: Path
+    num_params: int
+    best_epoch: int
+    epochs: int
+    tested_checkpoint: Path | None
+
+
 class ResultsCallback(pl.Callback):
     """A callback that contributes a section to the run's results after testing (rank 0)."""
 
-    def add_results(self, results: RunResults, trainer: pl.Trainer,
-                    module: pl.LightningModule) -> None:
+    def add_results(self, results: RunResults, run: FittedRun) -> None:
         raise NotImplementedError

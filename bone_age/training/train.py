@@ -14,10 +14,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from bone_age.data.datamodule import BoneAgeDataModule
+from bone_age.evaluation.fold_outputs import FoldEvaluation
 from bone_age.evaluation.tracking import log_run_results, wandb_loggers
+from bone_age.models import count_parameters
 from bone_age.training.cluster import hpc_checkpoints, lightning_handles_requeue, slurm_plugins
+from bone_age.training.module import BoneAgeModule
 from bone_age.training.precision import supported_precision
-from bone_age.training.results import ResultsCallback, RunResults
+from bone_age.training.results import FittedRun, ResultsCallback, RunResults
 from bone_age.training.resume import ResumeError, checkpoint_to_resume, resume_hint
 from bone_age.utils.errors import brief, user_error_message
 
@@ -116,14 +120,16 @@ def train(cfg: DictConfig) -> RunResults:
         ckpt = cfg.get("test_ckpt", "best")
         if ckpt == "best" and not getattr(trainer.checkpoint_callback, "best_model_path", ""):
             ckpt = None  # no checkpoint callback: test the weights as they are
+        # The one evaluation pass: inner validation and test, on the run's device and precision.
         trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
     results = RunResults(output_dir)
     if trainer.is_global_zero:
         for stale in hpc_checkpoints(output_dir):  # superseded by the finished run's checkpoints
             stale.unlink()
+        run = fitted_run(trainer, module, datamodule)
         # Sections in the configured order of the callbacks; metrics.json is written once.
         for section in (c for c in callbacks if isinstance(c, ResultsCallback)):
-            section.add_results(results, trainer, module)
+            section.add_results(results, run)
         if results.metrics:
             results.write()
             for logger in wandb_loggers(trainer.loggers):
@@ -134,6 +140,20 @@ def train(cfg: DictConfig) -> RunResults:
 
         wandb.finish()
     return results
+
+
+def fitted_run(trainer: pl.Trainer, module: BoneAgeModule,
+               datamodule: BoneAgeDataModule) -> FittedRun:
+    """What the results callbacks are given once the evaluation pass has run."""
+    tested = getattr(trainer, "ckpt_path", None)
+    return FittedRun(
+        evaluation=FoldEvaluation(module.loss, module.evaluation["val"],
+                                  module.evaluation["test"]),
+        fold=datamodule.fold, n_train=len(datamodule.splits["train"]),
+        train_mean_age=datamodule.train_mean_age(), split_info=datamodule.split_info(),
+        problems=list(datamodule.problems), manifest=datamodule.manifest_path(),
+        num_params=count_parameters(module.net), best_epoch=int(module.best_epoch),
+        epochs=int(trainer.current_epoch), tested_checkpoint=Path(tested) if tested else None)
 
 
 @contextmanager

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from scipy.stats import norm
 
 from bone_age.evaluation import calibration as cal
+from bone_age.evaluation.fold_outputs import FoldEvaluation, SplitOutputs
 from bone_age.losses import MeanVarianceLoss, MSELoss
 from bone_age.training.callbacks.calibration import CalibrationWriter
 
@@ -53,31 +55,41 @@ def test_gap_correction_removes_the_linear_age_trend():
     assert np.allclose(fit.corrected_gap(pred, age), 0.0, atol=1e-9)
 
 
-def _split(rng, n: int) -> dict[str, np.ndarray]:
-    age = rng.integers(40, 81, n).astype(float)
-    logits = -0.5 * ((AGES[None] - age[:, None] - rng.normal(0, 3, (n, 1))) / 4) ** 2
-    return {"index": np.arange(n), "age": age, "outputs": logits.astype(np.float32)}
+def _logits(rng, age: np.ndarray) -> np.ndarray:
+    return (-0.5 * ((AGES[None] - age[:, None] - rng.normal(0, 3, (len(age), 1))) / 4) ** 2
+            ).astype(np.float32)
+
+
+def _split(loss, age: np.ndarray, outputs: np.ndarray) -> SplitOutputs:
+    return SplitOutputs.decode(loss, outputs, age, [f"s{i}" for i in range(len(age))],
+                               ["F"] * len(age))
+
+
+def _pass(loss, val_age, val_out, test_age, test_out) -> FoldEvaluation:
+    return FoldEvaluation(loss, _split(loss, val_age, val_out), _split(loss, test_age, test_out))
 
 
 def test_fitted_corrections_do_not_depend_on_test_labels():
     rng = np.random.default_rng(1)
-    val, test = _split(rng, 60), _split(rng, 80)
+    loss = MeanVarianceLoss()
+    val_age, test_age = rng.integers(40, 81, 60).astype(float), rng.integers(40, 81, 80) + 0.0
+    val_out, test_out = _logits(rng, val_age), _logits(rng, test_age)
     writer = CalibrationWriter(output_dir="unused", temperature=True)
-    first = writer.evaluate(MeanVarianceLoss(), dict(val), dict(test))
-    shuffled = dict(test, age=rng.permutation(test["age"]) + 1.0)  # different test labels
-    second = writer.evaluate(MeanVarianceLoss(), dict(val), shuffled)
+    first, _ = writer.evaluate(_pass(loss, val_age, val_out, test_age, test_out))
+    shuffled = rng.permutation(test_age) + 1.0  # different test labels
+    second, _ = writer.evaluate(_pass(loss, val_age, val_out, shuffled, test_out))
     assert second["gap_correction"] == first["gap_correction"]
     assert second["temperature"] == first["temperature"]
     assert second["cov90"] != first["cov90"] or second["gap_mean"] != first["gap_mean"]
-    changed_val = dict(val, age=val["age"][::-1].copy())
-    third = writer.evaluate(MeanVarianceLoss(), changed_val, dict(test))
+    third, _ = writer.evaluate(_pass(loss, val_age[::-1].copy(), val_out, test_age, test_out))
     assert third["gap_correction"] != first["gap_correction"]
 
 
 def test_mse_models_get_gaps_but_no_intervals():
     rng = np.random.default_rng(2)
-    val, test = _split(rng, 30), _split(rng, 30)
-    val["outputs"] = rng.normal(0, 0.3, (30, 1)).astype(np.float32)
-    test["outputs"] = rng.normal(0, 0.3, (30, 1)).astype(np.float32)
-    out = CalibrationWriter("unused").evaluate(MSELoss(), val, test)
+    age = rng.integers(40, 81, 30).astype(float)
+    outputs = rng.normal(0, 0.3, (30, 1)).astype(np.float32)
+    out, gaps = CalibrationWriter("unused").evaluate(_pass(MSELoss(), age, outputs, age, outputs))
     assert "cov50" not in out and "gap_corrected_r_age" in out
+    assert np.array_equal(gaps["pred_age"], MSELoss().predict(torch.as_tensor(outputs))[0]
+                          .numpy().astype(float))

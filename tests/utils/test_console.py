@@ -95,7 +95,8 @@ def test_a_run_reads_well_in_a_log_file(cohort, tmp_path):
     for noise in ("Tip:", "TPU available", "LeafSpec", "does not have many workers", "\r"):
         assert noise not in out, noise
     assert re.search(r"epoch 1/2  train loss [\d.]+  val loss [\d.]+  val MAE [\d.]+ y", out)
-    assert "epoch 2/2" in out and "testing on" in out
+    assert "epoch 2/2" in out and "evaluating the tested weights once" in out
+    assert re.search(r"\d+ inner-validation subjects, \d+ held-out subjects", out)
     tail = out[out.index("bone-age: finished in"):]
     assert f"run folder: {run}" in tail and "metrics.json" in tail and "scatter.png" in tail
     assert "bone_age.predict" in tail

@@ -1,10 +1,11 @@
 """Results callback: calibration of the predicted age distributions and the age gap.
 
-After testing, the tested weights are run once more over the inner-validation and test splits
-(raw outputs are needed: logits for temperature scaling and distribution quantiles). Everything
-fitted (temperature, gap correction) sees inner-validation data only; test labels are used
-only to score. Writes ``calibration.json``, ``age_gap.csv`` and ``reliability.png`` and adds
-the headline numbers to the run's results (``metrics.json``).
+Computed from the run's one evaluation pass (``bone_age.evaluation.fold_outputs``): the raw
+outputs (logits for temperature scaling and distribution quantiles) and decoded ages of the
+inner-validation and test splits; the network is not run again. Everything fitted (temperature,
+gap correction) sees inner-validation data only; test labels are used only to score. Writes
+``calibration.json``, ``age_gap.csv`` and ``reliability.png`` and adds the headline numbers to
+the run's results (``metrics.json``).
 
 What was fitted travels with the model: it is written into the run-metadata record (section
 ``calibration``) of every checkpoint of the run that holds the tested weights, so that
@@ -19,16 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 
 from bone_age.evaluation import calibration as cal
+from bone_age.evaluation.fold_outputs import FoldEvaluation
 from bone_age.evaluation.plots import reliability_plot
 from bone_age.evaluation.results import write_gaps
 from bone_age.inference.checkpoint import CheckpointError, read_checkpoint
 from bone_age.inference.run_metadata import METADATA_KEY, RunMetadata
-from bone_age.losses import AgeLoss
-from bone_age.training.results import ResultsCallback, RunResults
+from bone_age.training.results import FittedRun, ResultsCallback, RunResults
 from bone_age.utils.outputs import write_atomic
 
 log = logging.getLogger(__name__)
@@ -43,57 +43,46 @@ class CalibrationWriter(ResultsCallback):
         self.summary: dict[str, Any] = {}
         self.calibration: cal.Calibration | None = None
 
-    def add_results(self, results: RunResults, trainer: pl.Trainer,
-                    pl_module: pl.LightningModule) -> None:
-        dm = trainer.datamodule
-        hook = dm.on_after_batch_transfer
-        # Plain loaders (no distributed sampler): rank 0 sees every study of both splits.
-        val = {k: v.numpy() for k, v in
-               pl_module.predict_outputs(dm.loader("val"), hook).items()}
-        test = {k: v.numpy() for k, v in
-                pl_module.predict_outputs(dm.loader("test"), hook).items()}
-        for part in (val, test):  # the manifest's float64 ages, as in predictions.csv
-            part["age"] = dm.ages_of(part["index"])
-        self.summary = self.evaluate(pl_module.loss, val, test)
+    def add_results(self, results: RunResults, run: FittedRun) -> None:
+        test = run.evaluation.test
+        self.summary, gaps = self.evaluate(run.evaluation)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         (self.output_dir / "calibration.json").write_text(json.dumps(self.summary, indent=2))
-        studies = [dm.studies[int(i)] for i in test["index"]]
-        write_gaps(self.output_dir / "age_gap.csv", [s.subject_id for s in studies],
-                   [s.sex for s in studies], test["age"], test)
+        write_gaps(self.output_dir / "age_gap.csv", test.subject_id, test.sex, test.age, gaps)
         if "reliability" in self.summary:
             results.figures["reliability"] = reliability_plot(
                 self.summary["reliability"], self.output_dir / "reliability.png")
         results.add(self.headline())
-        self._record(trainer, pl_module)
+        if run.tested_checkpoint is not None:
+            self._record(run.tested_checkpoint)
 
-    def evaluate(
-        self, loss: AgeLoss, val: dict[str, np.ndarray], test: dict[str, np.ndarray]
-    ) -> dict:
-        """All numbers of the run; ``val``/``test`` hold raw ``outputs``, ``age``, ``index``.
+    def evaluate(self, evaluation: FoldEvaluation) -> tuple[dict, dict[str, np.ndarray]]:
+        """All numbers of the run, and the per-study gaps of the test split.
 
-        Fits the calibration on ``val`` (kept in ``self.calibration``) and scores ``test``;
-        ``test`` gains ``pred_age``, ``gap`` and ``gap_corrected``.
+        Fits the calibration on the inner-validation split (kept in ``self.calibration``) and
+        scores the test split, both from the evaluation pass's decoded ages and raw outputs.
         """
-        self.calibration = cal.fit_calibration(loss, val["age"], val["outputs"],
+        loss, val, test = evaluation.loss, evaluation.val, evaluation.test
+        self.calibration = cal.fit_calibration(loss, val.age, val.pred_age, val.outputs,
                                                self.temperature)
-        test_pred, _ = cal.decode(loss, test["outputs"])
-        summary, per_study, _ = cal.calibration_summary(loss, test["age"], test_pred,
-                                                        test["outputs"], self.calibration)
-        test.update(per_study)
-        return summary
+        summary, per_study, _ = cal.calibration_summary(loss, test.age, test.pred_age,
+                                                        test.outputs, self.calibration)
+        return summary, per_study
 
     def headline(self) -> dict[str, Any]:
         """The summary's numbers for metrics.json (coverage keys prefixed ``calib_``)."""
         return cal.headline(self.summary)
 
-    def _record(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def _record(self, tested: Path) -> None:
         """Write the fitted calibration into each checkpoint of the run holding the tested
         weights (the tested one, and last.ckpt when it is the same epoch), atomically."""
-        tested = getattr(trainer, "ckpt_path", None)
-        if not tested or self.calibration is None:
-            return  # the weights as they were after fitting: no checkpoint holds them
-        tested = Path(tested)
-        weights = {k: v.detach().cpu() for k, v in pl_module.state_dict().items()}
+        if self.calibration is None:
+            return
+        try:
+            weights = read_checkpoint(tested).get("state_dict", {})
+        except CheckpointError as err:
+            log.warning("calibration not recorded: %s", err)
+            return
         for path in dict.fromkeys([tested, *sorted(tested.parent.glob("*.ckpt"))]):
             try:
                 ckpt = read_checkpoint(path)
@@ -109,4 +98,3 @@ class CalibrationWriter(ResultsCallback):
                 self.calibration.to_dict())
             ckpt[METADATA_KEY] = record.to_dict()
             write_atomic(path, lambda tmp, ckpt=ckpt: torch.save(ckpt, tmp))
-

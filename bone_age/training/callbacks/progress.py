@@ -55,5 +55,10 @@ class EpochProgress(pl.Callback):
     @rank_zero_only
     def on_test_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         dm = trainer.datamodule
-        n = len(dm.splits["test"]) if dm is not None and getattr(dm, "splits", None) else "the"
-        log.info("testing on %s held-out subjects", n)
+        if dm is None or not getattr(dm, "splits", None):
+            log.info("testing")
+            return
+        counts = {s: len(dm.splits[s]) for s in getattr(dm, "evaluation_splits", ("test",))}
+        log.info("evaluating the tested weights once: %s", ", ".join(
+            f"{n} {'held-out' if s == 'test' else 'inner-validation'} subjects"
+            for s, n in counts.items()))

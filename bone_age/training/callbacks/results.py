@@ -17,8 +17,7 @@ from bone_age.evaluation.results import (
     write_csv,
     write_figures,
 )
-from bone_age.models import count_parameters
-from bone_age.training.results import ResultsCallback, RunResults
+from bone_age.training.results import FittedRun, ResultsCallback, RunResults
 
 HISTORY_KEYS = ("train/loss", "val/loss", "val/mae")
 
@@ -53,41 +52,34 @@ class ResultsWriter(ResultsCallback):
         if self._fit_start is not None:
             self.train_seconds = time.perf_counter() - self._fit_start
 
-    def add_results(self, results: RunResults, trainer: pl.Trainer,
-                    pl_module: pl.LightningModule) -> None:
-        dm = trainer.datamodule
-        preds = {k: v.numpy() for k, v in pl_module.test_predictions.items()}
-        # The manifest's float64 ages (not their float32 batch copies), as predictions.csv holds.
-        age = dm.ages_of(preds["index"])
-        pred = preds["pred_age"].astype(np.float64)
+    def add_results(self, results: RunResults, run: FittedRun) -> None:
+        test = run.evaluation.test
         self.output_dir.mkdir(parents=True, exist_ok=True)
         metrics = {
             **self.run_info,
-            **dm.split_info(),
-            "n_train": len(dm.splits["train"]),
-            "n_val": len(dm.splits["val"]),
-            "n_test": len(age),
-            **accuracy(pred, age, dm.train_mean_age()),
-            "num_params": count_parameters(pl_module.net),
-            "best_epoch": int(pl_module.best_epoch),
-            "epochs": int(trainer.current_epoch),
+            **run.split_info,
+            "n_train": run.n_train,
+            "n_val": len(run.evaluation.val),
+            "n_test": len(test),
+            **accuracy(test.pred_age, test.age, run.train_mean_age),
+            "num_params": run.num_params,
+            "best_epoch": run.best_epoch,
+            "epochs": run.epochs,
             "train_seconds": round(self.train_seconds, 1),
-            "n_excluded": len(dm.problems),
+            "n_excluded": len(run.problems),
         }
         results.add(metrics)
-        studies = [dm.studies[int(i)] for i in preds["index"]]
         columns, rows = prediction_table(
-            [s.subject_id for s in studies], [s.sex for s in studies], [s.age for s in studies],
-            preds["pred_age"], preds["pred_sd"],
-            extra={"fold": [self.run_info.get("fold", dm.fold)] * len(studies)})
+            test.subject_id, test.sex, test.age, test.pred_age, test.pred_sd,
+            extra={"fold": [self.run_info.get("fold", run.fold)] * len(test)})
         write_csv(self.output_dir / "predictions.csv", columns, rows)
         results.tables["predictions"] = (columns, rows)
         write_csv(self.output_dir / "history.csv", ["epoch", *HISTORY_KEYS],
                   [[h.get(k, "") for k in ("epoch", *HISTORY_KEYS)] for h in self.history])
         write_csv(self.output_dir / "excluded.csv", ["source", "row", "subject_id", "status",
                                                      "reason"],
-                  [[p.source, p.row, p.subject_id, p.status, p.reason] for p in dm.problems])
-        results.figures.update(self.write_figures(age, pred, [s.sex for s in studies],
+                  [[p.source, p.row, p.subject_id, p.status, p.reason] for p in run.problems])
+        results.figures.update(self.write_figures(test.age, test.pred_age, test.sex,
                                                   metrics["mae"]))
 
     def write_figures(self, age: np.ndarray, pred: np.ndarray, sex: list[str],

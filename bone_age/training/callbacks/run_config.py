@@ -19,7 +19,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from bone_age.data.cache import file_digest
 from bone_age.evaluation.report import experiment_settings
 from bone_age.inference.run_metadata import METADATA_KEY, RunMetadata
-from bone_age.training.results import ResultsCallback, RunResults
+from bone_age.training.results import FittedRun, ResultsCallback, RunResults
 
 
 def _plain(node: Any) -> Any:
@@ -61,11 +61,10 @@ class RunConfig(ResultsCallback):
         )
         checkpoint[METADATA_KEY] = record.to_dict()
 
-    def add_results(self, results: RunResults, trainer: pl.Trainer,
-                    pl_module: pl.LightningModule) -> None:
+    def add_results(self, results: RunResults, run: FittedRun) -> None:
         settings = dict(self.settings)
         if settings.get("data.manifest"):
-            settings["data.manifest"] = "blake2b:" + file_digest(trainer.datamodule.manifest_path())
+            settings["data.manifest"] = "blake2b:" + file_digest(run.manifest)
         results.add({"settings": settings})
 
 
