@@ -57,7 +57,10 @@ def lightning_handles_requeue(requeue_signal: str) -> Iterator[None]:
         signal.signal(signum, previous)
 
 
+HPC_CHECKPOINT = "hpc_ckpt_*.ckpt"
+
+
 def hpc_checkpoints(output_dir: Path) -> list[Path]:
     """Checkpoints Lightning saved at a SLURM requeue signal, oldest first."""
-    found = output_dir.glob("hpc_ckpt_*.ckpt")
+    found = output_dir.glob(HPC_CHECKPOINT)
     return sorted(found, key=lambda p: int(p.stem.rsplit("_", 1)[1]))

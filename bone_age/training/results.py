@@ -82,6 +82,7 @@ class FittedRun:
         num_params: the network's parameters.
         best_epoch, epochs: the tested epoch (0-based) and the epochs run.
         tested_checkpoint: the checkpoint whose weights were tested (None: the final weights).
+        timing: seconds of the run's phases (``setup_seconds``, ``evaluation_seconds``).
     """
 
     evaluation: FoldEvaluation
@@ -95,6 +96,7 @@ class FittedRun:
     best_epoch: int
     epochs: int
     tested_checkpoint: Path | None
+    timing: dict[str, float] = field(default_factory=dict)
 
 
 class ResultsCallback(pl.Callback):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -60,16 +61,38 @@ def _apply_speed_switches(net: torch.nn.Module, speed: DictConfig | dict) -> Non
         net.compile()
 
 
-class _TrainingStarted(pl.Callback):
-    """Notes that Lightning has restored the checkpoint and begun (sanity check or training)."""
+class _RunClock(pl.Callback):
+    """Notes that Lightning has restored the checkpoint and begun (sanity check or training),
+    and times the run's phases from its creation (the start of ``train()``)."""
 
-    started = False
+    def __init__(self) -> None:
+        self.started = False
+        self.marks: dict[str, float] = {"train": time.perf_counter()}
 
     def on_sanity_check_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.started = True
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.started = True
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                             batch, batch_idx: int) -> None:
+        self.marks.setdefault("first_step", time.perf_counter())
+
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.marks["evaluation"] = time.perf_counter()
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.marks["evaluated"] = time.perf_counter()
+
+    def timing(self) -> dict[str, float]:
+        """``setup_seconds`` (train() to the first training step: cohort, cache, model, Lightning
+        set-up, sanity check) and ``evaluation_seconds`` (the evaluation pass)."""
+        m = self.marks
+        spans = {"setup_seconds": ("train", "first_step"),
+                 "evaluation_seconds": ("evaluation", "evaluated")}
+        return {key: round(m[b] - m[a], 2) for key, (a, b) in spans.items()
+                if a in m and b in m}
 
 
 def train(cfg: DictConfig) -> RunResults:
@@ -97,11 +120,11 @@ def train(cfg: DictConfig) -> RunResults:
     module = instantiate(cfg.module, _partial_=True)(net=net, loss=loss)
     _apply_speed_switches(net, cfg.get("speed") or {})
     callbacks = _instantiate_all(cfg.get("callbacks"))
-    started = _TrainingStarted()
+    clock = _RunClock()
     loggers = _instantiate_all(cfg.get("logger"))
     requeue_signal = cfg.get("slurm", {}).get("requeue_signal", "USR2")
-    plugins = slurm_plugins(requeue_signal)
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=[*callbacks, started],
+    plugins = [*(instantiate(cfg.trainer.get("plugins")) or []), *slurm_plugins(requeue_signal)]
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=[*callbacks, clock],
                                       logger=loggers or False,
                                       precision=supported_precision(cfg.trainer),
                                       **({"plugins": plugins} if plugins else {}))
@@ -113,7 +136,7 @@ def train(cfg: DictConfig) -> RunResults:
         except Exception as err:
             # Lightning restores the loops, optimizer and callbacks before training begins: a
             # failure in between is the checkpoint's, whatever part of it was damaged.
-            if resume_from is None or started.started or user_error_message(err) is not None:
+            if resume_from is None or clock.started or user_error_message(err) is not None:
                 raise
             raise ResumeError(f"{resume_from}: cannot resume from it ({brief(err)}); "
                               f"{resume_hint(resume_from)}") from err
@@ -126,11 +149,13 @@ def train(cfg: DictConfig) -> RunResults:
     if trainer.is_global_zero:
         for stale in hpc_checkpoints(output_dir):  # superseded by the finished run's checkpoints
             stale.unlink()
-        run = fitted_run(trainer, module, datamodule)
+        run = fitted_run(trainer, module, datamodule, clock.timing())
+        tail = time.perf_counter()
         # Sections in the configured order of the callbacks; metrics.json is written once.
         for section in (c for c in callbacks if isinstance(c, ResultsCallback)):
             section.add_results(results, run)
         if results.metrics:
+            results.add({"results_seconds": round(time.perf_counter() - tail, 2)})
             results.write()
             for logger in wandb_loggers(trainer.loggers):
                 columns, rows = results.tables.get("predictions", ([], []))
@@ -142,8 +167,8 @@ def train(cfg: DictConfig) -> RunResults:
     return results
 
 
-def fitted_run(trainer: pl.Trainer, module: BoneAgeModule,
-               datamodule: BoneAgeDataModule) -> FittedRun:
+def fitted_run(trainer: pl.Trainer, module: BoneAgeModule, datamodule: BoneAgeDataModule,
+               timing: dict[str, float]) -> FittedRun:
     """What the results callbacks are given once the evaluation pass has run."""
     tested = getattr(trainer, "ckpt_path", None)
     return FittedRun(
@@ -153,7 +178,8 @@ def fitted_run(trainer: pl.Trainer, module: BoneAgeModule,
         train_mean_age=datamodule.train_mean_age(), split_info=datamodule.split_info(),
         problems=list(datamodule.problems), manifest=datamodule.manifest_path(),
         num_params=count_parameters(module.net), best_epoch=int(module.best_epoch),
-        epochs=int(trainer.current_epoch), tested_checkpoint=Path(tested) if tested else None)
+        epochs=int(trainer.current_epoch), tested_checkpoint=Path(tested) if tested else None,
+        timing=timing)
 
 
 @contextmanager

@@ -19,6 +19,7 @@ from pathlib import Path
 MISSING_ON_GPU_MACHINE = (
     "hydra-core", "omegaconf", "antlr4-python3-runtime", "pydicom", "pylibjpeg",
     "pylibjpeg-libjpeg", "pylibjpeg-openjpeg", "pylibjpeg-rle", "pyjpegls",
+    "hydra-joblib-launcher",  # k sweep jobs on one GPU (joblib itself is on the image)
 )
 SOURCE_ONLY = ("antlr4-python3-runtime",)
 # pip matches manylinux tags exactly: every glibc up to the GPU image's 2.39 (Ubuntu 24.04).

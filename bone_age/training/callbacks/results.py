@@ -66,6 +66,7 @@ class ResultsWriter(ResultsCallback):
             "best_epoch": run.best_epoch,
             "epochs": run.epochs,
             "train_seconds": round(self.train_seconds, 1),
+            **run.timing,
             "n_excluded": len(run.problems),
         }
         results.add(metrics)
