@@ -38,8 +38,8 @@ from bone_age.utils.errors import BoneAgeError
 log = logging.getLogger(__name__)
 
 # Keys of the ``data`` config node that its nested nodes read (see ``from_config``).
-USER_KEYS = ("manifest", "subjects", "phantom_dir", "phantom_options", "image_size", "resize",
-             "mirror_posterior", "normalize", "percentile")
+USER_KEYS = ("manifest", "subjects", "cohort_seed", "phantom_dir", "phantom_options",
+             "image_size", "resize", "mirror_posterior", "normalize", "percentile")
 
 
 class DataError(BoneAgeError, ValueError):
@@ -92,7 +92,10 @@ class BoneAgeDataModule(pl.LightningDataModule):
         preprocess: study -> (views, H, W) count images, done once per study into the cache.
         normalization: counts -> network input, done per batch on the training device.
         augment: batch augmentation on the device (training batches only).
-        fold, num_folds, val_fraction, seed: the subject-level, stratified cross-validation.
+        fold, num_folds, val_fraction: the subject-level, stratified cross-validation.
+        seed: the data order (shuffling, augmentation draws).
+        split_seed: the folds and inner validation split (None: ``seed``), apart from ``seed``
+            so that a repeat with another seed tests the same subjects.
         split: ``stratified`` (folds by age band and sex) or ``site`` (leave-one-site-out over
             the manifest's ``site`` column: fold k tests the k-th site, ``num_folds`` becomes
             the number of sites).
@@ -125,6 +128,7 @@ class BoneAgeDataModule(pl.LightningDataModule):
         num_workers: int | str = 0,
         pin_memory: bool = False,
         split: str = "stratified",
+        split_seed: int | None = None,
     ) -> None:
         super().__init__()
         try:
@@ -139,6 +143,7 @@ class BoneAgeDataModule(pl.LightningDataModule):
         self.source = source
         self.fold, self.num_folds = fold, num_folds
         self.val_fraction, self.seed = val_fraction, seed
+        self.split_seed = seed if split_seed is None else split_seed
         self.view_names = ("anterior", "posterior")[:views]
         self.cache = StudyCache(cache_dir, preprocess or Preprocess(), self.view_names)
         self.normalize = normalization or CountNormalize()
@@ -233,13 +238,13 @@ class BoneAgeDataModule(pl.LightningDataModule):
         try:
             if self.split == "stratified":
                 return fold_parts(ages, sexes, subjects, self.fold, self.num_folds,
-                                  self.val_fraction, self.seed)
+                                  self.val_fraction, self.split_seed)
             if SITE_COLUMN not in manifest_columns(path):
                 raise ValueError(f"data.split=site needs a {SITE_COLUMN} column; the manifest "
                                  "has none (python -m bone_age.index writes one)")
             sites = [m.site for m in cohort]
             parts = site_fold_parts(ages, sexes, subjects, sites, self.fold,
-                                    self.val_fraction, self.seed)
+                                    self.val_fraction, self.split_seed)
         except ValueError as err:
             raise DataError(f"{path}: {err}") from None
         order = site_order(sites)

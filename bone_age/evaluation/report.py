@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import hashlib
 import json
 import logging
+import math
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
@@ -58,7 +60,8 @@ NOT_SETTINGS = (
     "trainer.accelerator", "trainer.devices", "trainer.num_nodes", "trainer.strategy",
     "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
     "trainer.default_root_dir", "trainer.deterministic", "trainer.benchmark",
-    "experiment", "paths", "logger", "hydra", "speed", "resume", "slurm", "callbacks",
+    "trainer.plugins", "experiment", "paths", "logger", "hydra", "speed", "resume", "slurm",
+    "callbacks",
 )
 # Settings that the rows' names show already (model, trunk, loss, sex input, 4:1 aspect).
 ROW_NAME_SETTINGS = frozenset({"model.views", "data.views", "model.backbone", "model.use_sex",
@@ -151,10 +154,14 @@ def _read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray]:
         for line, row in enumerate(reader, start=2):
             for key, column in values.items():
                 try:
-                    column.append(float(row[key]))
+                    value = float(row[key])
                 except (TypeError, ValueError):
                     raise RunFileError(f"{path}, line {line}: {key} {row[key]!r} is not a "
                                        "number") from None
+                if not math.isfinite(value):  # a diverged run: never pooled
+                    raise RunFileError(f"{path}, line {line}: {key} {row[key]!r} is not a "
+                                       "finite number")
+                column.append(value)
     return np.array(values["age"]), np.array(values["pred_age"])
 
 
@@ -212,6 +219,16 @@ def collect_runs(root: Path) -> dict[tuple[str, ...], dict[int, dict[str, Any]]]
     return cells
 
 
+def _own_loss_parameter(name: str) -> bool:
+    """A setting that only some losses have (``loss.lambda_mean`` of mv): part of that loss's
+    row identity, compared between runs of that loss only. The age range, which every loss has,
+    is compared across all runs."""
+    from bone_age.losses import AgeLoss
+
+    shared = {f.name for f in dataclasses.fields(AgeLoss)} | {"name"}
+    return name.startswith("loss.") and name.removeprefix("loss.") not in shared
+
+
 def differing_settings(cells: dict) -> tuple[list[str], dict[tuple[str, ...], str]]:
     """The settings (beyond what the rows' names show) that differ between the folder's cells,
     and each cell's label of their values ("" for every cell when none differ)."""
@@ -220,13 +237,20 @@ def differing_settings(cells: dict) -> tuple[list[str], dict[tuple[str, ...], st
     # A setting repeated by interpolation (seed and data.seed, augment.* and data.augment.*)
     # differs alike in every cell: it is named once, by its shortest key.
     named: dict[tuple, str] = {}
+    labelled: dict[str, set] = {}  # setting -> the cells whose label names it
     for k in sorted(names, key=lambda k: (k.count("."), k)):
-        values = tuple(json.dumps(s.get(k, UNSET), sort_keys=True, default=str)
-                       for s in settings.values())
-        if len(set(values)) > 1:
-            named.setdefault((k.rsplit(".", 1)[-1], values), k)
+        value = {c: json.dumps(s.get(k, UNSET), sort_keys=True, default=str)
+                 for c, s in settings.items()}
+        # A loss's own parameter is compared among the runs of that loss only (cell key[2]).
+        group = (lambda c: c[2]) if _own_loss_parameter(k) else (lambda c: None)
+        differs = {c for c in settings
+                   if len({value[o] for o in settings if group(o) == group(c)}) > 1}
+        if differs:
+            kept = named.setdefault((k.rsplit(".", 1)[-1], tuple(value.values())), k)
+            labelled.setdefault(kept, set()).update(differs)
     differ = sorted(named.values())
-    labels = {key: ", ".join(f"{k}={json.dumps(s.get(k, UNSET), default=str)}" for k in differ)
+    labels = {key: ", ".join(f"{k}={json.dumps(s.get(k, UNSET), default=str)}" for k in differ
+                             if key in labelled[k])
               for key, s in settings.items()}
     return differ, labels
 

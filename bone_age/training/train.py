@@ -19,6 +19,7 @@ from bone_age.data.datamodule import BoneAgeDataModule
 from bone_age.evaluation.fold_outputs import FoldEvaluation
 from bone_age.evaluation.tracking import log_run_results, wandb_loggers
 from bone_age.models import count_parameters
+from bone_age.training.callbacks.divergence import check_predictions
 from bone_age.training.cluster import hpc_checkpoints, lightning_handles_requeue, slurm_plugins
 from bone_age.training.module import BoneAgeModule
 from bone_age.training.precision import supported_precision
@@ -113,6 +114,10 @@ def train(cfg: DictConfig) -> RunResults:
         log.info("%s already finished; skipped (resume=true)", output_dir)
         return finished
     pl.seed_everything(cfg.seed, workers=True)
+    # What runs is recorded (settings, loggers, report), not what was asked: bf16 falls back on
+    # hardware without it.
+    with open_dict(cfg):
+        cfg.trainer.precision = supported_precision(cfg.trainer)
     datamodule = instantiate(cfg.data)
     loss = instantiate(cfg.loss)
     net = instantiate(cfg.model, num_outputs=loss.num_outputs)
@@ -126,7 +131,6 @@ def train(cfg: DictConfig) -> RunResults:
     plugins = [*(instantiate(cfg.trainer.get("plugins")) or []), *slurm_plugins(requeue_signal)]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=[*callbacks, clock],
                                       logger=loggers or False,
-                                      precision=supported_precision(cfg.trainer),
                                       **({"plugins": plugins} if plugins else {}))
     _pin_job_for_ddp_children(str(output_dir))
     resume_from = checkpoint_to_resume(cfg, output_dir, module)
@@ -145,6 +149,8 @@ def train(cfg: DictConfig) -> RunResults:
             ckpt = None  # no checkpoint callback: test the weights as they are
         # The one evaluation pass: inner validation and test, on the run's device and precision.
         trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
+        check_predictions(module.evaluation, module.best_epoch if ckpt == "best" else
+                          trainer.current_epoch)
     results = RunResults(output_dir)
     if trainer.is_global_zero:
         for stale in hpc_checkpoints(output_dir):  # superseded by the finished run's checkpoints

@@ -54,7 +54,8 @@ step preview "$PY" -m bone_age.phantom --preview experiments/phantom/preview.png
 step ridge_probe "$PY" experiments/phantom/ridge_probe.py --subjects 1500 --out "$LOG/probe.json"
 (( DRY )) || rm -rf multirun/ablation multirun/ablation_seed1 multirun/sites_{base,noaug,total}
 step ablation "$PY" -m bone_age.run -m experiment=$ABLATION hydra.sweep.dir=multirun/ablation
-step ablation_seed1 "$PY" -m bone_age.run -m experiment=$ABLATION seed=1 hydra.sweep.dir=multirun/ablation_seed1
+step ablation_seed1 "$PY" -m bone_age.run -m experiment=$ABLATION seed=1 data.split_seed=1 \
+  data.cohort_seed=1 hydra.sweep.dir=multirun/ablation_seed1
 step ablation_table "$PY" experiments/ablation/table.py multirun/ablation --repeat multirun/ablation_seed1 \
   --repeat-md experiments/ablation/results_seed1.md
 step sites_base "$PY" -m bone_age.run -m $SITES hydra.sweep.dir=multirun/sites_base

@@ -107,10 +107,10 @@ def test_report_keeps_runs_of_other_settings_apart(sweep, caplog):
     assert "(data.image_size=[16, 8])" in table and "Not one experiment" in table
 
 
-def _fake_run(folder, settings, fold, rng):
+def _fake_run(folder, settings, fold, rng, loss="mv"):
     folder.mkdir(parents=True)
     age = rng.uniform(40, 80, 12)
-    metrics = {"model": "vgg16", "backbone": "vgg16", "loss": "mv", "fold": fold,
+    metrics = {"model": "vgg16", "backbone": "vgg16", "loss": loss, "fold": fold,
                "train_mean_age": 60.0, "baseline_mae": 0.0, "settings": settings}
     (folder / "metrics.json").write_text(json.dumps(metrics))
     with (folder / "predictions.csv").open("w", newline="") as f:
@@ -140,6 +140,38 @@ def test_runs_pool_only_when_every_setting_matches(tmp_path, seeds, caplog):
         assert sorted(r["settings"] for r in rows) == ["seed=1", "seed=2"]
         assert "runs differ in seed;" in caplog.text
         assert caplog.text.count("fold(s))") == 2  # a line per row
+
+
+LOSS_SETTINGS = {"mse": {}, "softmax": {}, "mv": {"loss.lambda_mean": 0.2,
+                                                  "loss.lambda_var": 0.05}}
+
+
+@pytest.mark.parametrize("case", ["sweep", "two_mv_weights", "age_range"])
+def test_a_losss_own_parameters_are_compared_within_that_loss(case, tmp_path, caplog):
+    """loss=mse,softmax,mv is one experiment: the mean-variance weights, which only mv has, are
+    no difference between the losses; two mv weightings, or another age range, are."""
+    rng = np.random.default_rng(2)
+    runs = [(loss, LOSS_SETTINGS[loss]) for loss in LOSS_SETTINGS]
+    if case == "two_mv_weights":
+        runs.append(("mv", {"loss.lambda_mean": 0.5, "loss.lambda_var": 0.05}))
+    for i, (loss, own) in enumerate(runs):
+        age_range = {"loss.min_age": 30 if case == "age_range" and loss == "mse" else 40,
+                     "loss.max_age": 80}
+        _fake_run(tmp_path / f"run{i}", {"seed": 1, "loss.name": loss, **age_range, **own}, 0,
+                  rng, loss)
+    with caplog.at_level(logging.WARNING, logger="bone_age.evaluation.report"):
+        table = report(tmp_path).read_text()
+    labels = {(r["loss"], r["settings"]) for r in read_rows(tmp_path / "table1.csv")}
+    if case == "sweep":
+        assert "Not one experiment" not in table and "differ" not in caplog.text
+        assert {label for _, label in labels} == {""}
+    elif case == "two_mv_weights":
+        assert "runs differ in loss.lambda_mean;" in caplog.text
+        assert ("Mean squared loss", "") in labels and ("Softmax loss", "") in labels
+        assert ("Softmax + Mean-Variance loss", "loss.lambda_mean=0.5") in labels
+    else:
+        assert "runs differ in loss.min_age;" in caplog.text
+        assert ("Mean squared loss", "loss.min_age=30") in labels
 
 
 def test_settings_of_older_runs_come_from_hydra_config(tmp_path, caplog):

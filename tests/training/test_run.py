@@ -26,6 +26,9 @@ def test_every_table1_cell_runs_end_to_end(model, loss, cohort, tmp_path):
     for key in ("mae", "mae_sd", "pearson_r", "baseline_mae", "num_params", "best_epoch",
                 "train_seconds", "fold"):
         assert key in metrics
+    # The run's phases, timed: set-up to the first step, the evaluation pass, the result files.
+    for key in ("setup_seconds", "evaluation_seconds", "results_seconds"):
+        assert 0 < metrics[key] < metrics["setup_seconds"] + metrics["train_seconds"] + 60, key
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["mae"] == pytest.approx(metrics["mae"])
     with (out / "predictions.csv").open() as f:
@@ -85,3 +88,17 @@ def test_report_gives_variants_their_own_rows(tmp_path):
     for row in ("| Multiple inputs VGG16 | ", "| Multiple inputs VGG16 + sex | ",
                 "| Multiple inputs VGG16 + 4:1 aspect | "):
         assert row in table
+
+
+def test_the_precision_that_ran_is_recorded(cohort, tmp_path, monkeypatch):
+    """bf16 asked on a CPU without native bf16 runs in float32, and says so everywhere."""
+    from bone_age.training import precision
+
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)
+    out = tmp_path / "run"
+    run_in_process([*tiny_overrides(cohort, tmp_path), "model=vgg16", "loss=mse",
+                    "trainer.precision=bf16-mixed"], out)
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["settings"]["trainer.precision"] == "32-true"
+    (logged,) = out.rglob("hparams.yaml")  # what the loggers were given
+    assert "precision: 32-true" in logged.read_text()

@@ -56,10 +56,28 @@ def test_ddp_inside_a_multirun(cohort, tmp_path):
 
 def test_same_seed_same_predictions_other_seed_others(cohort, tmp_path):
     base = [*tiny_overrides(cohort, tmp_path), "trainer.max_epochs=2", "model=vgg16"]
-    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
-        assert run([*base, f"seed={seed}", f"hydra.run.dir={tmp_path / name}"]).returncode == 0
+    for name, extra in (("a", ["seed=1"]), ("b", ["seed=1"]), ("c", ["seed=2"]),
+                        ("d", ["seed=1", "data.split_seed=7"])):
+        assert run([*base, *extra, f"hydra.run.dir={tmp_path / name}"]).returncode == 0
     assert predictions(tmp_path / "a") == predictions(tmp_path / "b")
     assert predictions(tmp_path / "a") != predictions(tmp_path / "c")
+    # A seed repeat tests the same subjects; the split's own seed draws other folds.
+    tested = {name: {s for s, _ in predictions(tmp_path / name)} for name in "acd"}
+    assert tested["a"] == tested["c"] and tested["a"] != tested["d"]
+
+
+def test_seed_leaves_the_phantom_cohort_and_folds_alone():
+    from hydra import compose, initialize_config_dir
+
+    from tests.conftest import CONF_DIR
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        default = compose("config")
+        repeat = compose("config", overrides=["seed=3"])
+        other = compose("config", overrides=["data.cohort_seed=5", "data.split_seed=6"])
+    assert default.data.source.seed == repeat.data.source.seed == 42
+    assert default.data.split_seed == repeat.data.split_seed == 42
+    assert repeat.data.seed == 3 and other.data.source.seed == 5 and other.data.split_seed == 6
 
 
 def test_killed_run_resumes_to_the_same_predictions(cohort, tmp_path):
@@ -143,9 +161,13 @@ def _job_interval(job_dir) -> tuple[float, float]:
             (job_dir / "metrics.json").stat().st_mtime)
 
 
-def test_ray_launcher_runs_two_jobs_concurrently(cohort, tmp_path):
+@pytest.mark.parametrize("launcher", [
+    ["hydra/launcher=ray_local", "+hydra.launcher.ray.init.num_cpus=2"],
+    ["hydra/launcher=joblib_local", "hydra.launcher.n_jobs=2"],
+], ids=["ray", "joblib"])
+def test_launcher_runs_two_jobs_concurrently(launcher, cohort, tmp_path):
     sweep = tmp_path / "sweep"
-    done = run(["-m", "hydra/launcher=ray_local", "+hydra.launcher.ray.init.num_cpus=2",
+    done = run(["-m", *launcher,
                 *tiny_overrides(cohort, tmp_path), "model=vgg16", "data.fold=0,1",
                 "trainer.max_epochs=3", f"hydra.sweep.dir={sweep}"], timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
