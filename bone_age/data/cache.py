@@ -79,9 +79,12 @@ class StudyCache:
             views = read_study_views({view: getattr(study, view) for view in self.views})
             image = self.preprocess(views)
         except DicomReadError as err:
-            message = str(err)
-            _atomic_write(target.with_suffix(".err"), lambda f: f.write(message.encode()))
-            return message
+            # Keyed by content: identical files elsewhere share this entry, so the reason is
+            # stored with the view it concerns, and each study names its own file (problems()).
+            view = next((v for v in self.views if str(getattr(study, v)) == err.path), None)
+            record = json.dumps({"view": view, "path": err.path, "reason": err.reason})
+            _atomic_write(target.with_suffix(".err"), lambda f: f.write(record.encode()))
+            return str(err)
         _atomic_write(target, lambda f: np.save(f, image))
         return None
 
@@ -116,7 +119,16 @@ class StudyCache:
         for study, key in zip(studies, keys, strict=True):
             err = self.entry(key).with_suffix(".err")
             if err.exists():
-                out.append(
-                    Problem("cache", study.row, study.subject_id, "unreadable", err.read_text())
-                )
+                out.append(Problem("cache", study.row, study.subject_id, "unreadable",
+                                   _reason(study, err.read_text())))
         return out
+
+
+def _reason(study: Study, stored: str) -> str:
+    """The stored failure, naming this study's own file (entries before 2026-12: plain text)."""
+    try:
+        record = json.loads(stored)
+        path = getattr(study, record["view"]) if record.get("view") else record["path"]
+        return f"{path}: {record['reason']}"
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return stored

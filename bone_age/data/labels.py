@@ -62,10 +62,10 @@ def study_sex(ds: Dataset) -> str | None:
 
 
 def trainable_age(age: float, age_range: Sequence[float]) -> bool:
-    """Whether a model of class range ``age_range`` learns (and is tested on) this age: within
-    the range, half a year of rounding either side."""
+    """Whether a model of class range ``age_range`` learns (and is tested on) this age: inside
+    one of its one-year classes, class ``a`` covering [a - 0.5, a + 0.5) (``age_to_class``)."""
     low, high = age_range
-    return low - 0.5 <= age <= high + 0.5
+    return low - 0.5 <= age < high + 0.5
 
 
 def study_site(ds: Dataset) -> str:

@@ -49,14 +49,16 @@ def class_ages(
 
 
 def age_to_class(ages: torch.Tensor, min_age: int, max_age: int) -> torch.Tensor:
-    """Class index of each age (nearest one-year class); ages outside the range are an error."""
+    """Class index of each age: class ``a`` covers [a - 0.5, a + 0.5) years, so halves round up
+    (40.5 -> 41, 41.5 -> 42), as ``bone_age.data.labels.trainable_age`` and the calibration's
+    class intervals read them; ages outside the classes are an error."""
     low, high = ages.min().item(), ages.max().item()
-    if low < min_age - 0.5 or high > max_age + 0.5:
+    if low < min_age - 0.5 or high >= max_age + 0.5:
         raise AgeOutOfRangeError(
             f"age label {low if low < min_age - 0.5 else high:g} is outside the model's class "
             f"range {min_age}-{max_age} years; filter the cohort or widen the class range"
         )
-    return torch.round(ages - min_age).long().clamp_(0, max_age - min_age)
+    return torch.floor(ages - min_age + 0.5).long()
 
 
 def distribution_moments(logits: torch.Tensor, ages: torch.Tensor) -> tuple[torch.Tensor, ...]:

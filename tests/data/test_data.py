@@ -163,3 +163,27 @@ def test_datamodule_leaves_out_bad_studies_with_reasons(cohort, tmp_path):
                                progress=False, strict=True, batch_size=8)
     with pytest.raises(DataError, match="3 studies cannot be used"):
         strict.setup("fit")
+
+
+def test_identical_unreadable_files_each_name_their_own_path(cohort, tmp_path):
+    """The cache keys a failure by content: copies of one broken file share it, but each study
+    is reported with its own file (then and in a later run reading the cache)."""
+    rows = cohort_rows(cohort)
+    base = cohort.parent
+    fixed = [[r[0], r[1], r[2], str(base / r[3]), str(base / r[4])] for r in rows]
+    junk = []
+    for i, name in enumerate(("first", "second")):
+        path = tmp_path / name / "scan.dcm"
+        path.parent.mkdir()
+        path.write_bytes(b"the same garbage")
+        fixed[i][3] = fixed[i][4] = str(path)
+        junk.append(path)
+    manifest = write_manifest(tmp_path / "m.csv", fixed)
+    for _ in range(2):  # building the cache, then reading it
+        dm = BoneAgeDataModule(ManifestSource(str(manifest)), Preprocess((32, 16)),
+                               cache_dir=str(tmp_path / "cache"), cache_workers=0,
+                               progress=False)
+        dm.setup("fit")
+        reasons = {p.subject_id: p.reason for p in dm.problems}
+        assert reasons[fixed[0][0]].startswith(f"{junk[0]}: ")
+        assert reasons[fixed[1][0]].startswith(f"{junk[1]}: ")

@@ -52,6 +52,22 @@ def test_ages_outside_class_range_are_an_error():
         mean_variance_loss(logits, torch.tensor([39.0, 50.0]))
 
 
+def test_one_rounding_rule_for_classes_and_trainable_ages():
+    """Class a covers [a - 0.5, a + 0.5): halves round up, never to even, and an age is trainable
+    exactly when it falls in a class."""
+    from bone_age.data.labels import trainable_age
+    from bone_age.losses import age_to_class
+
+    ages = torch.tensor([39.5, 40.49, 40.5, 41.5, 42.5, 79.5, 80.49], dtype=torch.float64)
+    assert age_to_class(ages, 40, 80).tolist() == [0, 0, 1, 2, 3, 40, 40]
+    for age in (*ages.tolist(), 39.49, 80.5):
+        in_class = 40 - 0.5 <= age < 80 + 0.5
+        assert trainable_age(age, (40, 80)) == in_class, age
+        if not in_class:
+            with pytest.raises(AgeOutOfRangeError):
+                age_to_class(torch.tensor([age]), 40, 80)
+
+
 def test_prediction_is_expected_value_and_sd_of_distribution():
     loss = MeanVarianceLoss(min_age=40, max_age=42)
     p = torch.tensor([[0.25, 0.5, 0.25]])
