@@ -14,9 +14,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from bone_age.data.cache import StudyCache
 from bone_age.data.folds import (
+    assigned_fold_parts,
     check_fold_settings,
     check_split,
+    fold_assignment,
     fold_parts,
+    read_folds,
     site_fold_parts,
     site_order,
 )
@@ -96,6 +99,8 @@ class BoneAgeDataModule(pl.LightningDataModule):
         seed: the data order (shuffling, augmentation draws).
         split_seed: the folds and inner validation split (None: ``seed``), apart from ``seed``
             so that a repeat with another seed tests the same subjects.
+        folds_file: a saved assignment (``folds.csv`` of an earlier run: subject_id, fold) to
+            use instead of drawing the folds; subjects it does not name are left out, reported.
         split: ``stratified`` (folds by age band and sex) or ``site`` (leave-one-site-out over
             the manifest's ``site`` column: fold k tests the k-th site, ``num_folds`` becomes
             the number of sites).
@@ -129,6 +134,7 @@ class BoneAgeDataModule(pl.LightningDataModule):
         pin_memory: bool = False,
         split: str = "stratified",
         split_seed: int | None = None,
+        folds_file: str | None = None,
     ) -> None:
         super().__init__()
         try:
@@ -144,6 +150,8 @@ class BoneAgeDataModule(pl.LightningDataModule):
         self.fold, self.num_folds = fold, num_folds
         self.val_fraction, self.seed = val_fraction, seed
         self.split_seed = seed if split_seed is None else split_seed
+        self.folds_file = folds_file
+        self.fold_of: dict[str, int] = {}  # the cohort's assignment, subject -> test fold
         self.view_names = ("anterior", "posterior")[:views]
         self.cache = StudyCache(cache_dir, preprocess or Preprocess(), self.view_names)
         self.normalize = normalization or CountNormalize()
@@ -204,12 +212,15 @@ class BoneAgeDataModule(pl.LightningDataModule):
                 usable.append((study, self.cache.entry(key)))
         # Parts are drawn over the manifest's whole cohort and the unusable studies leave theirs
         # afterwards: every model (one view or two, any age range) tests the same subjects.
-        if self.split == "site":  # a subject without a site has no part: reported like the rest
-            part_of = self._parts(path, read_cohort(path))
-            problems += [Problem("manifest", s.row, s.subject_id, "no_site",
-                                 "no site: data.split=site cannot place it in a fold")
-                         for s, _ in usable if part_of[s.subject_id] == "no_site"]
-            usable = [(s, e) for s, e in usable if part_of[s.subject_id] != "no_site"]
+        # A subject without a site (data.split=site) or not in data.folds_file has no part:
+        # reported like the rest.
+        part_of = self._parts(path, read_cohort(path))
+        for status, why in (("no_site", "no site: data.split=site cannot place it in a fold"),
+                            ("no_fold", f"not in data.folds_file {self.folds_file}")):
+            problems += [Problem("manifest", s.row, s.subject_id, status, why)
+                         for s, _ in usable if part_of[s.subject_id] == status]
+        usable = [(s, e) for s, e in usable if part_of[s.subject_id] not in ("no_site",
+                                                                              "no_fold")]
         if problems:
             listing = "\n".join(f"  {p}" for p in problems)
             if self.strict:
@@ -219,8 +230,6 @@ class BoneAgeDataModule(pl.LightningDataModule):
         if len(usable) < 2 * self.num_folds:
             raise DataError(f"{path}: only {len(usable)} usable studies for "
                             f"{self.num_folds}-fold cross-validation")
-        if self.split == "stratified":
-            part_of = self._parts(path, read_cohort(path))
         self.studies = [s for s, _ in usable]
         self.entries = [e for _, e in usable]
         self.problems = problems
@@ -232,11 +241,21 @@ class BoneAgeDataModule(pl.LightningDataModule):
                             f"of fold {self.fold}")
 
     def _parts(self, path: Path, cohort: list) -> dict[str, str]:
-        """Each subject's part (train, val, test; no_site) in this fold."""
+        """Each subject's part (train, val, test; no_site, no_fold) in this fold."""
         ages, sexes = [m.age for m in cohort], [m.sex for m in cohort]
         subjects = [m.subject_id for m in cohort]
+        if self.split == "stratified" and self.folds_file:
+            try:
+                saved = read_folds(Path(self.folds_file), self.num_folds)
+            except ValueError as err:
+                raise DataError(str(err)) from None
+            self.fold_of = {s: saved[s] for s in subjects if s in saved}
+            return assigned_fold_parts(ages, sexes, subjects, saved, self.fold,
+                                       self.val_fraction, self.split_seed)
         try:
             if self.split == "stratified":
+                self.fold_of = fold_assignment(ages, sexes, subjects, self.num_folds,
+                                               self.split_seed)
                 return fold_parts(ages, sexes, subjects, self.fold, self.num_folds,
                                   self.val_fraction, self.split_seed)
             if SITE_COLUMN not in manifest_columns(path):
@@ -249,6 +268,8 @@ class BoneAgeDataModule(pl.LightningDataModule):
             raise DataError(f"{path}: {err}") from None
         order = site_order(sites)
         self.num_folds, self.test_site = len(order), order[self.fold]
+        self.fold_of = {s: order.index(site) for s, site in zip(subjects, sites, strict=True)
+                        if site}
         return parts
 
     def loader(self, split: str, train: bool = False) -> DataLoader:

@@ -1,4 +1,13 @@
-"""Subject-level cross-validation folds, stratified by age band and sex (scikit-learn).
+"""Subject-level cross-validation folds, stratified by age band and sex, that stay put.
+
+Each subject's place is a function of the subject and the split seed: within its stratum
+(ten-year age band x sex), subjects are ordered by a hash of (seed, subject id) and cut into
+``num_folds`` equal runs. Adding or removing subjects therefore moves only them and, in their
+strata, the few subjects at the edges of the runs; a hospital cohort can grow and be cleaned
+and its published folds survive. (scikit-learn's shuffled ``StratifiedGroupKFold``, used before
+2026-12-04, reshuffles every subject when one row changes; hence this small hand-written rule.)
+The inner validation split is cut the same way from a fold's training subjects, with the next
+seed. A saved assignment (``folds.csv``, subject_id -> fold) can be given back instead.
 
 Folds are drawn once per cohort: over every subject the manifest names (``read_cohort``), not
 over the studies one model can use. Which studies a run then leaves out (unreadable or missing
@@ -10,44 +19,99 @@ label does not take a subject out of the cohort.
 
 from __future__ import annotations
 
-import warnings
+import csv
+import hashlib
+import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import StratifiedGroupKFold
+
+AGE_BAND_YEARS = 10
+FOLDS_FILE = "folds.csv"
 
 
-def strata(
-    ages: Sequence[float | None], sexes: Sequence[str | None], n_bands: int = 4
-) -> np.ndarray:
-    """Stratum label per subject: age band (quantiles of the known ages) x sex.
+def strata(ages: Sequence[float | None], sexes: Sequence[str | None]) -> np.ndarray:
+    """Stratum label per subject: fixed ten-year age band x sex (fixed bands, not quantiles of
+    the cohort, so that no subject changes stratum when others come or go).
 
     An unknown age (None or NaN) is a band of its own, an unknown sex (not F or M) a sex of its
     own.
     """
-    ages = np.array([np.nan if a is None else a for a in ages], dtype=float)
-    known = np.isfinite(ages)
-    band = np.full(len(ages), n_bands)
-    if known.any():
-        edges = np.unique(np.quantile(ages[known], np.linspace(0, 1, n_bands + 1)[1:-1]))
-        band[known] = np.searchsorted(edges, ages[known], side="right")
+    band = np.array([-1 if a is None or not math.isfinite(a) else int(a // AGE_BAND_YEARS)
+                     for a in ages])
     sex = np.array([{"F": 0, "M": 1}.get(s, 2) for s in sexes])
     return band * 3 + sex
 
 
-def _split(
-    labels: np.ndarray, groups: Sequence[str], n_splits: int, which: int, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    if np.unique(labels, return_counts=True)[1].max() < n_splits:
-        labels = np.zeros_like(labels)  # too few studies to stratify: plain grouped split
-    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    with warnings.catch_warnings():
-        # Small strata cannot be spread over every split; the stratification is then approximate.
-        warnings.filterwarnings("ignore", "The least populated class", UserWarning)
-        for i, (rest, held) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups)):
-            if i == which:
-                return rest, held
-    raise ValueError(f"data.fold must be in 0..{n_splits - 1}, got {which}")
+def _rank_key(subject: str, seed: int) -> bytes:
+    return hashlib.blake2b(f"{seed}\0{subject}".encode(), digest_size=16).digest()
+
+
+def stable_blocks(labels: np.ndarray, subjects: Sequence[str], n_blocks: int, seed: int,
+                  rotate: bool = True) -> np.ndarray:
+    """Block 0..n_blocks-1 of each entry: in each stratum, subjects ordered by the hash of
+    (seed, subject) and cut into ``n_blocks`` runs whose sizes differ by at most one; with
+    ``rotate`` the runs' numbering is turned by a hash of (seed, stratum), so that small strata
+    do not all start in block 0 (without it, every stratum's first subject is in block 0).
+    Entries of one subject share its block (and the stratum of its first entry). Where no
+    stratum holds ``n_blocks`` subjects, all are one stratum (too few to stratify)."""
+    subjects = [str(s) for s in subjects]
+    first: dict[str, int] = {}
+    for i, s in enumerate(subjects):
+        first.setdefault(s, int(labels[i]))
+    by_stratum: dict[int, list[str]] = {}
+    for s, label in first.items():
+        by_stratum.setdefault(label, []).append(s)
+    if max(map(len, by_stratum.values()), default=0) < n_blocks:
+        by_stratum = {0: list(first)}
+    block: dict[str, int] = {}
+    for label, members in by_stratum.items():
+        members.sort(key=lambda s: _rank_key(s, seed))
+        n = len(members)
+        turn = int.from_bytes(_rank_key(f"stratum {label}", seed), "big") if rotate else 0
+        block.update({s: (r * n_blocks // n + turn) % n_blocks for r, s in enumerate(members)})
+    return np.array([block[s] for s in subjects], dtype=int)
+
+
+def fold_assignment(ages: Sequence[float | None], sexes: Sequence[str | None],
+                    subjects: Sequence[str], num_folds: int = 5, seed: int = 0) -> dict[str, int]:
+    """Each subject's test fold (what ``folds.csv`` holds)."""
+    blocks = stable_blocks(strata(ages, sexes), subjects, num_folds, seed)
+    return {str(s): int(b) for s, b in zip(subjects, blocks, strict=True)}
+
+
+def write_folds(path: Path, assignment: dict[str, int]) -> Path:
+    """``folds.csv``: subject_id, fold (pseudonyms only, as the manifest names them)."""
+    with Path(path).open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["subject_id", "fold"])
+        w.writerows(sorted(assignment.items()))
+    return Path(path)
+
+
+def read_folds(path: Path, num_folds: int) -> dict[str, int]:
+    """A saved assignment; ValueError naming the file, line and field that is wrong."""
+    try:
+        with Path(path).open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if not {"subject_id", "fold"} <= set(reader.fieldnames or []):
+                raise ValueError(f"{path}: data.folds_file needs columns subject_id and fold, "
+                                 f"has {', '.join(reader.fieldnames or []) or 'none'}")
+            out: dict[str, int] = {}
+            for line, row in enumerate(reader, start=2):
+                subject, text = (row["subject_id"] or "").strip(), (row["fold"] or "").strip()
+                if not subject:
+                    raise ValueError(f"{path}, line {line}: empty subject_id")
+                if not text.isdigit() or int(text) >= num_folds:
+                    raise ValueError(f"{path}, line {line}: fold {text!r} is not in "
+                                     f"0..{num_folds - 1} (data.num_folds={num_folds})")
+                if subject in out and out[subject] != int(text):
+                    raise ValueError(f"{path}, line {line}: subject {subject!r} given two folds")
+                out[subject] = int(text)
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: data.folds_file cannot be read ({err})") from None
+    return out
 
 
 def check_fold_settings(fold: int, num_folds: int, val_fraction: float) -> None:
@@ -68,10 +132,12 @@ def check_val_fraction(val_fraction: float) -> None:
 def _inner_split(
     labels: np.ndarray, subjects: np.ndarray, val_fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Train and inner-validation indices (into ``subjects``) of a fold's training subjects."""
-    # A small cohort gets fewer, larger inner splits rather than an error.
-    n_inner = max(2, min(round(1 / val_fraction), len(np.unique(subjects))))
-    return _split(labels, subjects, n_inner, 0, seed + 1)
+    """Train and inner-validation indices (into ``subjects``) of a fold's training subjects:
+    the first of round(1 / val_fraction) runs of each stratum (at least one subject a stratum,
+    so a small cohort gets a larger inner split rather than an error)."""
+    n_inner = max(2, round(1 / val_fraction))
+    val = stable_blocks(labels, subjects, n_inner, seed + 1, rotate=False) == 0
+    return np.flatnonzero(~val), np.flatnonzero(val)
 
 
 def fold_indices(
@@ -85,7 +151,7 @@ def fold_indices(
 ) -> dict[str, np.ndarray]:
     """Indices of the train, inner-validation and test (held-out fold) subjects of a cohort.
 
-    Grouping by subject keeps every subject in exactly one part; the inner validation split is
+    Every subject is in exactly one part (its entries together); the inner validation split is
     drawn from the training folds only, so the test fold never influences training. Both splits
     are a function of the arguments alone: pass the whole cohort (``read_cohort``), then drop
     the subjects a run cannot use from their parts.
@@ -95,7 +161,16 @@ def fold_indices(
     subjects = np.asarray(subjects)
     if len(np.unique(subjects)) < num_folds:
         raise ValueError(f"{len(np.unique(subjects))} subjects cannot fill {num_folds} folds")
-    train_val, test = _split(labels, subjects, num_folds, fold, seed)
+    return parts_of_fold(labels, subjects, stable_blocks(labels, subjects, num_folds, seed),
+                         fold, val_fraction, seed)
+
+
+def parts_of_fold(labels: np.ndarray, subjects: np.ndarray, fold_of: np.ndarray, fold: int,
+                  val_fraction: float, seed: int) -> dict[str, np.ndarray]:
+    """Train, inner-validation and test indices given each entry's fold (``fold_of``; -1: in
+    no fold, e.g. a subject a saved assignment does not name: in no part)."""
+    test = np.flatnonzero(fold_of == fold)
+    train_val = np.flatnonzero((fold_of != fold) & (fold_of >= 0))
     train, val = _inner_split(labels[train_val], subjects[train_val], val_fraction, seed)
     return {"train": train_val[train], "val": train_val[val], "test": test}
 
@@ -117,6 +192,26 @@ def fold_parts(
     """
     splits = fold_indices(ages, sexes, subjects, fold, num_folds, val_fraction, seed)
     return {subjects[int(i)]: part for part, index in splits.items() for i in index}
+
+
+def assigned_fold_parts(
+    ages: Sequence[float | None],
+    sexes: Sequence[str | None],
+    subjects: Sequence[str],
+    assignment: dict[str, int],
+    fold: int,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+) -> dict[str, str]:
+    """``fold_parts`` under a saved assignment (``read_folds``): a subject it does not name
+    has part ``"no_fold"`` (never trained or tested on: reported); the inner validation split
+    is cut as usual from the other folds' subjects."""
+    subjects_arr = np.asarray([str(s) for s in subjects])
+    fold_of = np.array([assignment.get(s, -1) for s in subjects_arr])
+    splits = parts_of_fold(strata(ages, sexes), subjects_arr, fold_of, fold, val_fraction, seed)
+    parts = {s: "no_fold" for s in subjects_arr}
+    parts.update({subjects_arr[int(i)]: part for part, index in splits.items() for i in index})
+    return parts
 
 
 SPLITS = ("stratified", "site")  # data.split

@@ -83,6 +83,7 @@ class FittedRun:
         best_epoch, epochs: the tested epoch (0-based) and the epochs run.
         tested_checkpoint: the checkpoint whose weights were tested (None: the final weights).
         timing: seconds of the run's phases (``setup_seconds``, ``evaluation_seconds``).
+        folds: the cohort's fold assignment (subject_id -> test fold), for ``folds.csv``.
     """
 
     evaluation: FoldEvaluation
@@ -97,6 +98,7 @@ class FittedRun:
     epochs: int
     tested_checkpoint: Path | None
     timing: dict[str, float] = field(default_factory=dict)
+    folds: dict[str, int] = field(default_factory=dict)
 
 
 class ResultsCallback(pl.Callback):

@@ -185,7 +185,7 @@ def fitted_run(trainer: pl.Trainer, module: BoneAgeModule, datamodule: BoneAgeDa
         problems=list(datamodule.problems), manifest=datamodule.manifest_path(),
         num_params=count_parameters(module.net), best_epoch=int(module.best_epoch),
         epochs=int(trainer.current_epoch), tested_checkpoint=Path(tested) if tested else None,
-        timing=timing)
+        timing=timing, folds=dict(datamodule.fold_of))
 
 
 @contextmanager

@@ -148,3 +148,58 @@ def test_a_small_cohort_gets_fewer_inner_splits(labels):
     ages, sexes, subjects = (x[:12] for x in labels)
     split = fold_indices(ages, sexes, subjects, 0, 5, 0.1, seed=1)  # 9 subjects for 10 splits
     assert len(split["val"]) >= 1 and sum(map(len, split.values())) == 12
+
+
+# -- folds that stay put, saved and given back --------------------------------------------------
+
+def _assignment(labels, keep=None):
+    from bone_age.data.folds import fold_assignment
+
+    ages, sexes, subjects = labels
+    idx = [i for i in range(len(subjects)) if keep is None or i in keep]
+    return fold_assignment([ages[i] for i in idx], [sexes[i] for i in idx],
+                           [subjects[i] for i in idx], 5, seed=3)
+
+
+@pytest.mark.parametrize("removed", [1, 10, 30])
+def test_removing_subjects_moves_almost_nobody_else(labels, removed):
+    full = _assignment(labels)
+    rng = np.random.default_rng(removed)
+    gone = set(rng.choice(len(labels[2]), removed, replace=False).tolist())
+    after = _assignment(labels, keep=set(range(len(labels[2]))) - gone)
+    moved = sum(after[s] != full[s] for s in after)
+    # At most the subjects at the edges of each fold's run in the strata that lost someone.
+    assert moved <= 4 * min(removed, 10), moved
+    added = _assignment(labels)  # and the same cohort gives the same folds
+    assert added == full
+
+
+def test_a_run_saves_its_folds_and_a_later_run_takes_them(cohort, tmp_path):
+    from bone_age.data.folds import read_folds, write_folds
+
+    reference, dm = _parts(cohort, tmp_path / "cache")
+    saved = write_folds(tmp_path / "folds.csv", dm.fold_of)
+    assert set(read_folds(saved, 5)) == set.union(*reference.values())
+    again, _ = _parts(cohort, tmp_path / "cache", folds_file=str(saved))
+    assert again["test"] == reference["test"]
+    # A subject the saved assignment does not name is left out and reported, nobody moves.
+    rows = saved.read_text().splitlines()
+    dropped = rows[1].split(",")[0]
+    (tmp_path / "fewer.csv").write_text("\n".join([rows[0], *rows[2:]]) + "\n")
+    fewer, dm = _parts(cohort, tmp_path / "cache", folds_file=str(tmp_path / "fewer.csv"))
+    assert [(p.subject_id, p.status) for p in dm.problems] == [(dropped, "no_fold")]
+    assert fewer["test"] == reference["test"] - {dropped}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("subject,fold\nS1,0\n", "needs columns subject_id and fold"),
+    ("subject_id,fold\nS1,7\n", "line 2: fold '7' is not in 0..4"),
+    ("subject_id,fold\nS1,0\n,1\n", "line 3: empty subject_id"),
+    ("subject_id,fold\nS1,0\nS1,2\n", "line 3: subject 'S1' given two folds"),
+])
+def test_a_bad_folds_file_is_one_line_naming_file_and_line(cohort, tmp_path, text, message):
+    path = tmp_path / "folds.csv"
+    path.write_text(text)
+    with pytest.raises(DataError, match=message) as err:
+        _parts(cohort, tmp_path / "cache", folds_file=str(path))
+    assert str(err.value).startswith(str(path)) and "\n" not in str(err.value)

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.conftest import run_in_process, tiny_overrides
+from tests.conftest import read_rows, run_in_process, tiny_overrides
 
 MODELS = ["vgg16", "resnet50", "inception", "multi_vgg16"]
 LOSSES = ["mse", "softmax", "mv"]
@@ -37,6 +37,8 @@ def test_every_table1_cell_runs_end_to_end(model, loss, cohort, tmp_path):
     assert set(rows[0]) == {"subject_id", "fold", "sex", "age", "pred_age", "pred_sd"}
     assert all((r["pred_sd"] == "") == (loss == "mse") for r in rows)
     assert (out / "scatter.png").stat().st_size > 1000
+    # The cohort's fold assignment, for data.folds_file= of a later run.
+    assert len(read_rows(out / "folds.csv")) == 40
 
 
 def test_multirun_sweep_writes_table1(cohort, tmp_path):

@@ -1,5 +1,6 @@
-"""Results callback: the test fold's metrics, predictions.csv, excluded.csv, history.csv and
-figures (scatter, Bland-Altman, error by group, learning curves)."""
+"""Results callback: the test fold's metrics, predictions.csv, excluded.csv, history.csv,
+folds.csv (the cohort's fold assignment) and figures (scatter, Bland-Altman, error by group,
+learning curves)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 
+from bone_age.data.folds import FOLDS_FILE, write_folds
 from bone_age.evaluation import plots
 from bone_age.evaluation.results import (
     accuracy,
@@ -77,6 +79,8 @@ class ResultsWriter(ResultsCallback):
         results.tables["predictions"] = (columns, rows)
         write_csv(self.output_dir / "history.csv", ["epoch", *HISTORY_KEYS],
                   [[h.get(k, "") for k in ("epoch", *HISTORY_KEYS)] for h in self.history])
+        if run.folds:  # data.folds_file=<this file> gives a later run the same folds
+            write_folds(self.output_dir / FOLDS_FILE, run.folds)
         write_csv(self.output_dir / "excluded.csv", ["source", "row", "subject_id", "status",
                                                      "reason"],
                   [[p.source, p.row, p.subject_id, p.status, p.reason] for p in run.problems])
