@@ -92,6 +92,8 @@ def write_folds(path: Path, assignment: dict[str, int]) -> Path:
 
 def read_folds(path: Path, num_folds: int) -> dict[str, int]:
     """A saved assignment; ValueError naming the file, line and field that is wrong."""
+    if not Path(path).is_file():  # a folder, a FIFO or a device would block or mislead
+        raise ValueError(f"{path}: data.folds_file is not a regular file")
     try:
         with Path(path).open(newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)

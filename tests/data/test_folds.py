@@ -1,6 +1,7 @@
 """Cross-validation folds: subject-level, complete, stratified, deterministic."""
 
 import csv
+import os
 
 import numpy as np
 import pytest
@@ -196,10 +197,14 @@ def test_a_run_saves_its_folds_and_a_later_run_takes_them(cohort, tmp_path):
     ("subject_id,fold\nS1,7\n", "line 2: fold '7' is not in 0..4"),
     ("subject_id,fold\nS1,0\n,1\n", "line 3: empty subject_id"),
     ("subject_id,fold\nS1,0\nS1,2\n", "line 3: subject 'S1' given two folds"),
+    ("fifo", "is not a regular file"),
 ])
 def test_a_bad_folds_file_is_one_line_naming_file_and_line(cohort, tmp_path, text, message):
     path = tmp_path / "folds.csv"
-    path.write_text(text)
+    if text == "fifo":
+        os.mkfifo(path)  # would block a reader forever
+    else:
+        path.write_text(text)
     with pytest.raises(DataError, match=message) as err:
         _parts(cohort, tmp_path / "cache", folds_file=str(path))
     assert str(err.value).startswith(str(path)) and "\n" not in str(err.value)
