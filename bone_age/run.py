@@ -12,15 +12,13 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from bone_age.utils.configs import CONF_DIR
 from bone_age.utils.console import quiet_third_party, run_summary
 from bone_age.utils.errors import EXIT_BAD_INPUT, user_error_message
 
 log = logging.getLogger("bone_age")
 
 
-# An absolute path: the same configs whether started as ``python -m bone_age.run`` or as the
-# installed ``bone-age-run`` script (Hydra would look for a relative path from the caller).
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")

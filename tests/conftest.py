@@ -13,8 +13,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
 from bone_age.phantom import generate_cohort
+from bone_age.utils.configs import CONF_DIR  # noqa: F401  (tests import it from here)
 
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 SHARED_DICOM = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-dicom"
 
 

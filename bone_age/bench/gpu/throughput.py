@@ -23,8 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bone_age.bench.gpu.sizes import Sizes
 from bone_age.losses import LOSSES
-
-CONF = Path(__file__).resolve().parents[3] / "conf"
+from bone_age.utils.configs import CONF_DIR
 
 
 def build_net(model: str, num_outputs: int, backbone: str | None = None) -> torch.nn.Module:
@@ -32,7 +31,7 @@ def build_net(model: str, num_outputs: int, backbone: str | None = None) -> torc
     from hydra import compose, initialize_config_dir
 
     overrides = [f"model={model}"] + ([f"model.backbone={backbone}"] if backbone else [])
-    with initialize_config_dir(str(CONF), version_base="1.3"):
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
         node = compose("config", overrides=overrides).model
     return instantiate(node, num_outputs=num_outputs)
 
