@@ -83,3 +83,11 @@ class PhantomSource:
     @property
     def is_phantom(self) -> bool:
         return True
+
+
+def phantom_yardsticks(manifest: Path | str) -> dict[str, float]:
+    """A phantom cohort's floor and oracle MAE (``phantom_floor_mae``, ``phantom_oracle_mae``)
+    from its ``phantom_info.json``; empty for a cohort that is not a phantom."""
+    from bone_age.phantom.cohort import cohort_yardsticks  # the phantom's format, read lazily
+
+    return cohort_yardsticks(manifest)

@@ -242,6 +242,21 @@ def generate_cohort(
     return out / "manifest.csv"
 
 
+def cohort_yardsticks(manifest: Path | str) -> dict[str, float]:
+    """The phantom's floor and oracle MAE for a cohort's manifest; empty for any other cohort.
+
+    Read from ``phantom_info.json`` beside the manifest (written with the cohort, never
+    recomputed); a missing or damaged file gives nothing rather than an error: the figures are
+    context for the reader, not inputs.
+    """
+    try:
+        info = json.loads((Path(manifest).parent / "phantom_info.json").read_text())
+        floor, oracle = float(info["bayes_mae_floor"]), float(info["oracle_mae"])
+    except (OSError, ValueError, TypeError, KeyError):
+        return {}
+    return {"phantom_floor_mae": floor, "phantom_oracle_mae": oracle}
+
+
 def ensure_cohort(out_dir: Path | str, subjects: int, seed: int, **options: Any) -> Path:
     """Return out_dir/manifest.csv, generating the cohort only if missing or its options differ.
 

@@ -12,6 +12,7 @@ a closing summary.
 from __future__ import annotations
 
 import logging
+import shlex
 import sys
 import time
 import warnings
@@ -132,6 +133,19 @@ def _minutes(seconds: float) -> str:
     return f"{m} min {s:02d} s" if m else f"{s} s"
 
 
+def python_command(module: str, *args: str | Path) -> str:
+    """``module`` as a command that runs as printed from a new shell in this folder.
+
+    The interpreter of this process (``.venv/bin/python`` relative to the working folder where
+    it lies inside it), not a bare ``python`` that may lack the project's packages; arguments
+    quoted for the shell.
+    """
+    exe = Path(sys.executable)
+    if exe.is_relative_to(Path.cwd()):
+        exe = exe.relative_to(Path.cwd())
+    return shlex.join([str(exe), "-m", module, *(str(a) for a in args)])
+
+
 def run_summary(metrics: dict[str, Any], run_dir: Path, seconds: float) -> str:
     """The closing lines of a run: its figures, the files to open first, the next commands."""
     best = sorted((run_dir / "checkpoints").glob("epoch*.ckpt"))
@@ -141,17 +155,28 @@ def run_summary(metrics: dict[str, Any], run_dir: Path, seconds: float) -> str:
              ("predictions.csv", "one row per test subject"),
              (str(ckpt.relative_to(run_dir)), "the checkpoint tested (lowest validation loss)")]
     width = max(len(f) for f, _ in files)
+    yardsticks = ""
+    if "phantom_floor_mae" in metrics and "phantom_oracle_mae" in metrics:
+        yardsticks = (f"  the phantom's yardsticks: floor {metrics['phantom_floor_mae']:.2f} y "
+                      f"(no model can do better), oracle {metrics['phantom_oracle_mae']:.2f} y "
+                      "(a model given the simulated age effects)")
     lines = [
         f"bone-age: finished in {_minutes(seconds)}",
         f"  test MAE {metrics['mae']:.2f} y (SD {metrics.get('mae_sd', float('nan')):.2f}), "
         f"r {metrics['pearson_r']:.2f}; baseline (always the training mean) "
         f"{metrics['baseline_mae']:.2f} y; fold {metrics.get('fold', '?')}, "
         f"{metrics['n_test']} test subjects",
+        *([yardsticks] if yardsticks else []),
         f"  run folder: {run_dir}",
         *(f"    {name:<{width}}  {what}" for name, what in files if (run_dir / name).exists()),
         "  next:",
-        f"    python -m bone_age.predict {ckpt} DICOM_FOLDER_OR_MANIFEST --out predictions.csv",
-        "    python -m bone_age.run -m model=vgg16,multi_vgg16 loss=mse,mv   (a sweep)",
-        "    python -m bone_age.report multirun/DATE/TIME                    (its Table 1)",
+        "    " + python_command("bone_age.predict", ckpt, "DICOM_FOLDER_OR_MANIFEST", "--out",
+                                "predictions.csv"),
+        "    " + python_command("bone_age.run", "experiment=table1_cpu")
+        + "   (Table 1 at CPU size: 30 short runs)",
+        "    " + python_command("bone_age.run", "experiment=table1", "trainer=gpu")
+        + "   (the paper's Table 1: 60 runs, a GPU's work)",
+        "    " + python_command("bone_age.report", "multirun/SWEEP_FOLDER")
+        + "   (a sweep's Table 1 again; the sweep names its folder)",
     ]
     return "\n".join(lines)

@@ -31,6 +31,10 @@ def test_every_table1_cell_runs_end_to_end(model, loss, cohort, tmp_path):
         assert 0 < metrics[key] < metrics["setup_seconds"] + metrics["train_seconds"] + 60, key
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["mae"] == pytest.approx(metrics["mae"])
+    # A phantom cohort's yardsticks travel with the run (the closing summary prints them).
+    info = json.loads((cohort.parent / "phantom_info.json").read_text())
+    assert saved["phantom_floor_mae"] == info["bayes_mae_floor"]
+    assert saved["phantom_oracle_mae"] == info["oracle_mae"]
     with (out / "predictions.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == metrics["n_test"]

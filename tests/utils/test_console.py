@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import logging
 import re
+import shlex
 import subprocess
 import sys
 import warnings
@@ -76,7 +77,30 @@ def test_run_summary_names_figures_files_and_next_commands(tmp_path):
     for name in ("metrics.json", "scatter.png", "predictions.csv", "checkpoints/epoch007.ckpt"):
         assert name in text
     assert f"bone_age.predict {tmp_path / 'checkpoints' / 'epoch007.ckpt'}" in text
-    assert "bone_age.report" in text and "-m model=" in text
+    assert "bone_age.report multirun/" in text and "experiment=table1_cpu" in text
+    assert "yardsticks" not in text  # not a phantom cohort
+
+
+def test_run_summary_commands_run_as_printed(tmp_path, monkeypatch):
+    """The next commands name this interpreter (a new shell's python may lack torch) and quote
+    paths with spaces; they parse as shell words and the interpreter they name exists."""
+    run = tmp_path / "my runs" / "r1"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "epoch003.ckpt").write_text("x")
+    monkeypatch.chdir(tmp_path)
+    text = console.run_summary({"mae": 4.0, "pearson_r": 0.8, "baseline_mae": 7.0, "n_test": 9,
+                                "phantom_floor_mae": 2.231, "phantom_oracle_mae": 3.36},
+                               run, 60)
+    assert "floor 2.23 y" in text and "oracle 3.36 y" in text
+    commands = [line.split("   (")[0].strip() for line in text.splitlines()
+                if " -m bone_age." in line]
+    assert len(commands) == 4
+    for command in commands:
+        words = shlex.split(command)
+        assert Path(words[0]).resolve() == Path(sys.executable).resolve(), words[0]
+        assert words[1] == "-m" and words[2].startswith("bone_age.")
+    predict = shlex.split(commands[0])
+    assert Path(predict[3]) == run / "checkpoints" / "epoch003.ckpt"
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ import numpy as np
 import pytorch_lightning as pl
 
 from bone_age.data.folds import FOLDS_FILE, write_folds
+from bone_age.data.sources import phantom_yardsticks
 from bone_age.evaluation import plots
 from bone_age.evaluation.results import (
     accuracy,
@@ -70,6 +71,7 @@ class ResultsWriter(ResultsCallback):
             "train_seconds": round(self.train_seconds, 1),
             **run.timing,
             "n_excluded": len(run.problems),
+            **phantom_yardsticks(run.manifest),  # a phantom's floor and oracle, else nothing
         }
         results.add(metrics)
         columns, rows = prediction_table(
