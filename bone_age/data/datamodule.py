@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from bone_age.data.preprocess import Preprocess
 from bone_age.data.samplers import EpochShuffleSampler, ResumableLoader, step_seed_of
 from bone_age.data.sources import CohortSource, ManifestSource
 from bone_age.data.transforms import BatchAugment, CountNormalize
+from bone_age.utils.cores import usable_cores
 from bone_age.utils.errors import BoneAgeError
 
 log = logging.getLogger(__name__)
@@ -55,9 +55,7 @@ def loader_workers(num_workers: int | str) -> int:
     Cores are those this process may run on (a SLURM or container allocation), not the host's.
     """
     if num_workers == "auto":
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-            os.cpu_count() or 1)
-        return max(0, min(8, cores - 1))
+        return max(0, min(8, usable_cores() - 1))
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
         raise DataError(f"data.num_workers must be a count >= 0 or 'auto', got {num_workers!r}")
     return num_workers
@@ -160,7 +158,7 @@ class BoneAgeDataModule(pl.LightningDataModule):
         self.strict = strict
         self.batch_size, self.progress, self.pin_memory = batch_size, progress, pin_memory
         self.num_workers = loader_workers(num_workers)
-        self.cache_workers = (os.cpu_count() or 1) if cache_workers is None else cache_workers
+        self.cache_workers = usable_cores() if cache_workers is None else cache_workers
         self.studies: list[Study] = []
         self.problems: list[Problem] = []
         self.splits: dict[str, np.ndarray] = {}

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import os
 import sys
 import tempfile
 from collections import deque
@@ -29,6 +28,7 @@ from bone_age.data.dicom import DicomReadError, read_dataset, views_in_file
 from bone_age.data.manifest import read_manifest
 from bone_age.utils.arguments import positive_int
 from bone_age.utils.console import progress as progress_display
+from bone_age.utils.cores import usable_cores
 from bone_age.utils.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_PARTIAL, command
 from bone_age.utils.outputs import check_output_file, write_text_atomic
 
@@ -201,8 +201,7 @@ def _unusable(spec, item: Item) -> str | None:
 
 def _spare_core() -> bool:
     """True when torch's threads leave a core free for decoding alongside the model."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return torch.get_num_threads() < (cores or 1)
+    return torch.get_num_threads() < usable_cores()
 
 
 def _decoded_ahead(spec, items: list[Item], lookahead: int

@@ -14,6 +14,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
+from threadpoolctl import threadpool_limits
 
 from bone_age.data.datamodule import BoneAgeDataModule
 from bone_age.evaluation.fold_outputs import FoldEvaluation
@@ -25,6 +26,7 @@ from bone_age.training.module import BoneAgeModule
 from bone_age.training.precision import supported_precision
 from bone_age.training.results import FittedRun, ResultsCallback, RunResults
 from bone_age.training.resume import ResumeError, checkpoint_to_resume, resume_hint
+from bone_age.utils.cores import thread_count
 from bone_age.utils.errors import brief, user_error_message
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,20 @@ def _apply_speed_switches(net: torch.nn.Module, speed: DictConfig | dict) -> Non
         net.to(memory_format=torch.channels_last)
     if speed.get("compile"):
         net.compile()
+
+
+def _use_threads(setting: object, trainer_cfg: DictConfig) -> None:
+    """torch's and the BLAS/OpenMP pools' threads: the cores this process may use (``threads``)."""
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", 0) or 0)
+    if not processes and trainer_cfg.get("accelerator") == "cpu":
+        devices = trainer_cfg.get("devices")
+        processes = devices if isinstance(devices, int) and devices > 0 else 1
+    threads = thread_count(setting, max(1, processes))
+    torch.set_num_threads(threads)
+    threadpool_limits(threads)
+    if threads < (os.cpu_count() or 1):
+        log.info("%d thread(s): the cores this process may use, of the machine's %d",
+                 threads, os.cpu_count())
 
 
 class _RunClock(pl.Callback):
@@ -113,6 +129,7 @@ def train(cfg: DictConfig) -> RunResults:
                               "resume=false") from None
         log.info("%s already finished; skipped (resume=true)", output_dir)
         return finished
+    _use_threads(cfg.get("threads", "auto"), cfg.trainer)
     pl.seed_everything(cfg.seed, workers=True)
     # What runs is recorded (settings, loggers, report), not what was asked: bf16 falls back on
     # hardware without it.

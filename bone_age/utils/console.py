@@ -14,8 +14,10 @@ from __future__ import annotations
 import logging
 import shlex
 import sys
+import threading
 import time
 import warnings
+import weakref
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -70,43 +72,88 @@ def say(message: str) -> None:
 
 
 class _LineProgress:
-    """tqdm's interface (update, close, iteration) as plain lines, at most one per ``every_s``."""
+    """tqdm's interface (update, close, iteration) as plain lines, at most one per ``every_s``,
+    and at least one per ``every_s`` too: a ticker thread speaks when updates stall (a slow
+    study, a machine shared with other jobs), so that a log is never silent for long.
 
-    def __init__(self, iterable: Iterable | None, total: int | None, desc: str, unit: str,
-                 every_s: float, quiet: bool = False) -> None:
+    ``unit=None`` is a phase without counts (``heartbeat``): its lines say how long it has run.
+    """
+
+    def __init__(self, iterable: Iterable | None, total: int | None, desc: str,
+                 unit: str | None, every_s: float, quiet: bool = False) -> None:
         self.iterable, self.total, self.desc, self.unit = iterable, total, desc, unit
         self.every_s, self.n, self.quiet, self.shown = every_s, 0, quiet, 0
         self.start = self.last = time.perf_counter()
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        if not quiet:
+            # The thread holds a weak reference: a display dropped without close() stops it.
+            threading.Thread(target=_tick, args=(weakref.ref(self), self._closed,
+                                                  min(0.5, every_s / 4)),
+                             name=f"progress: {desc}", daemon=True).start()
 
     def update(self, n: int = 1) -> None:
-        self.n += n
-        now = time.perf_counter()
-        if now - self.last >= self.every_s:
-            self.last = now
-            self._line(now)
+        with self._lock:
+            self.n += n
+            now = time.perf_counter()
+            if now - self.last >= self.every_s:
+                self._line(now)
 
     def _line(self, now: float) -> None:
-        self.shown = self.n
+        self.shown, self.last = self.n, now
         if self.quiet:
+            return
+        if self.unit is None:
+            say(f"{self.desc}: still working, {now - self.start:.0f} s")
             return
         of = f"/{self.total}" if self.total else ""
         say(f"{self.desc}: {self.n}{of} {self.unit}, {now - self.start:.0f} s")
 
+    def _stalled(self) -> None:
+        with self._lock:
+            now = time.perf_counter()
+            if not self._closed.is_set() and now - self.last >= self.every_s:
+                self._line(now)
+
     def close(self) -> None:
-        if self.n != self.shown:  # the last count, unless its line was just shown
-            self._line(time.perf_counter())
+        self._closed.set()
+        with self._lock:
+            if self.unit is not None and self.n != self.shown:  # the last count, unless shown
+                self._line(time.perf_counter())
 
     def __iter__(self) -> Iterator[Any]:
-        for item in self.iterable or ():
-            yield item
-            self.update()
-        self.close()
+        try:
+            for item in self.iterable or ():
+                yield item
+                self.update()
+        finally:
+            self.close()
 
     def __enter__(self) -> _LineProgress:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _tick(ref: weakref.ref, closed: threading.Event, poll_s: float) -> None:
+    while not closed.wait(poll_s):
+        display = ref()
+        if display is None:
+            return
+        display._stalled()
+        del display
+
+
+def heartbeat(desc: str, enabled: bool = True, every_s: float = 10.0) -> _LineProgress:
+    """A context for a phase without counts: ``desc: still working, N s`` every ``every_s``.
+
+    Args:
+        desc: the phase, as its opening line names it (e.g. "phantom: yardsticks").
+        enabled: False shows nothing.
+        every_s: longest silence, in seconds.
+    """
+    return _LineProgress(None, None, desc, None, every_s, quiet=not enabled)
 
 
 def progress(iterable: Iterable | None = None, total: int | None = None, desc: str = "",
