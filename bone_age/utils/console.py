@@ -12,6 +12,7 @@ a closing summary.
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 import sys
 import threading
@@ -61,6 +62,12 @@ def quiet_third_party() -> None:
             handler.addFilter(noise)
     for pattern in _NOISY_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
+    # The layer table of Lightning's model summary (num_params is in metrics.json), and W&B's
+    # banners (its own switch; a user's WANDB_SILENT wins).
+    for name in ("pytorch_lightning.callbacks.model_summary",
+                 "lightning.pytorch.callbacks.model_summary"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    os.environ.setdefault("WANDB_SILENT", "true")
 
 
 def say(message: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 
@@ -51,6 +52,12 @@ def test_multirun_sweep_writes_table1(cohort, tmp_path):
            "data.fold=0,1", *tiny_overrides(cohort, tmp_path), f"hydra.sweep.dir={sweep}"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    # The sweep says its size before the first run, each run its place and the time left.
+    out = done.stdout + done.stderr
+    assert f"sweep: 4 runs into {sweep}" in out
+    assert "run 1 of 4 (model=vgg16 loss=mv data.fold=0" in out
+    assert re.search(r"run 4 of 4 \(model=multi_vgg16 loss=mv data.fold=1 .*\); 3 finished, "
+                     r"~[\d a-z]+ left", out)
     table = (sweep / "table1.md").read_text()
     assert "| VGG16 [test_resnet] | Softmax + Mean-Variance loss |" in table
     assert "| Multiple inputs VGG16 [test_resnet] | Softmax + Mean-Variance loss |" in table

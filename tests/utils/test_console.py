@@ -116,10 +116,12 @@ def test_a_run_reads_well_in_a_log_file(cohort, tmp_path):
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout + proc.stderr
-    for noise in ("Tip:", "TPU available", "LeafSpec", "does not have many workers", "\r"):
+    for noise in ("Tip:", "TPU available", "LeafSpec", "does not have many workers", "\r",
+                  "Total estimated model params size", "Trainable params"):
         assert noise not in out, noise
     assert re.search(r"epoch 1/2  train loss [\d.]+  val loss [\d.]+  val MAE [\d.]+ y", out)
     assert "epoch 2/2" in out and "evaluating the tested weights once" in out
+    assert re.search(r"epoch 1/2 .* [\d.]+ s  ~\d+ s left at most", out)  # the run's ETA
     assert re.search(r"\d+ inner-validation subjects, \d+ held-out subjects", out)
     tail = out[out.index("bone-age: finished in"):]
     assert f"run folder: {run}" in tail and "metrics.json" in tail and "scatter.png" in tail

@@ -12,17 +12,33 @@ from pytorch_lightning.utilities import rank_zero_only
 log = logging.getLogger("bone_age")
 
 
+def _duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    if seconds >= 86400:
+        return f"{seconds / 86400:.1f} days"
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h} h {m:02d} min" if h else f"{m} min {s:02d} s" if m else f"{s} s"
+
+
 class EpochProgress(pl.Callback):
-    """One log line per epoch (k/N, losses, validation MAE, seconds), and within an epoch a line
-    at least every ``every_s`` seconds, so that neither a terminal nor a log is silent for long.
+    """One log line per epoch (k/N, losses, validation MAE, seconds, time left), and within an
+    epoch a line at least every ``every_s`` seconds, so that neither a terminal nor a log is
+    silent for long. Early on, one line estimates the epoch's and the run's time from the
+    first training steps (the first one, with its warm-up, left out), so that a run sized
+    beyond the machine says so within a few steps instead of after hours.
 
     Args:
         every_s: longest silence within an epoch, in seconds.
+        estimate_steps: steps timed, after the first, for the estimate.
     """
 
-    def __init__(self, every_s: float = 15.0) -> None:
-        self.every_s = every_s
+    def __init__(self, every_s: float = 15.0, estimate_steps: int = 2) -> None:
+        self.every_s, self.estimate_steps = every_s, estimate_steps
         self._epoch_start = self._last = 0.0
+        self._epoch_seconds: list[float] = []
+        self._step_marks: list[float] = []
+        self._estimated = False
 
     @rank_zero_only
     def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
@@ -32,11 +48,32 @@ class EpochProgress(pl.Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
         now = time.perf_counter()
+        total = trainer.num_training_batches
+        if not self._estimated:
+            self._step_marks.append(now)
+            if len(self._step_marks) > self.estimate_steps:
+                self._estimate(trainer, module, (now - self._step_marks[0])
+                               / (len(self._step_marks) - 1))
         if now - self._last >= self.every_s:
             self._last = now
-            total = trainer.num_training_batches
-            log.info("epoch %d/%d: batch %d/%s, %.0f s", trainer.current_epoch + 1,
-                     trainer.max_epochs, batch_idx + 1, total, now - self._epoch_start)
+            left = ""
+            if isinstance(total, int) and batch_idx + 1 < total:
+                step = (now - self._epoch_start) / (batch_idx + 1)
+                left = f", ~{_duration(step * (total - batch_idx - 1))} left in the epoch"
+            log.info("epoch %d/%d: batch %d/%s, %.0f s%s", trainer.current_epoch + 1,
+                     trainer.max_epochs, batch_idx + 1, total, now - self._epoch_start, left)
+
+    def _estimate(self, trainer: pl.Trainer, module: pl.LightningModule, step_s: float) -> None:
+        self._estimated = True
+        steps = trainer.num_training_batches
+        if not isinstance(steps, int) or steps <= 0:
+            return
+        epoch = step_s * steps * 1.1  # + validation, about a tenth of the training subjects
+        epochs_left = trainer.max_epochs - trainer.current_epoch
+        stop = " (early stopping may end it sooner)" if trainer.early_stopping_callback else ""
+        log.info("estimate: %.2f s a training step, %d steps an epoch: ~%s an epoch, ~%s for "
+                 "%d epochs%s", step_s, steps, _duration(epoch), _duration(epoch * epochs_left),
+                 epochs_left, stop)
 
     @rank_zero_only
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
@@ -48,7 +85,13 @@ class EpochProgress(pl.Callback):
                                 ("val/mae", "val MAE", "{:.2f} y")):
             if key in m:
                 parts.append(f"{label} {fmt.format(float(m[key]))}")
-        parts.append(f"{time.perf_counter() - self._epoch_start:.1f} s")
+        seconds = time.perf_counter() - self._epoch_start
+        self._epoch_seconds.append(seconds)
+        parts.append(f"{seconds:.1f} s")
+        left = trainer.max_epochs - trainer.current_epoch - 1
+        if left > 0 and trainer.max_epochs > 0:
+            recent = self._epoch_seconds[-3:]
+            parts.append(f"~{_duration(sum(recent) / len(recent) * left)} left at most")
         log.info("  ".join(parts))
         self._last = time.perf_counter()
 
