@@ -402,3 +402,23 @@ def test_arms_clear_the_trunk_and_truth_records_the_drawn_angle(two_frame: Path)
         body = subj.body
         assert float(row["arm_abduction_deg"]) == pytest.approx(drawn_arm_abduction(body),
                                                                 abs=0.006)
+
+
+def test_a_phantom_too_big_for_the_disk_is_refused_before_writing(tmp_path, monkeypatch,
+                                                                     capsys):
+    """Generation says its size on disk, and refuses in one line when it cannot fit."""
+    from collections import namedtuple
+
+    from bone_age.phantom import cohort
+    from bone_age.utils.errors import BoneAgeError
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(cohort.shutil, "disk_usage", lambda p: usage(10**12, 0, 50 * 10**6))
+    with pytest.raises(BoneAgeError, match=r"4474 phantom subjects need about 4\.7 GB and "
+                                           r"0\.1 GB are free"):
+        cohort.generate_cohort(tmp_path / "big", subjects=4474, seed=1, progress=False)
+    assert not list((tmp_path / "big").rglob("*.dcm"))
+    monkeypatch.setattr(cohort.shutil, "disk_usage", lambda p: usage(10**12, 0, 10**11))
+    cohort.generate_cohort(tmp_path / "small", subjects=3, seed=1, workers=1, progress=True)
+    assert "phantom: generating 3 subjects with 1 worker process(es), about 3 MB on disk" in \
+        capsys.readouterr().err

@@ -74,6 +74,10 @@ class EpochProgress(pl.Callback):
         log.info("estimate: %.2f s a training step, %d steps an epoch: ~%s an epoch, ~%s for "
                  "%d epochs%s", step_s, steps, _duration(epoch), _duration(epoch * epochs_left),
                  epochs_left, stop)
+        if module is not None:  # weights; Adam's two moments triple them in last.ckpt
+            weights = sum(t.numel() * t.element_size() for t in module.state_dict().values())
+            log.info("disk: about %.0f MB a tested checkpoint, %.0f MB last.ckpt (with the "
+                     "optimizer state)", weights / 1e6, 3 * weights / 1e6)
 
     @rank_zero_only
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
