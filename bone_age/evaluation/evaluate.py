@@ -49,6 +49,7 @@ from bone_age.inference.predict import (
     read_input,
 )
 from bone_age.inference.run_metadata import RunMetadata
+from bone_age.utils.console import plural
 from bone_age.utils.errors import EXIT_OK, EXIT_PARTIAL, BoneAgeError, command
 from bone_age.utils.outputs import OutputError, check_output_dir, write_text_atomic
 
@@ -78,7 +79,7 @@ def score(spec: RunMetadata, done: list[Predicted], out: Path) -> tuple[dict[str
     scored = [p for p in done if p.item.age is not None and trainable_age(p.item.age, age_range)]
     if not scored:
         raise EvaluationError(
-            f"none of the {len(done)} predicted studies has an age within the model's "
+            f"none of the {plural(len(done), 'predicted study')} has an age within the model's "
             f"{age_range[0]}-{age_range[1]} years ({len(no_age)} without an age): nothing to "
             "score; python -m bone_age.predict gives the predictions alone")
     missing: list[str] = []
@@ -152,9 +153,9 @@ def _check_out(out: Path, inputs: list[Path]) -> Path:
 
 def _print_summary(metrics: dict[str, Any], missing: list[str], refused: int, out: Path) -> None:
     m = metrics
-    print(f"evaluated {m['n']} of {m['n_predicted']} predicted studies ({m['n_no_age']} without "
-          f"an age and {m['n_outside_age_range']} outside the model's age range: predicted, not "
-          f"scored; {refused} refused)")
+    print(f"evaluated {m['n']} of {plural(m['n_predicted'], 'predicted study')} "
+          f"({m['n_no_age']} without an age and {m['n_outside_age_range']} outside the model's "
+          f"age range: predicted, not scored; {refused} refused)")
     line = f"MAE {m['mae']:.2f} (SD {m['mae_sd']:.2f}) y, r {m['pearson_r']:.2f}"
     if "baseline_mae" in m:
         line += (f"; baseline (training mean {m['train_mean_age']:.1f} y) MAE "
@@ -164,7 +165,10 @@ def _print_summary(metrics: dict[str, Any], missing: list[str], refused: int, ou
         print(f"age gap {m['gap_mean']:+.2f} y; bias-corrected (fitted on the training run's "
               f"inner validation) {m['gap_corrected_mean']:+.2f} y")
     if "calib_cov90" in m:
-        extra = f", with temperature {m['calib_cov90_T']:.2f}" if "calib_cov90_T" in m else ""
+        extra = ""
+        if "calib_cov90_T" in m and "temperature" in m:
+            extra = (f"; {m['calib_cov90_T']:.2f} after temperature scaling "
+                     f"(T = {m['temperature']:.2f})")
         print(f"90% interval coverage {m['calib_cov90']:.2f}{extra}")
     for what in missing:
         print(f"bone-age evaluate: not computed: {what}", file=sys.stderr)

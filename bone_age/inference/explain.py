@@ -12,13 +12,15 @@ mirrored if training mirrored it).
 INPUT is one DICOM file (both views as frames, or one view with ``--view``) or a manifest
 ``.csv`` (``--subject ID``, default its first study). Writes ``<name>_gradcam.png`` (both views:
 scan and overlay side by side, with the prediction) and ``<name>_<view>.png`` (the overlay at
-the model input size x ``--scale``). ``<name>`` is the manifest pseudonym, or ``study`` for a
-DICOM file: nothing from the DICOM header's identity fields is written.
+the model input size x ``--scale``). ``<name>`` is the manifest pseudonym, or for a DICOM file
+``study_<digest of the file>`` (each file its own images): nothing from the DICOM header's
+identity fields or the file's name is written.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -180,7 +182,17 @@ def _study(args: argparse.Namespace) -> tuple[dict[str, Path], str | None, str]:
 
     ds = read_dataset(args.input, pixels=False)
     views = views_in_file(ds, args.input, args.view)
-    return dict.fromkeys(views, args.input), args.sex or study_sex(ds), "study"
+    return dict.fromkeys(views, args.input), args.sex or study_sex(ds), _file_name(args.input)
+
+
+def _file_name(path: Path) -> str:
+    """``study_<digest of the file>``: a second input gets its own images (the same file the
+    same ones), and the name says nothing of the patient, as the file's own name might."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return f"study_{digest.hexdigest()[:12]}"
 
 
 def _at_least_1(text: str) -> int:

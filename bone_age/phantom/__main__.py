@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from bone_age.utils.arguments import non_negative_float, positive_int
+from bone_age.utils.console import plural
 from bone_age.utils.errors import command, fail
 
 from .cohort import DEFAULTS, LAYOUTS, generate_cohort, keep_freed_memory
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                 layout=args.layout, transfer_syntax=args.transfer_syntax, sites=args.sites,
             )  # fmt: skip
             dt = time.perf_counter() - t0
-            print(f"wrote {args.subjects} studies to {manifest.parent} in {dt:.1f} s",
+            print(f"wrote {plural(args.subjects, 'study')} to {manifest.parent} in {dt:.1f} s",
                   file=sys.stderr)  # fmt: skip
         if args.preview is not None:
             from .preview import render_preview

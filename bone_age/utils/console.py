@@ -70,6 +70,18 @@ def quiet_third_party() -> None:
     os.environ.setdefault("WANDB_SILENT", "true")
 
 
+def plural(n: int, noun: str) -> str:
+    """``1 study``, ``2 studies``, ``0 files``: a count with its noun (the last word) agreeing."""
+    if n == 1:
+        return f"{n} {noun}"
+    head, _, last = noun.rpartition(" ")
+    if last.endswith("y") and last[-2:-1] not in "aeiou":
+        last = last[:-1] + "ies"
+    elif not last.endswith("s"):
+        last += "s"
+    return f"{n} {head + ' ' if head else ''}{last}"
+
+
 def say(message: str) -> None:
     """A progress line: through logging where it is set up (a run, its log file), else stderr."""
     if log.isEnabledFor(logging.INFO) and log.hasHandlers():

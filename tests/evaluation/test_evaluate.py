@@ -87,6 +87,9 @@ def test_evaluate_on_the_test_fold_reproduces_the_run(cohort, trained, tmp_path,
     printed = capsys.readouterr().out
     assert f"evaluated {got['n']} of {got['n']} predicted studies" in printed
     assert f"MAE {got['mae']:.2f}" in printed
+    assert "calib_cov90_T" in got  # an mv run: each figure named for what it is
+    assert (f"90% interval coverage {got['calib_cov90']:.2f}; {got['calib_cov90_T']:.2f} "
+            f"after temperature scaling (T = {got['temperature']:.2f})") in printed
 
 
 def test_only_checkpoints_of_the_tested_weights_carry_the_calibration(trained):

@@ -50,3 +50,19 @@ def test_gradcam_maps_are_normalised_and_per_view(tmp_path):
     assert np.abs(maps).max() == 1.0 or np.abs(maps).max() == 0.0  # one common scale
     finer = explain.gradcam(net, spec, images, None, stage=2)
     assert finer.shape == (2, 64, 16)
+
+
+def test_a_second_dicom_file_gets_its_own_images(cohort, tmp_path):
+    """Two single-file inputs into one folder: six images, none overwritten, no file name or
+    header field in them; the same file again gives the same names."""
+    from tests.conftest import cohort_rows
+
+    files = sorted({row["anterior"] for row in cohort_rows(cohort)})[:2]
+    ckpt, out = _checkpoint(tmp_path, use_sex=False), tmp_path / "explain"
+    for f in files:
+        assert explain.main([str(ckpt), str(cohort.parent / f), "--out", str(out)]) == 0
+    names = sorted(p.name for p in out.glob("*.png"))
+    assert len(names) == 6 and len({n.split("_")[1] for n in names}) == 2, names
+    assert not any(Path(f).stem in n for f in files for n in names)
+    assert explain.main([str(ckpt), str(cohort.parent / files[0]), "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.glob("*.png")) == names

@@ -128,3 +128,11 @@ def test_a_run_reads_well_in_a_log_file(cohort, tmp_path):
     assert "bone_age.predict" in tail
     # the run's own log file holds the same lines
     assert "epoch 2/2" in (run / "run.log").read_text()
+
+
+def test_counts_agree_with_their_nouns():
+    assert console.plural(1, "study") == "1 study"
+    assert console.plural(2, "study") == "2 studies"
+    assert console.plural(0, "predicted study") == "0 predicted studies"
+    assert console.plural(3, "file") == "3 files" and console.plural(1, "file") == "1 file"
+    assert console.plural(2, "day") == "2 days"
