@@ -33,9 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sites", type=positive_int, default=1,
                    help="number of sites, each with its own camera and population (default 1)")
     p.add_argument("--workers", type=positive_int, default=None,
-                   help="worker processes (default: all CPUs; output does not depend on it)")
+                   help="worker processes (default: the cores this process may use; the "
+                        "output does not depend on it)")
     p.add_argument("--preview", type=Path, default=None,
-                   help="also write a PNG of a few subjects of different ages (ANT + POST)")
+                   help="also write a PNG of a few subjects of different ages (ANT + POST); a "
+                        "bare file name goes into --out, beside the cohort")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p  # fmt: skip
 
@@ -65,8 +67,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.preview is not None:
             from .preview import render_preview
 
-            render_preview(args.preview, args.seed, args.sigma, args.variability)
-            print(f"wrote preview {args.preview}", file=sys.stderr)
+            # A bare name lands beside the cohort, not wherever the command was started (in a
+            # checkout: an untracked file in the repository's root).
+            preview = args.out / args.preview if args.out is not None and \
+                args.preview.parent == Path() else args.preview
+            render_preview(preview, args.seed, args.sigma, args.variability)
+            print(f"wrote preview {preview}", file=sys.stderr)
     except ValueError as exc:  # the cohort's settings, checked where they are used
         return fail("phantom", str(exc))
     return 0

@@ -13,7 +13,7 @@ from bone_age.data.cache import StudyCache
 from bone_age.data.dicom import DicomReadError, frame_views, read_dataset, read_view
 from bone_age.data.preprocess import Preprocess
 from bone_age.data.sources import ManifestSource
-from tests.conftest import SHARED_DICOM
+from tests.conftest import SHARED_DICOM, needs_real_dicom
 
 
 def write_manifest(path, rows, header=("subject_id", "age", "sex", "anterior", "posterior")):
@@ -74,7 +74,7 @@ def test_unreadable_files_give_one_line_errors(tmp_path):
         read_view(tmp_path / "gone.dcm", "anterior")
 
 
-@pytest.mark.skipif(not SHARED_DICOM.is_dir(), reason="../shared/data/real-dicom not present")
+@needs_real_dicom
 def test_real_scan_reads_identically_in_all_transfer_syntaxes():
     arrays = {name: read_view(SHARED_DICOM / name, "anterior")
               for name in ("NM1_UNC", "NM1_RLE", "NM1_JPLL", "NM1_JLSL", "NM1_J2KR")}

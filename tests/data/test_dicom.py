@@ -29,7 +29,7 @@ from bone_age.data.dicom import (
     view_from_text,
 )
 from bone_age.phantom import generate_cohort
-from tests.conftest import SHARED_DICOM
+from tests.conftest import SHARED_DICOM, needs_real_dicom
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +147,7 @@ def test_view_words_in_text_headers():
 REAL = ("NM1_UNC", "NM1_RLE", "NM1_JPLL", "NM1_JLSL", "NM1_J2KR")
 
 
-@pytest.mark.skipif(not SHARED_DICOM.is_dir(), reason="../shared/data/real-dicom not present")
+@needs_real_dicom
 def test_real_scan_counts_in_every_syntax():
     counts = {name: pixel_counts(read_dataset(SHARED_DICOM / name)) for name in REAL}
     ref = counts["NM1_UNC"]

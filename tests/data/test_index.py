@@ -17,7 +17,7 @@ from bone_age.data.labels import parse_age, study_age, study_sex
 from bone_age.data.manifest import read_manifest
 from bone_age.index import main
 from bone_age.phantom import generate_cohort
-from tests.conftest import SHARED_DICOM, run_in_process, tiny_overrides
+from tests.conftest import SHARED_DICOM, needs_real_dicom, run_in_process, tiny_overrides
 
 
 def _csv(path: Path) -> list[dict[str, str]]:
@@ -275,7 +275,7 @@ def test_planted_identities_never_reach_any_output(cohort, tmp_path):
             assert needle.lower().encode() not in data, (path, needle)
 
 
-@pytest.mark.skipif(not SHARED_DICOM.is_dir(), reason="../shared/data/real-dicom not present")
+@needs_real_dicom
 def test_real_export_is_reported_file_by_file_without_identity(tmp_path):
     rows, report = index(SHARED_DICOM, tmp_path / "out", tmp_path / "secret" / "key")
     # One view of one patient, with no view named anywhere: nothing can be written.

@@ -314,6 +314,18 @@ def test_cli_and_preview(tmp_path: Path) -> None:
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_bare_preview_name_lands_beside_the_cohort(tmp_path: Path) -> None:
+    """README's ``--preview preview.png`` wrote into the folder the command ran in (a checkout's
+    root); it goes into --out."""
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    cmd = [sys.executable, "-m", "bone_age.phantom", "--out", str(tmp_path / "c"),
+           "--subjects", "2", "--workers", "1", "--preview", "preview.png", "--no-progress"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=elsewhere)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "c" / "preview.png").is_file() and not list(elsewhere.iterdir())
+
+
 @pytest.mark.parametrize("bad", [["--subjects", "0"], ["--subjects", "x"], ["--out", "FILE"],
                                  ["--layout", "three-frame"], ["--sigma", "-1"]])  # fmt: skip
 def test_cli_bad_input(tmp_path: Path, bad: list[str]) -> None:
