@@ -29,9 +29,14 @@ ITEMS = {
 }
 
 
+QUICK_SUBJECTS = 40
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bone_age.bench", description=__doc__)
-    p.add_argument("--out", type=Path, default=Path("experiments/bench"))
+    p.add_argument("--out", type=Path, default=None,
+                   help="results folder (default experiments/bench, the committed figures; "
+                        "with --quick outputs/bench-quick)")
     p.add_argument("--only", nargs="+", choices=list(ITEMS), help="run only these items")
     p.add_argument("--repeats", type=int, default=5, help="interleaved repeats per comparison")
     p.add_argument("--phantom-subjects", type=int, default=4474)
@@ -40,14 +45,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--memory-steps", type=int, default=100)
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads (default: torch's own; 1 on a shared machine)")
-    p.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny sizes (a smoke test: small cohorts, no compilation), written "
+                        "apart from the committed figures")
     p.add_argument("--render", action="store_true",
                    help="only rebuild results.md from results.json and notes.md in --out")
     p.add_argument("--accuracy", nargs="?", const=Path("experiments/phantom_bench/run"),
                    type=Path, metavar="RUN_DIR",
                    help="item 8: train experiment=phantom_bench into RUN_DIR (unless it holds "
                         "metrics.json already) and compare its MAE with the oracle")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.out is None:
+        args.out = Path("outputs/bench-quick") if args.quick else Path("experiments/bench")
+    if args.quick:  # the paper-size cohorts are what --quick is for avoiding
+        args.phantom_subjects = min(args.phantom_subjects, QUICK_SUBJECTS)
+        args.memory_subjects = min(args.memory_subjects, QUICK_SUBJECTS)
+        args.memory_steps = min(args.memory_steps, 2)
+    return args
 
 
 def _notes(out: Path) -> str:

@@ -70,3 +70,22 @@ def test_write_results(tmp_path: Path) -> None:
     write_results(results, tmp_path)
     assert json.loads((tmp_path / "results.json").read_text())[0]["met"] is True
     assert "**no**" not in markdown(results)
+
+
+def test_quick_suite_is_small_quiet_and_apart(tmp_path: Path) -> None:
+    """--quick: no traceback for its deliberate compile skip, no paper-size phantom, and its
+    figures go to outputs/bench-quick, never into the committed experiments/bench."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "bone_age.bench", "--quick", "--repeats", "1",
+                           "--only", "options", "phantom"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    results = json.loads((tmp_path / "outputs" / "bench-quick" / "results.json").read_text())
+    assert not (tmp_path / "experiments").exists()
+    names = [r["name"] for r in results]
+    assert "5 phantom generation, 40 subjects" in names, names
+    compile_entry = next(r for r in results if "torch.compile" in r["name"])
+    assert compile_entry["value"] is None and "skipped in --quick" in compile_entry["note"]
