@@ -80,7 +80,8 @@ class FittedRun:
         problems: the studies left out, with their reasons.
         manifest: the cohort's manifest.
         num_params: the network's parameters.
-        best_epoch, epochs: the tested epoch (0-based) and the epochs run.
+        best_epoch, epochs: the tested epoch, counted from 1 as the log does (0: none), and the
+            epochs run.
         tested_checkpoint: the checkpoint whose weights were tested (None: the final weights).
         timing: seconds of the run's phases (``setup_seconds``, ``evaluation_seconds``).
         folds: the cohort's fold assignment (subject_id -> test fold), for ``folds.csv``.

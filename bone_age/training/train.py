@@ -200,7 +200,7 @@ def fitted_run(trainer: pl.Trainer, module: BoneAgeModule, datamodule: BoneAgeDa
         fold=datamodule.fold, n_train=len(datamodule.splits["train"]),
         train_mean_age=datamodule.train_mean_age(), split_info=datamodule.split_info(),
         problems=list(datamodule.problems), manifest=datamodule.manifest_path(),
-        num_params=count_parameters(module.net), best_epoch=int(module.best_epoch),
+        num_params=count_parameters(module.net), best_epoch=int(module.best_epoch) + 1,
         epochs=int(trainer.current_epoch), tested_checkpoint=Path(tested) if tested else None,
         timing=timing, folds=dict(datamodule.fold_of))
 

@@ -26,7 +26,11 @@ def test_run_writes_every_figure_and_history(cohort, tmp_path):
         assert _png(out / name), name
     with (out / "history.csv").open() as f:
         history = list(csv.DictReader(f))
-    assert [int(h["epoch"]) for h in history] == [0, 1]
+    assert [int(h["epoch"]) for h in history] == [1, 2]  # counted as the log counts
+    # The tested checkpoint's name, metrics.json and the log name the same epoch.
+    best = json.loads((out / "metrics.json").read_text())["best_epoch"]
+    assert best in (1, 2)
+    assert [p.name for p in (out / "checkpoints").glob("epoch*.ckpt")] == [f"epoch{best:03d}.ckpt"]
     assert all(float(h["train/loss"]) > 0 and float(h["val/mae"]) >= 0 for h in history)
 
 

@@ -49,7 +49,7 @@ class ResultsWriter(ResultsCallback):
         found = {k: float(trainer.callback_metrics[k]) for k in HISTORY_KEYS
                  if k in trainer.callback_metrics}
         if found:
-            self.history.append({"epoch": trainer.current_epoch, **found})
+            self.history.append({"epoch": trainer.current_epoch + 1, **found})  # as the log counts
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._fit_start is not None:
