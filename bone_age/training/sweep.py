@@ -21,7 +21,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from bone_age.training.callbacks.progress import _duration
+from bone_age.utils.console import duration
 
 log = logging.getLogger("bone_age")
 
@@ -84,5 +84,5 @@ class SweepProgress(Callback):
         left = ""
         if done:
             per_run = (time.time() - plan.stat().st_mtime) / done
-            left = f"; {done} finished, ~{_duration(per_run * max(0, n - done))} left"
+            left = f"; {done} finished, ~{duration(per_run * max(0, n - done))} left"
         log.info("run %d of %d (%s)%s", k, n, what, left)

@@ -194,9 +194,14 @@ def progress(iterable: Iterable | None = None, total: int | None = None, desc: s
     return _LineProgress(iterable, total, desc, unit, every_s, quiet=not enabled)
 
 
-def _minutes(seconds: float) -> str:
-    m, s = divmod(round(seconds), 60)
-    return f"{m} min {s:02d} s" if m else f"{s} s"
+def duration(seconds: float) -> str:
+    """``45 s``, ``3 min 35 s``, ``2 h 05 min``, ``1.5 days``: a time as a person reads it."""
+    seconds = max(0, round(seconds))
+    if seconds >= 86400:
+        return f"{seconds / 86400:.1f} days"
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h} h {m:02d} min" if h else f"{m} min {s:02d} s" if m else f"{s} s"
 
 
 def python_command(module: str, *args: str | Path) -> str:
@@ -227,7 +232,7 @@ def run_summary(metrics: dict[str, Any], run_dir: Path, seconds: float) -> str:
                       f"(no model can do better), oracle {metrics['phantom_oracle_mae']:.2f} y "
                       "(a model given the simulated age effects)")
     lines = [
-        f"bone-age: finished in {_minutes(seconds)}",
+        f"bone-age: finished in {duration(seconds)}",
         f"  test MAE {metrics['mae']:.2f} y (SD {metrics.get('mae_sd', float('nan')):.2f}), "
         f"r {metrics['pearson_r']:.2f}; baseline (always the training mean) "
         f"{metrics['baseline_mae']:.2f} y; fold {metrics.get('fold', '?')}, "

@@ -9,16 +9,9 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_only
 
+from bone_age.utils.console import duration
+
 log = logging.getLogger("bone_age")
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    if seconds >= 86400:
-        return f"{seconds / 86400:.1f} days"
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h} h {m:02d} min" if h else f"{m} min {s:02d} s" if m else f"{s} s"
 
 
 class EpochProgress(pl.Callback):
@@ -59,7 +52,7 @@ class EpochProgress(pl.Callback):
             left = ""
             if isinstance(total, int) and batch_idx + 1 < total:
                 step = (now - self._epoch_start) / (batch_idx + 1)
-                left = f", ~{_duration(step * (total - batch_idx - 1))} left in the epoch"
+                left = f", ~{duration(step * (total - batch_idx - 1))} left in the epoch"
             log.info("epoch %d/%d: batch %d/%s, %.0f s%s", trainer.current_epoch + 1,
                      trainer.max_epochs, batch_idx + 1, total, now - self._epoch_start, left)
 
@@ -72,7 +65,7 @@ class EpochProgress(pl.Callback):
         epochs_left = trainer.max_epochs - trainer.current_epoch
         stop = " (early stopping may end it sooner)" if trainer.early_stopping_callback else ""
         log.info("estimate: %.2f s a training step, %d steps an epoch: ~%s an epoch, ~%s for "
-                 "%d epochs%s", step_s, steps, _duration(epoch), _duration(epoch * epochs_left),
+                 "%d epochs%s", step_s, steps, duration(epoch), duration(epoch * epochs_left),
                  epochs_left, stop)
         if module is not None:  # weights; Adam's two moments triple them in last.ckpt
             weights = sum(t.numel() * t.element_size() for t in module.state_dict().values())
@@ -95,7 +88,7 @@ class EpochProgress(pl.Callback):
         left = trainer.max_epochs - trainer.current_epoch - 1
         if left > 0 and trainer.max_epochs > 0:
             recent = self._epoch_seconds[-3:]
-            parts.append(f"~{_duration(sum(recent) / len(recent) * left)} left at most")
+            parts.append(f"~{duration(sum(recent) / len(recent) * left)} left at most")
         log.info("  ".join(parts))
         self._last = time.perf_counter()
 
