@@ -30,7 +30,10 @@ cd "$(dirname "$0")/../.."
 PY=${PYTHON:-.venv/bin/python}
 REAL=${REAL_SCAN:-../shared/data/real-dicom/NM1_UNC}
 ABLATION=ablation,ablation_sex,ablation_single,ablation_pad,ablation_softmax,ablation_mse
-SITES="experiment=sites data.split=stratified,site data.fold=0,1,2"
+# The same thread count however busy the machine (threads=auto would take fewer on a loaded one,
+# and a CPU's float results change with the thread count), so part 1 repeats exactly.
+PIN="threads=${THREADS:-$(nproc)}"
+SITES="experiment=sites data.split=stratified,site data.fold=0,1,2 $PIN"
 
 step() {  # step NAME COMMAND...: run (or print) one command, its output in LOGDIR/NAME.log
   local name=$1; shift
@@ -53,8 +56,8 @@ done
 step preview "$PY" -m bone_age.phantom --preview experiments/phantom/preview.png --seed 0
 step ridge_probe "$PY" experiments/phantom/ridge_probe.py --subjects 1500 --out "$LOG/probe.json"
 (( DRY )) || rm -rf multirun/ablation multirun/ablation_seed1 multirun/sites_{base,noaug,total}
-step ablation "$PY" -m bone_age.run -m experiment=$ABLATION hydra.sweep.dir=multirun/ablation
-step ablation_seed1 "$PY" -m bone_age.run -m experiment=$ABLATION seed=1 data.split_seed=1 \
+step ablation "$PY" -m bone_age.run -m experiment=$ABLATION $PIN hydra.sweep.dir=multirun/ablation
+step ablation_seed1 "$PY" -m bone_age.run -m experiment=$ABLATION $PIN seed=1 data.split_seed=1 \
   data.cohort_seed=1 hydra.sweep.dir=multirun/ablation_seed1
 step ablation_table "$PY" experiments/ablation/table.py multirun/ablation --repeat multirun/ablation_seed1 \
   --repeat-md experiments/ablation/results_seed1.md
