@@ -10,6 +10,7 @@ import csv
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -234,6 +235,36 @@ def test_outputs_are_checked_before_any_work(tiny, tmp_path, capsys, monkeypatch
     assert explain.main([ckpt, manifest, "--out", str(a_file)]) == 2
     assert "it is a file, not a folder" in _err_line(capsys, "explain")
     assert a_file.read_text() == "keep me"
+
+
+def test_no_command_replaces_a_fifo_or_device_or_writes_into_the_export(tiny, tmp_path, capsys):
+    from bone_age.evaluation import evaluate
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    ckpt, manifest = str(tiny["ckpt"]), str(tiny["manifest"])
+    for special in (fifo, Path("/dev/null")):  # the FIFO first: a regression stops there
+        assert predict.main([ckpt, manifest, "--out", str(special)]) == 2
+        assert "not a regular file" in _err_line(capsys, "predict")
+        assert export.main([ckpt, "--out", str(special)]) == 2
+        assert "not a regular file" in _err_line(capsys, "export")
+    evaluation = tmp_path / "eval"
+    evaluation.mkdir()
+    os.mkfifo(evaluation / "metrics.json")
+    assert evaluate.main([ckpt, manifest, "--out", str(evaluation)]) == 2
+    said = "metrics.json: cannot write the evaluation: it is not a regular file (a FIFO)"
+    assert said in _err_line(capsys, "evaluate")
+    assert stat.S_ISFIFO(fifo.lstat().st_mode) and stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    assert stat.S_ISFIFO((evaluation / "metrics.json").lstat().st_mode)
+    # A DICOM folder as input: no output inside it (it would be read as part of the export).
+    export_dir = tmp_path / "export"
+    export_dir.mkdir()
+    shutil.copy(next((tiny["manifest"].parent / "dicom").glob("*.dcm")), export_dir / "a.dcm")
+    key = str(tmp_path / "secret" / "key")
+    assert predict.main([ckpt, str(export_dir), "--out", str(export_dir / "a.dcm"),
+                         "--key-file", key]) == 2
+    assert "inside the input folder" in _err_line(capsys, "predict")
+    assert os.listdir(export_dir) == ["a.dcm"]
 
 
 def test_files_are_written_whole_or_not_at_all(tmp_path):

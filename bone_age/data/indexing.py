@@ -46,6 +46,8 @@ from bone_age.data.labels import study_age, study_sex, study_site, trainable_age
 from bone_age.data.manifest import REQUIRED_COLUMNS, SITE_COLUMN
 from bone_age.data.pseudonym import SUBJECT_PREFIX, Pseudonymizer
 from bone_age.data.sidebyside import split_halves, write_view_file
+from bone_age.utils.files import kind
+from bone_age.utils.outputs import remove_stale_temps, replace, temp_path
 
 MANIFEST_COLUMNS = [*REQUIRED_COLUMNS, "study", SITE_COLUMN]
 REPORT_COLUMNS = ["file", "status", "study", "subject_id", "names_patient", "reason"]
@@ -123,12 +125,6 @@ class IndexResult:
                       key=lambda s: s.subject_id)
 
 
-def _special(mode: int) -> str:
-    kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
-             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
-    return next((name for test, name in kinds if test(mode)), "not a regular file")
-
-
 def _walk(root: Path, skip: Sequence[Path]) -> Iterator[Instance]:
     """Every path under root as an Instance: plain files (and links to them) to classify, and
     the rest already failed with their status, so that none goes unreported.
@@ -183,7 +179,7 @@ def _walk(root: Path, skip: Sequence[Path]) -> Iterator[Instance]:
             elif stat.S_ISREG(st.st_mode):
                 yield inst
             else:
-                yield inst.fail("not_a_file", f"{rel}: {_special(st.st_mode)}; not read")
+                yield inst.fail("not_a_file", f"{rel}: {kind(st.st_mode)}; not read")
         stack.extend(reversed(folders))  # popped in name order
 
 
@@ -462,10 +458,6 @@ def is_links_dir(path: Path) -> bool:
                and not e.is_dir(follow_symlinks=False) for e in os.scandir(path))
 
 
-def _temp(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
 def _place(src: Path, dst: Path, copy: bool, checker: PathChecker) -> str:
     """Put export file ``src`` at ``dst``; returns how ("hard link", "copy", "symbolic link").
 
@@ -500,8 +492,14 @@ def write_outputs(result: IndexResult, manifest: Path, report: Path,
     links_dir = base / LINKS_DIR
     names = link_names(result)
     temps: list[Path] = []
+    # What a killed run left (links staged with full headers, half-written texts) goes first.
+    folders = {base, report.parent}
+    if link_file is not None:
+        folders.add(Path(link_file).absolute().parent)
+    for folder in folders:
+        remove_stale_temps(folder)
     try:
-        staged_links = _temp(links_dir)
+        staged_links = temp_path(links_dir, keep_suffix=False)
         temps.append(staged_links)
         links: dict[Path, Path] = {}
         placed: Counter = Counter()
@@ -517,11 +515,9 @@ def write_outputs(result: IndexResult, manifest: Path, report: Path,
             texts.append((Path(link_file).absolute(), link_file_text(result), 0o600))
         staged = []
         for target, text, mode in texts:
-            tmp = _temp(target)
+            tmp = temp_path(target, keep_suffix=False)
             target.parent.mkdir(parents=True, exist_ok=True)
             temps.append(tmp)
-            if os.path.lexists(tmp):  # left by a run that was killed
-                tmp.unlink()
             # Created with its final mode: the link file is owner-only before any ID is in it.
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
             with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
@@ -530,13 +526,13 @@ def write_outputs(result: IndexResult, manifest: Path, report: Path,
         if os.path.lexists(links_dir):
             if not is_links_dir(links_dir):
                 raise OSError(errno.EEXIST, "holds files the index did not write", links_dir)
-            old = _temp(links_dir.with_name(links_dir.name + "-old"))
+            old = temp_path(links_dir.with_name(links_dir.name + "-old"), keep_suffix=False)
             temps.append(old)
             os.replace(links_dir, old)
         if names:
             os.replace(staged_links, links_dir)
         for tmp, target in staged:
-            os.replace(tmp, target)
+            replace(tmp, target)
         return placed
     finally:
         for tmp in temps:

@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +49,16 @@ from bone_age.inference.predict import (
 )
 from bone_age.inference.run_metadata import RunMetadata
 from bone_age.utils.errors import EXIT_OK, EXIT_PARTIAL, BoneAgeError, command
-from bone_age.utils.outputs import OutputError, check_output_dir, write_text_atomic
+from bone_age.utils.outputs import (
+    OutputError,
+    check_not_input,
+    check_output_dir,
+    check_replaceable,
+    remove_stale_temps,
+    replace,
+    temp_path,
+    write_text_atomic,
+)
 
 KIND = "evaluation"  # metrics.json "kind": the report leaves evaluations out of Table 1
 OUTPUTS = ("metrics.json", "predictions.csv", "calibration.json", "age_gap.csv", "scatter.png",
@@ -130,7 +138,7 @@ def _publish(tmp: Path, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for name in OUTPUTS:
         if (tmp / name).exists():
-            os.replace(tmp / name, out / name)
+            replace(tmp / name, out / name)
         else:
             (out / name).unlink(missing_ok=True)
 
@@ -138,6 +146,9 @@ def _publish(tmp: Path, out: Path) -> None:
 def _check_out(out: Path, inputs: list[Path]) -> Path:
     """DIR: a folder that is absent, empty or holds an earlier evaluation's files only."""
     check_output_dir(out, "evaluation")
+    check_not_input(out, "evaluation", inputs)
+    for name in OUTPUTS:
+        check_replaceable(out / name, "evaluation")
     for source in inputs:
         if source.exists() and source.resolve().is_relative_to(out.resolve()):
             raise OutputError(f"{out}: the evaluation folder holds the input {source}; give "
@@ -193,7 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     if not done:
         raise EvaluationError(f"{args.cohort}: no study could be predicted")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    remove_stale_temps(out.parent)  # what a killed evaluation left
+    tmp = temp_path(out, keep_suffix=False)
+    tmp.mkdir()
     try:
         metrics, missing = score(predictor.spec, done, tmp)
         _publish(tmp, out)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import csv
 import ctypes
 import ctypes.util
+import io
 import json
 import multiprocessing as mp
 import numbers
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from filelock import FileLock
 
 from bone_age.utils.console import progress as progress_display
 from bone_age.utils.console import say
+from bone_age.utils.outputs import remove_stale_temps, temp_path, write_text_atomic
 
 from .anatomy import drawn_arm_abduction
 from .dicom_writer import TRANSFER_SYNTAXES, write_study
@@ -125,10 +126,11 @@ def _work(
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]), lineterminator="\n")
-        w.writeheader()
-        w.writerows(rows)
+    text = io.StringIO()
+    w = csv.DictWriter(text, fieldnames=list(rows[0]), lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    write_text_atomic(path, text.getvalue())
 
 
 def _demographics(truths: list[dict[str, Any]]) -> dict[str, Any]:
@@ -210,6 +212,8 @@ def generate_cohort(
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a directory")
     (out / DICOM_DIR).mkdir(parents=True, exist_ok=True)
+    for folder in (out, *(p for p in (out / DICOM_DIR).rglob("*") if p.is_dir()), out / DICOM_DIR):
+        remove_stale_temps(folder)  # what a killed run left half-written
     workers = max(1, min(workers or os.cpu_count() or 1, subjects))
     sites = make_sites(opts["seed"], opts.get("sites", 1))
     jobs = [(i, opts, str(out), sites[i % len(sites)] if sites else None)
@@ -238,7 +242,7 @@ def generate_cohort(
     if progress:
         say("phantom: yardsticks (Bayes error floor, cross-validated oracle MAE)")
     info = _summary(opts, [t for _, t in results], sites)
-    (out / "phantom_info.json").write_text(json.dumps(info, indent=2) + "\n")
+    write_text_atomic(out / "phantom_info.json", json.dumps(info, indent=2) + "\n")
     return out / "manifest.csv"
 
 
@@ -261,11 +265,13 @@ def ensure_cohort(out_dir: Path | str, subjects: int, seed: int, **options: Any)
                     return out / "manifest.csv"
             except (OSError, ValueError):
                 pass  # unreadable info: regenerate
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        remove_stale_temps(out.parent)  # a cohort a killed run left half-built
+        tmp = temp_path(out, keep_suffix=False)
+        tmp.mkdir()
         try:
             generate_cohort(tmp, subjects, seed, **run_kw, **options)
             if out.exists():  # stale cohort with other options: move aside, then delete
-                old = out.parent / f".{out.name}.old-{os.getpid()}"
+                old = temp_path(out.with_name(out.name + "-old"), keep_suffix=False)
                 os.replace(out, old)
                 shutil.rmtree(old, ignore_errors=True)
             os.replace(tmp, out)
