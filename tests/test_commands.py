@@ -267,6 +267,32 @@ def test_no_command_replaces_a_fifo_or_device_or_writes_into_the_export(tiny, tm
     assert os.listdir(export_dir) == ["a.dcm"]
 
 
+def _command(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """A command in a subprocess with a timeout: a regression that blocks fails, not hangs."""
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_special_files_and_absurd_counts_are_refused_in_one_line(tiny, tmp_path):
+    fifo = tmp_path / "scan.dcm"
+    os.mkfifo(fifo)  # a reader blocks on it forever
+    for special in (fifo, Path("/dev/null")):
+        done = _command("bone_age.evaluate", str(tiny["ckpt"]), str(special),
+                        "--out", str(tmp_path / "eval"))
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert f"bone-age evaluate: {special}: file is not a regular file (a " in done.stderr
+        done = _command("bone_age.phantom.realism", str(special), "--out", str(tmp_path / "r"))
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert "not a regular file" in done.stderr
+    for command, limit in (("bone_age.phantom.realism", "10,000"), ("bone_age.phantom", "100,000")):
+        ref = [str(tiny["manifest"])] if command.endswith("realism") else []
+        done = _command(command, *ref, "--subjects", "1000000000", "--out", str(tmp_path / "p"),
+                        timeout=120)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert f"--subjects: must be at most {limit}, got 1,000,000,000" in done.stderr
+    assert not (tmp_path / "eval").exists() and not (tmp_path / "p").exists()
+
+
 def test_files_are_written_whole_or_not_at_all(tmp_path):
     target = tmp_path / "preds.csv"
     target.write_text("old content\n")

@@ -14,9 +14,7 @@ says so in its first line, and the manifest never holds them: it points to pseud
 from __future__ import annotations
 
 import contextlib
-import csv
 import errno
-import io
 import os
 import shutil
 import stat
@@ -48,6 +46,7 @@ from bone_age.data.pseudonym import SUBJECT_PREFIX, Pseudonymizer
 from bone_age.data.sidebyside import split_halves, write_view_file
 from bone_age.utils.files import kind
 from bone_age.utils.outputs import remove_stale_temps, replace, temp_path
+from bone_age.utils.tables import csv_text
 
 MANIFEST_COLUMNS = [*REQUIRED_COLUMNS, "study", SITE_COLUMN]
 REPORT_COLUMNS = ["file", "status", "study", "subject_id", "names_patient", "reason"]
@@ -376,16 +375,6 @@ def _identifiers(instances: list[Instance]) -> PathChecker:
     return checker
 
 
-def _csv_text(columns: list[str], rows: list[dict], first_line: str = "") -> str:
-    buffer = io.StringIO()
-    if first_line:
-        buffer.write(first_line + "\r\n")
-    writer = csv.DictWriter(buffer, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
 def _shown(text: str) -> str:
     """A path as UTF-8 can hold it (a file name that is not valid UTF-8 keeps its bytes as
     backslash escapes instead of failing the whole write)."""
@@ -412,7 +401,7 @@ def manifest_text(result: IndexResult, base: Path, links: dict[Path, Path]) -> s
     def rel(path: Path) -> str:
         return Path(os.path.relpath(links.get(path, path), base)).as_posix()
 
-    return _csv_text(MANIFEST_COLUMNS, [{
+    return csv_text(MANIFEST_COLUMNS, [{
         "subject_id": s.subject_id, "age": "" if s.age is None else f"{s.age:g}", "sex": s.sex,
         **{v: rel(s.views[v]) for v in VIEWS}, "study": s.key, SITE_COLUMN: s.site,
     } for s in result.written])
@@ -437,13 +426,13 @@ def report_text(result: IndexResult) -> str:
     else:
         first = ("# No path below the export names a patient (checked against the Patient IDs, "
                  "names and birth dates of its files).")
-    return _csv_text(REPORT_COLUMNS, rows, first)
+    return csv_text(REPORT_COLUMNS, rows, first)
 
 
 def link_file_text(result: IndexResult) -> str:
     """For the data owner only: pseudonym -> Patient ID of every written subject."""
     pairs = {s.subject_id: s.patient_id for s in result.written}
-    return _csv_text(["subject_id", "patient_id"],
+    return csv_text(["subject_id", "patient_id"],
                      [{"subject_id": k, "patient_id": v} for k, v in sorted(pairs.items())])
 
 

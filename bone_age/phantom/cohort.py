@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import csv
 import ctypes
 import ctypes.util
-import io
 import json
 import multiprocessing as mp
 import numbers
@@ -21,6 +19,7 @@ from filelock import FileLock
 from bone_age.utils.console import progress as progress_display
 from bone_age.utils.console import say
 from bone_age.utils.outputs import remove_stale_temps, temp_path, write_text_atomic
+from bone_age.utils.tables import write_csv
 
 from .anatomy import drawn_arm_abduction
 from .dicom_writer import TRANSFER_SYNTAXES, write_study
@@ -126,11 +125,7 @@ def _work(
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    text = io.StringIO()
-    w = csv.DictWriter(text, fieldnames=list(rows[0]), lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    write_text_atomic(path, text.getvalue())
+    write_csv(path, list(rows[0]), rows, lineterminator="\n")
 
 
 def _demographics(truths: list[dict[str, Any]]) -> dict[str, Any]:
