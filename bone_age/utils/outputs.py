@@ -13,13 +13,15 @@ process's files.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import itertools
 import os
 import re
 import shutil
 import socket
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from bone_age.utils.errors import BoneAgeError
@@ -219,3 +221,36 @@ def write_atomic(path: str | Path, write: Callable[[Path], object]) -> Path:
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """``write_atomic`` for UTF-8 text."""
     return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+LOCK_FILE = ".bone_age.lock"
+
+
+@contextmanager
+def folder_lock(folder: str | Path, what: str = "run folder",
+                other: str = "give another hydra.run.dir") -> Iterator[Path]:
+    """Hold an exclusive lock on ``folder`` while the block runs; OutputError at once when
+    another process holds it (two runs in one folder would mix their outputs).
+
+    ``fcntl.flock`` on ``folder/.bone_age.lock``: the OS releases it when its process ends,
+    however it ends, so a run killed with SIGKILL leaves nothing that blocks ``resume=true``.
+    The file keeps the holder's process id, for the message.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_FILE
+    check_replaceable(path, "lock file")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(fd, 20, 0).decode(errors="replace").strip()
+            by = f" (process {owner})" if owner.isdigit() else ""
+            raise OutputError(f"{folder}: the {what} is in use by another run{by}; wait for it "
+                              f"to end or {other}") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield path
+    finally:
+        os.close(fd)  # releases the lock

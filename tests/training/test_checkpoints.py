@@ -45,3 +45,38 @@ def test_the_trainer_writes_through_the_async_lean_io():
     (plugin,) = instantiate(cfg.trainer.plugins)
     assert isinstance(plugin, AsyncCheckpointIO)  # BackgroundCheckpointIO
     assert isinstance(plugin.checkpoint_io, ResumeStateIO)
+
+
+def test_a_second_run_into_a_busy_run_folder_is_refused_and_a_killed_ones_lock_is_not(
+        cohort, tmp_path, monkeypatch):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import pytest
+
+    from bone_age.training import train as train_module
+    from bone_age.utils.outputs import LOCK_FILE, OutputError
+
+    run = tmp_path / "run"
+    holder = subprocess.Popen(  # another run holding the folder (as train() does)
+        [sys.executable, "-c", "import sys, time; from bone_age.utils.outputs import "
+         "folder_lock\nwith folder_lock(sys.argv[1]):\n print('held', flush=True); "
+         "time.sleep(600)", str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        overrides = tiny_overrides(cohort, tmp_path)
+        with pytest.raises(OutputError, match=f"{run}: the run folder is in use by another run "
+                                              f"\\(process {holder.pid}\\)"):
+            run_in_process(overrides, run)
+        assert sorted(os.listdir(run)) == [LOCK_FILE]  # refused before any work
+        # DDP ranks > 0 re-run the job in the same folder: they take no lock.
+        monkeypatch.setenv("LOCAL_RANK", "1")
+        with train_module._run_folder_lock(run):  # not refused, though the folder is held
+            pass
+        monkeypatch.delenv("LOCAL_RANK")
+    finally:
+        holder.send_signal(signal.SIGKILL)  # killed: the OS drops its lock
+        holder.wait()
+    assert run_in_process([*overrides, "resume=true"], run)["n_test"] > 0
