@@ -26,7 +26,7 @@ from bone_age.training.precision import supported_precision
 from bone_age.training.results import FittedRun, ResultsCallback, RunResults
 from bone_age.training.resume import ResumeError, checkpoint_to_resume, resume_hint
 from bone_age.utils.errors import brief, user_error_message
-from bone_age.utils.outputs import folder_lock
+from bone_age.utils.outputs import folder_lock, remove_stale_temps
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,8 @@ def train(cfg: DictConfig) -> RunResults:
     """
     output_dir = Path(cfg.paths.output_dir)
     with _run_folder_lock(output_dir):
+        for folder in (output_dir, output_dir / "checkpoints"):
+            remove_stale_temps(folder)  # half-written files of a killed run of this folder
         return _train(cfg, output_dir)
 
 

@@ -177,13 +177,15 @@ def _discard(path: Path) -> None:
         path.unlink()
 
 
-def write_all_atomic(writes: Iterable[tuple[str | Path, Callable[[Path], object]]]) -> list[Path]:
+def write_all_atomic(writes: Iterable[tuple[str | Path, Callable[[Path], object]]],
+                     keep_suffix: bool = True) -> list[Path]:
     """Write a set of files whole or not at all: each ``write(tmp)`` fills a temporary file;
     only when every one is written are they renamed into place (a failure removes them all,
     so a crash never leaves 2 of 3 figures).
 
     Args:
         writes: (final path, writer) pairs; the folders are created.
+        keep_suffix: the temporary names end in the final suffix (see ``temp_path``).
     """
     staged: list[tuple[Path, Path]] = []
     try:
@@ -191,7 +193,7 @@ def write_all_atomic(writes: Iterable[tuple[str | Path, Callable[[Path], object]
             path = Path(path)
             check_replaceable(path)
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = temp_path(path)
+            tmp = temp_path(path, keep_suffix)
             # Created (the umask applies) before the writer opens it: the name is ours alone.
             os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
             staged.append((tmp, path))
@@ -205,7 +207,8 @@ def write_all_atomic(writes: Iterable[tuple[str | Path, Callable[[Path], object]
     return [path for _, path in staged]
 
 
-def write_atomic(path: str | Path, write: Callable[[Path], object]) -> Path:
+def write_atomic(path: str | Path, write: Callable[[Path], object],
+                 keep_suffix: bool = True) -> Path:
     """Write ``path`` whole or not at all: ``write(tmp)`` fills a temporary file, renamed.
 
     The temporary file sits in the same folder (so the rename is atomic) and keeps the suffix
@@ -214,8 +217,10 @@ def write_atomic(path: str | Path, write: Callable[[Path], object]) -> Path:
     Args:
         path: the final file; its folders are created.
         write: called with the temporary path; writes the whole content there.
+        keep_suffix: False where a glob for the suffix must not see the temporary file
+            (``*.ckpt``).
     """
-    return write_all_atomic([(path, write)])[0]
+    return write_all_atomic([(path, write)], keep_suffix)[0]
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:

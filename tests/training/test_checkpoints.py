@@ -3,6 +3,8 @@ training state only in last.ckpt (what resume reads), written in a background th
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from bone_age.inference.checkpoint import load_checkpoint
@@ -80,3 +82,29 @@ def test_a_second_run_into_a_busy_run_folder_is_refused_and_a_killed_ones_lock_i
         holder.send_signal(signal.SIGKILL)  # killed: the OS drops its lock
         holder.wait()
     assert run_in_process([*overrides, "resume=true"], run)["n_test"] > 0
+
+
+def test_checkpoints_are_written_whole_and_never_into_a_fifo(tmp_path, monkeypatch):
+    import os
+    import stat
+
+    import lightning_fabric.plugins.io.torch_io as torch_io
+    import pytest
+
+    from bone_age.utils.outputs import OutputError
+
+    io = ResumeStateIO()
+    fifo = tmp_path / "last.ckpt"
+    os.mkfifo(fifo)  # Lightning would open it for writing and block
+    with pytest.raises(OutputError, match="not a regular file"):
+        io.save_checkpoint({"state_dict": {}}, fifo)
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+
+    def killed_half_way(checkpoint, path):
+        Path(path).write_bytes(b"PK half a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch_io, "_atomic_save", killed_half_way)
+    with pytest.raises(OSError, match="No space"):
+        io.save_checkpoint({"state_dict": {}}, tmp_path / "epoch001.ckpt")
+    assert sorted(os.listdir(tmp_path)) == ["last.ckpt"]  # the FIFO only: nothing half-written
