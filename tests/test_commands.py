@@ -264,6 +264,9 @@ def test_no_command_replaces_a_fifo_or_device_or_writes_into_the_export(tiny, tm
     assert predict.main([ckpt, str(export_dir), "--out", str(export_dir / "a.dcm"),
                          "--key-file", key]) == 2
     assert "inside the input folder" in _err_line(capsys, "predict")
+    assert evaluate.main([ckpt, str(export_dir), "--out", str(export_dir / "eval"),
+                          "--key-file", key]) == 2
+    assert "inside the input folder" in _err_line(capsys, "evaluate")
     assert os.listdir(export_dir) == ["a.dcm"]
 
 

@@ -143,10 +143,10 @@ def _publish(tmp: Path, out: Path) -> None:
             (out / name).unlink(missing_ok=True)
 
 
-def _check_out(out: Path, inputs: list[Path]) -> Path:
+def _check_out(out: Path, inputs: list[Path], cohort: Path) -> Path:
     """DIR: a folder that is absent, empty or holds an earlier evaluation's files only."""
     check_output_dir(out, "evaluation")
-    check_not_input(out, "evaluation", inputs)
+    check_not_input(out, "evaluation", inputs, [cohort])  # the cohort may be a DICOM folder
     for name in OUTPUTS:
         check_replaceable(out / name, "evaluation")
     for source in inputs:
@@ -193,7 +193,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 @command("evaluate")
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    out = _check_out(args.out, [args.model, args.cohort])
+    out = _check_out(args.out, [args.model, args.cohort], args.cohort)
     predictor = load_predictor(args.model, args.onnx)
     items, refused, scrub = read_input(args.cohort, args.view, args.key_file,
                                        out / "predictions.csv")

@@ -299,7 +299,7 @@ def read_input(
 @command("predict")
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    check_output_file(args.out, "predictions", [args.model, args.input])
+    check_output_file(args.out, "predictions", [args.model, args.input], [args.input])
     predictor = load_predictor(args.model, args.onnx)
     items, refused, scrub = read_input(args.input, args.view, args.key_file, args.out)
     rows, more = predict(predictor, items, args.batch_size)

@@ -52,7 +52,8 @@ def _check_creatable(path: Path, what: str) -> None:
 
 
 def check_output_file(
-    path: str | Path, what: str = "output", inputs: Sequence[str | Path] = ()
+    path: str | Path, what: str = "output", inputs: Sequence[str | Path] = (),
+    input_dirs: Sequence[str | Path] = (),
 ) -> Path:
     """``path`` if a file can be written there (now, before any work); else OutputError.
 
@@ -60,6 +61,7 @@ def check_output_file(
         path: the file to be written (its folders may not exist yet).
         what: what the file is, for the message (``predictions``, ``ONNX model``...).
         inputs: files the command reads (model, manifest...): never to be replaced.
+        input_dirs: folders the command reads (a DICOM export): nothing is written inside.
     """
     path = Path(path)
     if path.is_dir():
@@ -68,18 +70,20 @@ def check_output_file(
     if path.exists() and not os.access(path, os.W_OK):
         raise OutputError(f"{path}: cannot write the {what}: the file is read-only")
     _check_creatable(path, what)
-    check_not_input(path, what, inputs)
+    check_not_input(path, what, inputs, input_dirs)
     return path
 
 
-def check_not_input(path: Path, what: str, inputs: Sequence[str | Path]) -> None:
+def check_not_input(path: Path, what: str, inputs: Sequence[str | Path],
+                    input_dirs: Sequence[str | Path] = ()) -> None:
     """OutputError when ``path`` is one of the input files or lies inside an input folder
     (a DICOM export: an output there could replace a scan, and would be read as one)."""
     target = Path(path).resolve()
-    for source in map(Path, inputs):
-        if source.is_dir() and target.is_relative_to(source.resolve()):
+    for folder in map(Path, input_dirs):
+        if folder.is_dir() and target.is_relative_to(folder.resolve()):
             raise OutputError(f"{path}: the {what} would be written inside the input folder "
-                              f"{source}; give a place outside it")
+                              f"{folder}; give a place outside it")
+    for source in map(Path, inputs):
         if source.is_file() and target == source.resolve():
             raise OutputError(f"{path}: the {what} would overwrite the input {source}; "
                               "give another --out")

@@ -48,10 +48,11 @@ def test_an_output_inside_an_input_folder_or_on_an_input_file_is_refused(tmp_pat
     (export / "ant.dcm").write_bytes(b"scan")
     for path in (export / "ant.dcm", export / "sub" / "new.csv", export / "manifest.csv"):
         with pytest.raises(OutputError, match="inside the input folder"):
-            check_output_file(path, "manifest", [export])
+            check_output_file(path, "manifest", input_dirs=[export])
     with pytest.raises(OutputError, match="would overwrite the input"):
         check_output_file(export / "ant.dcm", "manifest", [export / "ant.dcm"])
-    assert check_output_file(tmp_path / "manifest.csv", "manifest", [export])
+    assert check_output_file(tmp_path / "manifest.csv", "manifest", input_dirs=[export])
+    assert check_output_file(export / "x.csv", "manifest", [export])  # a folder as a file input
 
 
 def test_a_set_of_files_is_written_all_or_none(tmp_path):
