@@ -59,11 +59,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def _outputs(args: argparse.Namespace) -> tuple[Path, Path, Path | None]:
     """The output files, checked before any work (OutputError names the option and path)."""
-    out = check_output_file(args.out, "manifest (--out)").absolute()
+    export = [args.dicom_dir]  # an output there could replace a scan
+    out = check_output_file(args.out, "manifest (--out)", input_dirs=export).absolute()
     report = check_output_file(args.report or out.parent / "index_report.csv",
-                               "index report (--report)").absolute()
-    link = (check_output_file(args.link_file, "link file (--link-file)").absolute()
-            if args.link_file else None)
+                               "index report (--report)", input_dirs=export).absolute()
+    link = (check_output_file(args.link_file, "link file (--link-file)",
+                              input_dirs=export).absolute() if args.link_file else None)
     if report == out or link in (out, report):
         raise OutputError(f"{report if report == out else link}: given for two outputs")
     links = out.parent / LINKS_DIR

@@ -10,6 +10,7 @@ import csv
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -234,6 +235,65 @@ def test_outputs_are_checked_before_any_work(tiny, tmp_path, capsys, monkeypatch
     assert explain.main([ckpt, manifest, "--out", str(a_file)]) == 2
     assert "it is a file, not a folder" in _err_line(capsys, "explain")
     assert a_file.read_text() == "keep me"
+
+
+def test_no_command_replaces_a_fifo_or_device_or_writes_into_the_export(tiny, tmp_path, capsys):
+    from bone_age.evaluation import evaluate
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    ckpt, manifest = str(tiny["ckpt"]), str(tiny["manifest"])
+    for special in (fifo, Path("/dev/null")):  # the FIFO first: a regression stops there
+        assert predict.main([ckpt, manifest, "--out", str(special)]) == 2
+        assert "not a regular file" in _err_line(capsys, "predict")
+        assert export.main([ckpt, "--out", str(special)]) == 2
+        assert "not a regular file" in _err_line(capsys, "export")
+    evaluation = tmp_path / "eval"
+    evaluation.mkdir()
+    os.mkfifo(evaluation / "metrics.json")
+    assert evaluate.main([ckpt, manifest, "--out", str(evaluation)]) == 2
+    said = "metrics.json: cannot write the evaluation: it is not a regular file (a FIFO)"
+    assert said in _err_line(capsys, "evaluate")
+    assert stat.S_ISFIFO(fifo.lstat().st_mode) and stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    assert stat.S_ISFIFO((evaluation / "metrics.json").lstat().st_mode)
+    # A DICOM folder as input: no output inside it (it would be read as part of the export).
+    export_dir = tmp_path / "export"
+    export_dir.mkdir()
+    shutil.copy(next((tiny["manifest"].parent / "dicom").glob("*.dcm")), export_dir / "a.dcm")
+    key = str(tmp_path / "secret" / "key")
+    assert predict.main([ckpt, str(export_dir), "--out", str(export_dir / "a.dcm"),
+                         "--key-file", key]) == 2
+    assert "inside the input folder" in _err_line(capsys, "predict")
+    assert evaluate.main([ckpt, str(export_dir), "--out", str(export_dir / "eval"),
+                          "--key-file", key]) == 2
+    assert "inside the input folder" in _err_line(capsys, "evaluate")
+    assert os.listdir(export_dir) == ["a.dcm"]
+
+
+def _command(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """A command in a subprocess with a timeout: a regression that blocks fails, not hangs."""
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_special_files_and_absurd_counts_are_refused_in_one_line(tiny, tmp_path):
+    fifo = tmp_path / "scan.dcm"
+    os.mkfifo(fifo)  # a reader blocks on it forever
+    for special in (fifo, Path("/dev/null")):
+        done = _command("bone_age.evaluate", str(tiny["ckpt"]), str(special),
+                        "--out", str(tmp_path / "eval"))
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert f"bone-age evaluate: {special}: file is not a regular file (a " in done.stderr
+        done = _command("bone_age.phantom.realism", str(special), "--out", str(tmp_path / "r"))
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert "not a regular file" in done.stderr
+    for command, limit in (("bone_age.phantom.realism", "10,000"), ("bone_age.phantom", "100,000")):
+        ref = [str(tiny["manifest"])] if command.endswith("realism") else []
+        done = _command(command, *ref, "--subjects", "1000000000", "--out", str(tmp_path / "p"),
+                        timeout=120)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert f"--subjects: must be at most {limit}, got 1,000,000,000" in done.stderr
+    assert not (tmp_path / "eval").exists() and not (tmp_path / "p").exists()
 
 
 def test_files_are_written_whole_or_not_at_all(tmp_path):

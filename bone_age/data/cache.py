@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -24,6 +23,7 @@ from bone_age.data.dicom import DicomReadError, read_study_views
 from bone_age.data.manifest import Problem, Study
 from bone_age.data.preprocess import Preprocess
 from bone_age.utils.console import progress as progress_display
+from bone_age.utils.outputs import remove_stale_temps, write_atomic, write_text_atomic
 
 CACHE_VERSION = 3  # 3: count-exact box resampling
 
@@ -42,13 +42,6 @@ def _digest(path: str, size: int, mtime_ns: int) -> str:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("wb") as f:
-        write(f)
-    os.replace(tmp, path)
 
 
 class StudyCache:
@@ -83,9 +76,9 @@ class StudyCache:
             # stored with the view it concerns, and each study names its own file (problems()).
             view = next((v for v in self.views if str(getattr(study, v)) == err.path), None)
             record = json.dumps({"view": view, "path": err.path, "reason": err.reason})
-            _atomic_write(target.with_suffix(".err"), lambda f: f.write(record.encode()))
+            write_text_atomic(target.with_suffix(".err"), record)
             return str(err)
-        _atomic_write(target, lambda f: np.save(f, image))
+        write_atomic(target, lambda tmp: np.save(tmp, image))
         return None
 
     def build(
@@ -98,6 +91,8 @@ class StudyCache:
             if not self.entry(k).exists() and not self.entry(k).with_suffix(".err").exists()
         ]
         if todo:
+            for folder in {self.entry(k).parent for _, k in todo}:
+                remove_stale_temps(folder)  # entries a killed build left half-written
             bar = progress_display(total=len(todo), desc="caching studies", unit="studies",
                                    enabled=progress)
             if workers > 1 and len(todo) > 8:

@@ -29,6 +29,7 @@ from pydicom.pixels import apply_modality_lut
 from pydicom.pixels.common import PhotometricInterpretation
 
 from bone_age.utils.errors import BoneAgeError
+from bone_age.utils.files import not_regular
 
 # pydicom's value-validation warnings quote the offending value (a malformed birth date or
 # name) on stderr; every value the project uses is checked where it is read instead.
@@ -238,6 +239,9 @@ def brief(err: BaseException, limit: int = 160) -> str:
 
 def read_dataset(path: str | Path, pixels: bool = True) -> Dataset:
     """pydicom read with a one-line error for anything that is not a readable DICOM file."""
+    why = not_regular(path)  # a FIFO would block the read, a device never end
+    if why is not None:
+        raise DicomReadError(path, f"file {why}")
     try:
         return pydicom.dcmread(path, stop_before_pixels=not pixels)
     except FileNotFoundError:

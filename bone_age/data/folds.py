@@ -27,6 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from bone_age.utils.files import regular_file
+from bone_age.utils.tables import write_csv
+
 AGE_BAND_YEARS = 10
 FOLDS_FILE = "folds.csv"
 
@@ -83,17 +86,12 @@ def fold_assignment(ages: Sequence[float | None], sexes: Sequence[str | None],
 
 def write_folds(path: Path, assignment: dict[str, int]) -> Path:
     """``folds.csv``: subject_id, fold (pseudonyms only, as the manifest names them)."""
-    with Path(path).open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["subject_id", "fold"])
-        w.writerows(sorted(assignment.items()))
-    return Path(path)
+    return write_csv(path, ["subject_id", "fold"], sorted(assignment.items()))
 
 
 def read_folds(path: Path, num_folds: int) -> dict[str, int]:
     """A saved assignment; ValueError naming the file, line and field that is wrong."""
-    if not Path(path).is_file():  # a folder, a FIFO or a device would block or mislead
-        raise ValueError(f"{path}: data.folds_file is not a regular file")
+    regular_file(path, "data.folds_file", ValueError)  # a FIFO would block the run
     try:
         with Path(path).open(newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)

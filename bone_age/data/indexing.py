@@ -14,9 +14,7 @@ says so in its first line, and the manifest never holds them: it points to pseud
 from __future__ import annotations
 
 import contextlib
-import csv
 import errno
-import io
 import os
 import shutil
 import stat
@@ -46,6 +44,9 @@ from bone_age.data.labels import study_age, study_sex, study_site, trainable_age
 from bone_age.data.manifest import REQUIRED_COLUMNS, SITE_COLUMN
 from bone_age.data.pseudonym import SUBJECT_PREFIX, Pseudonymizer
 from bone_age.data.sidebyside import split_halves, write_view_file
+from bone_age.utils.files import kind
+from bone_age.utils.outputs import remove_stale_temps, replace, temp_path
+from bone_age.utils.tables import csv_text
 
 MANIFEST_COLUMNS = [*REQUIRED_COLUMNS, "study", SITE_COLUMN]
 REPORT_COLUMNS = ["file", "status", "study", "subject_id", "names_patient", "reason"]
@@ -123,12 +124,6 @@ class IndexResult:
                       key=lambda s: s.subject_id)
 
 
-def _special(mode: int) -> str:
-    kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
-             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
-    return next((name for test, name in kinds if test(mode)), "not a regular file")
-
-
 def _walk(root: Path, skip: Sequence[Path]) -> Iterator[Instance]:
     """Every path under root as an Instance: plain files (and links to them) to classify, and
     the rest already failed with their status, so that none goes unreported.
@@ -183,7 +178,7 @@ def _walk(root: Path, skip: Sequence[Path]) -> Iterator[Instance]:
             elif stat.S_ISREG(st.st_mode):
                 yield inst
             else:
-                yield inst.fail("not_a_file", f"{rel}: {_special(st.st_mode)}; not read")
+                yield inst.fail("not_a_file", f"{rel}: {kind(st.st_mode)}; not read")
         stack.extend(reversed(folders))  # popped in name order
 
 
@@ -380,16 +375,6 @@ def _identifiers(instances: list[Instance]) -> PathChecker:
     return checker
 
 
-def _csv_text(columns: list[str], rows: list[dict], first_line: str = "") -> str:
-    buffer = io.StringIO()
-    if first_line:
-        buffer.write(first_line + "\r\n")
-    writer = csv.DictWriter(buffer, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
 def _shown(text: str) -> str:
     """A path as UTF-8 can hold it (a file name that is not valid UTF-8 keeps its bytes as
     backslash escapes instead of failing the whole write)."""
@@ -416,7 +401,7 @@ def manifest_text(result: IndexResult, base: Path, links: dict[Path, Path]) -> s
     def rel(path: Path) -> str:
         return Path(os.path.relpath(links.get(path, path), base)).as_posix()
 
-    return _csv_text(MANIFEST_COLUMNS, [{
+    return csv_text(MANIFEST_COLUMNS, [{
         "subject_id": s.subject_id, "age": "" if s.age is None else f"{s.age:g}", "sex": s.sex,
         **{v: rel(s.views[v]) for v in VIEWS}, "study": s.key, SITE_COLUMN: s.site,
     } for s in result.written])
@@ -441,13 +426,13 @@ def report_text(result: IndexResult) -> str:
     else:
         first = ("# No path below the export names a patient (checked against the Patient IDs, "
                  "names and birth dates of its files).")
-    return _csv_text(REPORT_COLUMNS, rows, first)
+    return csv_text(REPORT_COLUMNS, rows, first)
 
 
 def link_file_text(result: IndexResult) -> str:
     """For the data owner only: pseudonym -> Patient ID of every written subject."""
     pairs = {s.subject_id: s.patient_id for s in result.written}
-    return _csv_text(["subject_id", "patient_id"],
+    return csv_text(["subject_id", "patient_id"],
                      [{"subject_id": k, "patient_id": v} for k, v in sorted(pairs.items())])
 
 
@@ -460,10 +445,6 @@ def is_links_dir(path: Path) -> bool:
         return False
     return all(e.name.startswith(SUBJECT_PREFIX) and e.name.endswith(".dcm")
                and not e.is_dir(follow_symlinks=False) for e in os.scandir(path))
-
-
-def _temp(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
 def _place(src: Path, dst: Path, copy: bool, checker: PathChecker) -> str:
@@ -500,8 +481,14 @@ def write_outputs(result: IndexResult, manifest: Path, report: Path,
     links_dir = base / LINKS_DIR
     names = link_names(result)
     temps: list[Path] = []
+    # What a killed run left (links staged with full headers, half-written texts) goes first.
+    folders = {base, report.parent}
+    if link_file is not None:
+        folders.add(Path(link_file).absolute().parent)
+    for folder in folders:
+        remove_stale_temps(folder)
     try:
-        staged_links = _temp(links_dir)
+        staged_links = temp_path(links_dir, keep_suffix=False)
         temps.append(staged_links)
         links: dict[Path, Path] = {}
         placed: Counter = Counter()
@@ -517,11 +504,9 @@ def write_outputs(result: IndexResult, manifest: Path, report: Path,
             texts.append((Path(link_file).absolute(), link_file_text(result), 0o600))
         staged = []
         for target, text, mode in texts:
-            tmp = _temp(target)
+            tmp = temp_path(target, keep_suffix=False)
             target.parent.mkdir(parents=True, exist_ok=True)
             temps.append(tmp)
-            if os.path.lexists(tmp):  # left by a run that was killed
-                tmp.unlink()
             # Created with its final mode: the link file is owner-only before any ID is in it.
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
             with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
@@ -530,13 +515,13 @@ def write_outputs(result: IndexResult, manifest: Path, report: Path,
         if os.path.lexists(links_dir):
             if not is_links_dir(links_dir):
                 raise OSError(errno.EEXIST, "holds files the index did not write", links_dir)
-            old = _temp(links_dir.with_name(links_dir.name + "-old"))
+            old = temp_path(links_dir.with_name(links_dir.name + "-old"), keep_suffix=False)
             temps.append(old)
             os.replace(links_dir, old)
         if names:
             os.replace(staged_links, links_dir)
         for tmp, target in staged:
-            os.replace(tmp, target)
+            replace(tmp, target)
         return placed
     finally:
         for tmp in temps:

@@ -7,8 +7,10 @@ input), and the two view columns are paths relative to the manifest's folder (th
 for a multi-frame file holding both views). The optional ``site`` column names the site
 (hospital, camera) of each study by a pseudonym (``python -m bone_age.index`` writes one):
 ``data.split=site`` holds one site out per fold. Like ``subject_id`` it is copied into outputs as
-it is, so it must never be a hospital's real name. Extra columns are kept and ignored. The file
-is UTF-8 text (a byte order mark is allowed); anything else is refused with what to do.
+it is, so it must never be a hospital's real name, nor start with ``=``, ``+``, ``-`` or ``@``
+(a spreadsheet would run it as a formula: such a manifest is refused). Extra columns are kept
+and ignored. The file is UTF-8 text (a byte order mark is allowed); anything else is refused
+with what to do.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from bone_age.utils.errors import BoneAgeError
+from bone_age.utils.files import not_regular
+from bone_age.utils.tables import formula_problem
 
 REQUIRED_COLUMNS = ("subject_id", "age", "sex", "anterior", "posterior")
 SITE_COLUMN = "site"  # optional: the study's site pseudonym
@@ -246,14 +250,24 @@ def manifest_columns(path: str | Path) -> list[str]:
 
 def _open(path: Path) -> tuple[list[str], Any]:
     """The checked column names and a CSV reader positioned after the header."""
-    if not path.is_file():
-        what = "a folder, not a manifest file" if path.is_dir() else "manifest file does not exist"
+    why = not_regular(path)  # a FIFO would block the read
+    if why is not None:
+        what = "a folder, not a manifest file" if path.is_dir() else f"manifest file {why}"
         raise ManifestError(f"{path}: {what}")
     reader = csv.reader(io.StringIO(_text(path), newline=""))
     try:
         return _header(path, next(reader, None)), reader
     except csv.Error as err:
         raise ManifestError(f"{path}: line {reader.line_num}: not valid CSV ({err})") from None
+
+
+def _check_pseudonyms(path: Path, line: int, row: dict[str, str]) -> None:
+    """ManifestError for a subject_id or site that a spreadsheet would run as a formula: they
+    are copied into every output (predictions.csv, age_gap.csv, metrics.json, table1.csv)."""
+    for column in ("subject_id", SITE_COLUMN):
+        problem = formula_problem((row.get(column) or "").strip())
+        if problem:
+            raise ManifestError(f"{path}: line {line}, column {column}: the value {problem}")
 
 
 def _rows(path: Path) -> Iterator[tuple[int, dict[str, str] | Problem]]:
@@ -275,6 +289,8 @@ def _rows(path: Path) -> Iterator[tuple[int, dict[str, str] | Problem]]:
                                     f"{len(fields)} fields but the header has {len(names)} "
                                     "columns (an unquoted comma, or a cut row?)")
                 continue
-            yield line, dict(zip(names, fields, strict=False))
+            row = dict(zip(names, fields, strict=False))
+            _check_pseudonyms(path, line, row)
+            yield line, row
     except csv.Error as err:
         raise ManifestError(f"{path}: line {reader.line_num}: not valid CSV ({err})") from None

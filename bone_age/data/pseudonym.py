@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from bone_age.utils.errors import BoneAgeError
+from bone_age.utils.files import regular_file
 
 DEFAULT_KEY_FILE = Path("~/.config/bone-age/pseudonym.key")
 SUBJECT_PREFIX = "BA-"
@@ -59,8 +60,7 @@ def load_or_create_key(path: str | Path) -> bytes:
             pass
         except OSError as err:
             raise KeyFileError(f"{path}: cannot create the pseudonym key ({err})") from None
-    if not path.is_file():  # a FIFO or device would block the read
-        raise KeyFileError(f"{path}: the pseudonym key file is not a regular file")
+    regular_file(path, "pseudonym key file", KeyFileError)  # a FIFO would block the read
     try:
         text = path.read_text().strip()
         key = bytes.fromhex(text)

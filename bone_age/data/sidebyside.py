@@ -17,6 +17,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from bone_age.data.dicom import View
+from bone_age.utils.outputs import write_atomic
 
 SECONDARY_CAPTURE_STORAGE = "1.2.840.10008.5.1.4.1.1.7"
 _CODES = {"anterior": ("399321004", "anterior projection", "ANT"),
@@ -63,5 +64,4 @@ def write_view_file(counts: np.ndarray, path: Path, view: View, study_key: str) 
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
     ds.RescaleSlope, ds.RescaleIntercept = f"{slope:.10g}", f"{intercept:.10g}"
     ds.PixelData = np.ascontiguousarray(pixels).tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
+    write_atomic(path, lambda tmp: ds.save_as(tmp, enforce_file_format=True))

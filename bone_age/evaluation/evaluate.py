@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +50,16 @@ from bone_age.inference.predict import (
 from bone_age.inference.run_metadata import RunMetadata
 from bone_age.utils.console import plural
 from bone_age.utils.errors import EXIT_OK, EXIT_PARTIAL, BoneAgeError, command
-from bone_age.utils.outputs import OutputError, check_output_dir, write_text_atomic
+from bone_age.utils.outputs import (
+    OutputError,
+    check_not_input,
+    check_output_dir,
+    check_replaceable,
+    remove_stale_temps,
+    replace,
+    temp_path,
+    write_text_atomic,
+)
 
 KIND = "evaluation"  # metrics.json "kind": the report leaves evaluations out of Table 1
 OUTPUTS = ("metrics.json", "predictions.csv", "calibration.json", "age_gap.csv", "scatter.png",
@@ -131,14 +139,17 @@ def _publish(tmp: Path, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for name in OUTPUTS:
         if (tmp / name).exists():
-            os.replace(tmp / name, out / name)
+            replace(tmp / name, out / name)
         else:
             (out / name).unlink(missing_ok=True)
 
 
-def _check_out(out: Path, inputs: list[Path]) -> Path:
+def _check_out(out: Path, inputs: list[Path], cohort: Path) -> Path:
     """DIR: a folder that is absent, empty or holds an earlier evaluation's files only."""
     check_output_dir(out, "evaluation")
+    check_not_input(out, "evaluation", inputs, [cohort])  # the cohort may be a DICOM folder
+    for name in OUTPUTS:
+        check_replaceable(out / name, "evaluation")
     for source in inputs:
         if source.exists() and source.resolve().is_relative_to(out.resolve()):
             raise OutputError(f"{out}: the evaluation folder holds the input {source}; give "
@@ -186,7 +197,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 @command("evaluate")
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    out = _check_out(args.out, [args.model, args.cohort])
+    out = _check_out(args.out, [args.model, args.cohort], args.cohort)
     predictor = load_predictor(args.model, args.onnx)
     items, refused, scrub = read_input(args.cohort, args.view, args.key_file,
                                        out / "predictions.csv")
@@ -197,7 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     if not done:
         raise EvaluationError(f"{args.cohort}: no study could be predicted")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    remove_stale_temps(out.parent)  # what a killed evaluation left
+    tmp = temp_path(out, keep_suffix=False)
+    tmp.mkdir()
     try:
         metrics, missing = score(predictor.spec, done, tmp)
         _publish(tmp, out)

@@ -15,17 +15,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from bone_age.utils.outputs import write_atomic  # noqa: E402
+
 DPI = 110
 SEX_COLOURS = {"F": "tab:red", "M": "tab:blue"}
 
 
 def _save(fig: plt.Figure, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    try:
+        return write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=DPI))
+    finally:
+        plt.close(fig)
 
 
 def _scatter_axes(ax: plt.Axes, age: np.ndarray, pred: np.ndarray, mae: float, title: str) -> None:
@@ -196,6 +197,7 @@ def reliability_plot(rel: dict, path: Path, cohort: str = "test fold") -> Path:
            xlim=(0, 1), ylim=(0, 1), title="Interval calibration")
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    try:
+        return write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120))
+    finally:
+        plt.close(fig)

@@ -37,6 +37,9 @@ from omegaconf.errors import OmegaConfBaseException
 from bone_age.evaluation import plots
 from bone_age.evaluation.metrics import age_metrics, baseline_mae
 from bone_age.utils.errors import EXIT_OK, EXIT_PARTIAL, BoneAgeError, command, fail
+from bone_age.utils.files import regular_file
+from bone_age.utils.outputs import write_text_atomic
+from bone_age.utils.tables import write_csv
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +148,7 @@ class RunFileError(BoneAgeError, ValueError):
 
 
 def _read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    regular_file(path, "predictions file", RunFileError)  # a FIFO would block the report
     with path.open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         missing = {"age", "pred_age"} - set(reader.fieldnames or [])
@@ -166,6 +170,7 @@ def _read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _read_metrics(path: Path) -> dict[str, Any]:
+    regular_file(path, "metrics file", RunFileError)  # a FIFO would block the report
     try:
         m = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as err:  # JSONDecodeError and UnicodeDecodeError
@@ -382,16 +387,10 @@ def write_table(
                  + "\n".join(f"    {line.strip()}" for line in mixed) + "\n")
     if by_site:
         note += _site_section(list(by_site))
-        with (out_dir / "table1_sites.csv").open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(by_site[0]))
-            writer.writeheader()
-            writer.writerows(by_site)
-    md.write_text("\n".join(lines) + "\n" + note)
+        write_csv(out_dir / "table1_sites.csv", list(by_site[0]), by_site)
+    write_text_atomic(md, "\n".join(lines) + "\n" + note)
     table = _public(rows)
-    with csv_path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(table[0]) if table else ["model"])
-        writer.writeheader()
-        writer.writerows(table)
+    write_csv(csv_path, list(table[0]) if table else ["model"], table)
     return md, csv_path
 
 

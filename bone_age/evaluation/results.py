@@ -7,7 +7,6 @@ manifest's ages, the predictions as predicted), so it can be recomputed from the
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 
 from bone_age.evaluation import plots
 from bone_age.evaluation.metrics import age_metrics, baseline_mae, exact
+from bone_age.utils.tables import write_csv
 
 PREDICTION_COLUMNS = ["subject_id", "sex", "age", "pred_age", "pred_sd"]
 
@@ -57,14 +57,6 @@ def prediction_table(
                      "" if age is None else exact(age), exact(pred[i]),
                      "" if math.isnan(sd[i]) else exact(sd[i])])
     return columns, rows
-
-
-def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
-    with Path(path).open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-    return Path(path)
 
 
 def figure_title(run_info: Mapping[str, Any], cohort: str) -> str:

@@ -15,6 +15,7 @@ import torch
 from bone_age.inference.run_metadata import METADATA_KEY, CheckpointError, RunMetadata, _few
 from bone_age.models import BoneAgeNet
 from bone_age.utils.errors import brief
+from bone_age.utils.files import not_regular
 
 __all__ = ["CheckpointError", "load_checkpoint", "model_file", "read_checkpoint",
            "weights_mismatch"]
@@ -25,9 +26,9 @@ def model_file(path: str | Path, what: str) -> Path:
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(f"{path}: a folder, not a {what} file")
-    if not path.is_file():
-        what_is = "is not a regular file" if path.exists() else "does not exist"
-        raise CheckpointError(f"{path}: {what} file {what_is}")
+    why = not_regular(path)  # a FIFO would block the load
+    if why is not None:
+        raise CheckpointError(f"{path}: {what} file {why}")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: empty file (0 bytes), no {what} in it")
     return path

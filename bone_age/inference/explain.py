@@ -39,7 +39,12 @@ from bone_age.inference.run_metadata import RunMetadata  # noqa: E402
 from bone_age.models import BoneAgeNet  # noqa: E402
 from bone_age.utils.errors import EXIT_OK, BoneAgeError, command  # noqa: E402
 from bone_age.utils.extras import require  # noqa: E402
-from bone_age.utils.outputs import check_output_dir, check_output_file, write_atomic  # noqa: E402
+from bone_age.utils.outputs import (  # noqa: E402
+    check_output_dir,
+    check_output_file,
+    remove_stale_temps,
+    write_all_atomic,
+)
 
 
 class ExplainError(BoneAgeError, ValueError):
@@ -137,11 +142,13 @@ def explain(checkpoint: Path, files: dict[str, Path], sex: str | None, out: Path
     with torch.no_grad():
         age, sd = spec.loss.predict(net(images, sex_t))
     heat = gradcam(net, spec, images, sex_t, stage)
-    for v, path in enumerate(paths[:-1]):
-        write_atomic(path, lambda tmp, v=v: plt.imsave(tmp, overlay(counts[v], heat[v], scale)))
     label = f"predicted age {age.item():.1f} y" + ("" if sd is None else f" (SD {sd.item():.1f})")
-    write_atomic(paths[-1], lambda tmp: _figure(counts, heat, spec, label, tmp))
-    return paths
+    # All or none: an interrupted run never leaves 2 of the 3 images.
+    writes = [(path, lambda tmp, v=v: plt.imsave(tmp, overlay(counts[v], heat[v], scale)))
+              for v, path in enumerate(paths[:-1])]
+    writes.append((paths[-1], lambda tmp: _figure(counts, heat, spec, label, tmp)))
+    remove_stale_temps(out)
+    return write_all_atomic(writes)
 
 
 def _figure(

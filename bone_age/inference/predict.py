@@ -10,8 +10,6 @@ runs an exported model instead of the checkpoint (give it in place of CHECKPOINT
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import sys
 import tempfile
 from collections import deque
@@ -26,11 +24,12 @@ import torch
 
 from bone_age.data.dicom import DicomReadError, read_dataset, views_in_file
 from bone_age.data.manifest import read_manifest
-from bone_age.utils.arguments import positive_int
+from bone_age.utils.arguments import MAX_BATCH_SIZE, count
 from bone_age.utils.console import progress as progress_display
 from bone_age.utils.cores import usable_cores
 from bone_age.utils.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_PARTIAL, command
-from bone_age.utils.outputs import check_output_file, write_text_atomic
+from bone_age.utils.outputs import check_output_file
+from bone_age.utils.tables import write_csv
 
 COLUMNS = ["subject_id", "sex", "age", "pred_age", "pred_sd", "age_gap"]
 
@@ -237,12 +236,8 @@ def _decoded_ahead(spec, items: list[Item], lookahead: int
 
 
 def write_rows(rows: list[dict], out: Path) -> None:
-    """The predictions CSV, written whole or not at all."""
-    text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, fieldnames=COLUMNS)
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(out, text.getvalue())
+    """The predictions CSV, written whole or not at all, its cells safe in a spreadsheet."""
+    write_csv(out, COLUMNS, rows)
 
 
 def add_model_and_input(p: argparse.ArgumentParser, input_name: str = "input") -> None:
@@ -255,7 +250,7 @@ def add_model_and_input(p: argparse.ArgumentParser, input_name: str = "input") -
     p.add_argument("--onnx", action="store_true", help="MODEL is an exported ONNX model")
     p.add_argument("--view", choices=["anterior", "posterior"],
                    help="the view of a single-frame file whose headers do not name it")
-    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--batch-size", type=count(MAX_BATCH_SIZE), default=16)
     p.add_argument("--key-file", type=Path, default=DEFAULT_KEY_FILE,
                    help="pseudonym key for DICOM input, as python -m bone_age.index uses")
 
@@ -303,7 +298,7 @@ def read_input(
 @command("predict")
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    check_output_file(args.out, "predictions", [args.model, args.input])
+    check_output_file(args.out, "predictions", [args.model, args.input], [args.input])
     predictor = load_predictor(args.model, args.onnx)
     items, refused, scrub = read_input(args.input, args.view, args.key_file, args.out)
     rows, more = predict(predictor, items, args.batch_size)

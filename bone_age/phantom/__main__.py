@@ -7,7 +7,14 @@ import sys
 import time
 from pathlib import Path
 
-from bone_age.utils.arguments import non_negative_float, positive_int
+from bone_age.utils.arguments import (
+    MAX_PHANTOM_SUBJECTS,
+    MAX_SITES,
+    MAX_WORKERS,
+    OneLineParser,
+    count,
+    non_negative_float,
+)
 from bone_age.utils.console import plural
 from bone_age.utils.errors import command, fail
 
@@ -16,12 +23,13 @@ from .dicom_writer import TRANSFER_SYNTAXES
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m bone_age.phantom",
         description="Write a synthetic cohort of whole-body bone scans (DICOM NM) + manifest.",
     )
     p.add_argument("--out", type=Path, help="output directory (created)")
-    p.add_argument("--subjects", type=positive_int, default=100, help="number of studies")
+    p.add_argument("--subjects", type=count(MAX_PHANTOM_SUBJECTS), default=100,
+                   help=f"number of studies (1..{MAX_PHANTOM_SUBJECTS:,})")
     p.add_argument("--seed", type=int, default=0, help="cohort seed")
     p.add_argument("--sigma", type=non_negative_float, default=DEFAULTS["sigma"],
                    help="SD of latent bone age around chronological age, years (default 3)")
@@ -30,9 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layout", choices=LAYOUTS, default=DEFAULTS["layout"])
     p.add_argument("--transfer-syntax", choices=sorted(TRANSFER_SYNTAXES),
                    default=DEFAULTS["transfer_syntax"], help="explicit VR LE or RLE Lossless")
-    p.add_argument("--sites", type=positive_int, default=1,
+    p.add_argument("--sites", type=count(MAX_SITES), default=1,
                    help="number of sites, each with its own camera and population (default 1)")
-    p.add_argument("--workers", type=positive_int, default=None,
+    p.add_argument("--workers", type=count(MAX_WORKERS), default=None,
                    help="worker processes (default: the cores this process may use; the "
                         "output does not depend on it)")
     p.add_argument("--preview", type=Path, default=None,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import ctypes
 import ctypes.util
 import json
@@ -11,7 +10,6 @@ import numbers
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,8 @@ from bone_age.utils.console import heartbeat, say
 from bone_age.utils.console import progress as progress_display
 from bone_age.utils.cores import usable_cores
 from bone_age.utils.errors import BoneAgeError
+from bone_age.utils.outputs import remove_stale_temps, temp_path, write_text_atomic
+from bone_age.utils.tables import write_csv
 
 from .anatomy import drawn_arm_abduction
 from .dicom_writer import TRANSFER_SYNTAXES, write_study
@@ -129,10 +129,7 @@ def _work(
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]), lineterminator="\n")
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(path, list(rows[0]), rows, lineterminator="\n")
 
 
 def _demographics(truths: list[dict[str, Any]]) -> dict[str, Any]:
@@ -214,6 +211,8 @@ def generate_cohort(
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a directory")
     (out / DICOM_DIR).mkdir(parents=True, exist_ok=True)
+    for folder in (out, *(p for p in (out / DICOM_DIR).rglob("*") if p.is_dir()), out / DICOM_DIR):
+        remove_stale_temps(folder)  # what a killed run left half-written
     workers = max(1, min(workers or usable_cores(), subjects))
     sites = make_sites(opts["seed"], opts.get("sites", 1))
     jobs = [(i, opts, str(out), sites[i % len(sites)] if sites else None)
@@ -248,11 +247,11 @@ def generate_cohort(
     _write_csv(out / "truth.csv", [t for _, t in results])
     if progress:
         say("phantom: yardsticks (Bayes error floor, cross-validated oracle MAE)")
-    # One thread: a second second's worth of work gains nothing from more, and OpenMP threads
-    # stall at barriers when other jobs share the cores (46-81 s instead of 0.9 s, measured).
+    # One thread: a second's worth of work gains nothing from more, and OpenMP threads stall
+    # at barriers when other jobs share the cores (46-81 s instead of 0.9 s in the run).
     with heartbeat("phantom: yardsticks", enabled=progress), threadpool_limits(1):
         info = _summary(opts, [t for _, t in results], sites)
-    (out / "phantom_info.json").write_text(json.dumps(info, indent=2) + "\n")
+    write_text_atomic(out / "phantom_info.json", json.dumps(info, indent=2) + "\n")
     return out / "manifest.csv"
 
 
@@ -299,11 +298,13 @@ def ensure_cohort(out_dir: Path | str, subjects: int, seed: int, **options: Any)
                     return out / "manifest.csv"
             except (OSError, ValueError):
                 pass  # unreadable info: regenerate
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        remove_stale_temps(out.parent)  # a cohort a killed run left half-built
+        tmp = temp_path(out, keep_suffix=False)
+        tmp.mkdir()
         try:
             generate_cohort(tmp, subjects, seed, **run_kw, **options)
             if out.exists():  # stale cohort with other options: move aside, then delete
-                old = out.parent / f".{out.name}.old-{os.getpid()}"
+                old = temp_path(out.with_name(out.name + "-old"), keep_suffix=False)
                 os.replace(out, old)
                 shutil.rmtree(old, ignore_errors=True)
             os.replace(tmp, out)

@@ -9,6 +9,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
 
+from bone_age.utils.outputs import write_atomic
+
 from .render import NROWS, PIXEL_MM
 from .subject import Subject
 
@@ -97,7 +99,8 @@ def _save(ds: Dataset, frames: np.ndarray, path: Path, syntax: str) -> None:
     if syntax == "rle":
         # Keep the deterministic SOP Instance UID (pydicom would draw a new, random one).
         ds.compress(RLELossless, generate_instance_uid=False)
-    ds.save_as(path, enforce_file_format=True)
+    # Whole or not at all: an interrupted phantom never leaves a truncated scan.
+    write_atomic(path, lambda tmp: ds.save_as(tmp, enforce_file_format=True))
 
 
 def write_study(

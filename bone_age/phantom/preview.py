@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bone_age.utils.outputs import write_atomic
+
 from .subject import Subject, render_subject, sample_subject
 
 TARGETS = ((41, "F"), (60, "M"), (62, "F"), (79, "M"), (80, "F"))
@@ -43,8 +45,7 @@ def render_preview(
             ax.axis("off")
     fig.suptitle("bone_age.phantom: anterior / posterior (as acquired), grey inverted")
     fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    try:
+        return write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=100))
+    finally:
+        plt.close(fig)

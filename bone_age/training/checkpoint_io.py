@@ -17,6 +17,7 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.plugins.io import AsyncCheckpointIO
 
 from bone_age.training.cluster import HPC_CHECKPOINT
+from bone_age.utils.outputs import write_atomic
 
 RESUME_CHECKPOINTS = ("last.ckpt", HPC_CHECKPOINT)
 # Entries only a resume reads (the loops' progress stays: it is small, and says the epoch).
@@ -29,14 +30,17 @@ def is_resume_checkpoint(path: str | Path) -> bool:
 
 
 class ResumeStateIO(TorchCheckpointIO):
-    """``TorchCheckpointIO`` (atomic writes) that leaves the optimizer, scheduler and callback
-    states out of every checkpoint but those a resume reads."""
+    """``TorchCheckpointIO`` that leaves the optimizer, scheduler and callback states out of
+    every checkpoint but those a resume reads, and writes each to a temporary name renamed into
+    place (``write_atomic``: Lightning's own write is in one go but in place, so a kill leaves a
+    truncated file; and a FIFO or device named like a checkpoint is refused, never written)."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path,
                         storage_options: Any | None = None) -> None:
         if not is_resume_checkpoint(path):
             checkpoint = {k: v for k, v in checkpoint.items() if k not in RESUME_STATE}
-        super().save_checkpoint(checkpoint, path, storage_options)
+        write_atomic(path, lambda tmp: TorchCheckpointIO.save_checkpoint(
+            self, checkpoint, tmp, storage_options), keep_suffix=False)
 
 
 class BackgroundCheckpointIO(AsyncCheckpointIO):

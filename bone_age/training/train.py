@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -28,6 +28,7 @@ from bone_age.training.results import FittedRun, ResultsCallback, RunResults
 from bone_age.training.resume import ResumeError, checkpoint_to_resume, resume_hint
 from bone_age.utils.cores import thread_count
 from bone_age.utils.errors import brief, user_error_message
+from bone_age.utils.outputs import folder_lock, remove_stale_temps
 
 log = logging.getLogger(__name__)
 
@@ -117,9 +118,26 @@ def train(cfg: DictConfig) -> RunResults:
 
     With ``resume=true`` a run whose folder already holds ``metrics.json`` is skipped, and one
     that holds ``checkpoints/last.ckpt`` continues from it (re-launch a sweep with the same
-    ``hydra.sweep.dir`` to finish it).
+    ``hydra.sweep.dir`` to finish it). The run folder is locked for the run's life: a second
+    run into it is refused in one line (OutputError) instead of mixing its files in.
     """
     output_dir = Path(cfg.paths.output_dir)
+    with _run_folder_lock(output_dir):
+        for folder in (output_dir, output_dir / "checkpoints"):
+            remove_stale_temps(folder)  # half-written files of a killed run of this folder
+        return _train(cfg, output_dir)
+
+
+def _run_folder_lock(output_dir: Path):
+    """The run folder's lock, taken by the launching process only: Lightning's DDP ranks > 0,
+    another node's processes and a SLURM job's other tasks re-run this job in the same folder,
+    as part of it (the variables Lightning and the launchers set to say so)."""
+    ranks = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
+    child = any(os.environ.get(k, "0").strip() not in ("", "0") for k in ranks)
+    return nullcontext() if child else folder_lock(output_dir)
+
+
+def _train(cfg: DictConfig, output_dir: Path) -> RunResults:
     if cfg.get("resume") and RunResults(output_dir).metrics_file.exists():
         try:
             finished = RunResults.read(output_dir)

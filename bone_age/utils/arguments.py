@@ -3,6 +3,18 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from typing import NoReturn
+
+from bone_age.utils.errors import BoneAgeError
+
+# Upper bounds of the count arguments (docs/errors.md): beyond them a typo (1000000000 for
+# 1000) would run for days or exhaust memory instead of ending in one line.
+MAX_PHANTOM_SUBJECTS = 100_000  # python -m bone_age.phantom --subjects (4,474: ~2 min, 2 cores)
+MAX_REALISM_SUBJECTS = 10_000  # python -m bone_age.phantom.realism --subjects (default 100)
+MAX_SITES = 100  # python -m bone_age.phantom --sites
+MAX_WORKERS = 1024  # --workers
+MAX_BATCH_SIZE = 4096  # predict / evaluate --batch-size
 
 
 def positive_int(text: str) -> int:
@@ -16,6 +28,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def count(maximum: int) -> Callable[[str], int]:
+    """An argparse type: a count in 1..``maximum``."""
+    def parse(text: str) -> int:
+        value = positive_int(text)
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum:,}, got {value:,}")
+        return value
+    parse.__name__ = "count"  # argparse names the type in its message
+    return parse
+
+
 def non_negative_float(text: str) -> float:
     """A number >= 0 (NaN refused)."""
     try:
@@ -25,3 +48,15 @@ def non_negative_float(text: str) -> float:
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
+
+
+class UsageError(BoneAgeError):
+    """A bad command line (one line, exit 2)."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors end as the command's one line (via ``command``), not
+    argparse's usage block and error."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -136,6 +137,34 @@ def test_cache_hits_and_invalidates(cohort, tmp_path):
     changed = studies[0].__class__(**{**studies[0].__dict__, "anterior": copy,
                                       "posterior": copy})
     assert cache.key(changed) != keys[0]
+
+
+def test_cache_entries_are_whole_and_a_killed_builds_leftovers_go(cohort, tmp_path,
+                                                                  monkeypatch):
+    import subprocess
+
+    import bone_age.data.cache as cache_module
+
+    studies = read_manifest(cohort)[0][:2]
+    cache = StudyCache(tmp_path / "c", Preprocess((32, 16)), ("anterior", "posterior"))
+    keys = [cache.key(s) for s in studies]
+    proc = subprocess.Popen(["true"])
+    proc.wait()  # a build process that was killed: its half-written entry stays behind
+    leftover = cache.entry(keys[0]).with_name(f".{keys[0]}.npy.{proc.pid}.tmp")
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"half")
+
+    def full_disk(file, array):
+        Path(file).write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cache_module.np, "save", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        cache.build(studies[:1], progress=False)
+    assert list(leftover.parent.iterdir()) == []  # the leftover removed, no entry half-written
+    monkeypatch.undo()
+    assert cache.build(studies, progress=False) == keys
+    assert sorted(p.name for p in cache.entry(keys[0]).parent.iterdir()) == [f"{keys[0]}.npy"]
 
 
 def test_datamodule_leaves_out_bad_studies_with_reasons(cohort, tmp_path):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import os
 import socket
+import stat
+import subprocess
 import warnings
 from pathlib import Path
 
@@ -30,6 +32,7 @@ from bone_age.data.dicom import (
 from bone_age.data.manifest import read_manifest
 from bone_age.data.pseudonym import exposure_warning
 from bone_age.index import main
+from bone_age.utils import outputs
 from tests.conftest import SHARED_DICOM
 from tests.nm_files import ROWS, nm_dataset, write
 
@@ -440,15 +443,58 @@ def test_identity_in_a_damaged_file_is_not_quoted(tmp_path, capsys):
         assert "1931" not in text and "Vandermeer" not in text
 
 
-def test_outputs_inside_the_export_are_rows_of_their_own(tmp_path):
+@pytest.mark.parametrize("option", ["--out", "--report", "--link-file"])
+def test_an_output_inside_the_export_is_refused_and_the_scan_kept(tmp_path, capsys, option):
+    export = tmp_path / "export"
+    write(nm_dataset(), export / "ant.dcm")
+    scan = (export / "ant.dcm").read_bytes()
+    paths = {"--out": tmp_path / "out" / "manifest.csv", "--report": tmp_path / "out" / "r.csv",
+             "--link-file": tmp_path / "owner" / "link.csv"}
+    paths[option] = export / "ant.dcm"
+    args = [str(export), "--key-file", str(tmp_path / "secret" / "key")]
+    for name, path in paths.items():
+        args += [name, str(path)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and option in err and "inside the input folder" in err, err
+    assert (export / "ant.dcm").read_bytes() == scan and sorted(os.listdir(export)) == ["ant.dcm"]
+    paths[option] = export / "derived" / "new.csv"  # a new file anywhere below it, too
+    assert main([*args[:3], *[a for n, p in paths.items() for a in (n, str(p))]]) == 2
+    assert "inside the input folder" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() and sorted(os.listdir(export)) == ["ant.dcm"]
+
+
+@pytest.mark.parametrize("option", ["--out", "--report", "--link-file"])
+def test_a_fifo_or_device_is_never_replaced_by_an_output(tmp_path, capsys, option):
     export = tmp_path / "export"
     write(nm_dataset(), export / "a.dcm")
-    out, key = export / "derived", tmp_path / "secret" / "key"
-    run_index(export, out, key=key)
-    _, _, report = run_index(export, out, key=key)  # it sees the first run's outputs
-    assert statuses(report) == {"a.dcm": "ok", "derived/manifest.csv": "own_output",
-                                "derived/index_report.csv": "own_output",
-                                "derived/links": "own_output"}
+    fifo = tmp_path / "fifo.csv"
+    os.mkfifo(fifo)
+    paths = {"--out": tmp_path / "out" / "manifest.csv", "--report": tmp_path / "out" / "r.csv",
+             "--link-file": tmp_path / "owner" / "link.csv"}
+    for special in (fifo, Path("/dev/null")):
+        paths[option] = special
+        args = [str(export), "--key-file", str(tmp_path / "secret" / "key")]
+        for name, path in paths.items():
+            args += [name, str(path)]
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "not a regular file" in err, err
+    assert stat.S_ISFIFO(fifo.lstat().st_mode) and stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    assert not (tmp_path / "out").exists()
+
+
+def test_leftovers_of_a_killed_index_are_removed_by_the_next_run(tmp_path):
+    export, out = tmp_path / "export", tmp_path / "out"
+    write(nm_dataset(), export / "a.dcm")
+    proc = subprocess.Popen(["true"])
+    proc.wait()  # a process that is gone, like a killed index
+    staged = out / f".links.{proc.pid}.tmp"  # links staged with full headers (older name)
+    staged.mkdir(parents=True)
+    (staged / "BA-0123.dcm").write_bytes((export / "a.dcm").read_bytes())
+    (out / f".manifest.csv.{outputs._HOST}-{proc.pid}-0.tmp").write_text("half")
+    run_index(export, out)
+    assert sorted(p.name for p in out.iterdir()) == ["index_report.csv", "links", "manifest.csv"]
 
 
 def test_a_file_name_that_is_not_utf8_is_reported_not_fatal(tmp_path):

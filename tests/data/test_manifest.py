@@ -115,3 +115,27 @@ def test_any_bytes_give_rows_or_one_manifest_error(scans, body):
         assert "\n" not in str(err) and str(err).startswith(str(path))
         return
     assert all(p.row >= 2 for p in problems) and all(s.row >= 2 for s in studies)
+
+
+@pytest.mark.parametrize("row, line, column, start", [
+    ("S1,61,F,a.dcm,b.dcm,SITE-1\n=HYPERLINK(\"x\"),62,M,a.dcm,b.dcm,SITE-1", 3, "subject_id",
+     "'='"),
+    ("+1+cmd|' /C calc'!A0,61,F,a.dcm,b.dcm,SITE-1", 2, "subject_id", "'+'"),
+    ("-2+3,61,F,a.dcm,b.dcm,SITE-1", 2, "subject_id", "'-'"),
+    ("S1,61,F,a.dcm,b.dcm, @SUM(A1)", 2, "site", "'@'"),
+])
+def test_a_pseudonym_a_spreadsheet_would_run_is_refused(scans, row, line, column, start):
+    text = "\n".join([HEADER + ",site", row]) + "\n"
+    path = _write(scans, text.encode())
+    with pytest.raises(ManifestError) as err:
+        read_manifest(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: line {line}, column {column}: the value starts with "
+                              f"{start}, which a spreadsheet runs as a formula")
+    assert "\n" not in message and "HYPERLINK" not in message and "calc" not in message
+
+
+def test_hyphens_inside_and_numbers_are_plain_pseudonyms(scans):
+    text = "\n".join([HEADER + ",site", "S-1,61,F,a.dcm,b.dcm,site-a", "-5,62,M,a.dcm,b.dcm,"])
+    studies, problems = read_manifest(_write(scans, (text + "\n").encode()))
+    assert problems == [] and [s.subject_id for s in studies] == ["S-1", "-5"]

@@ -219,3 +219,25 @@ def test_unreadable_runs_are_left_out_by_name(tmp_path, caplog, capsys):
                          ("bad_fold", "fold 'x'")):
         assert f"{name}/" in caplog.text and reason in caplog.text
     assert caplog.text.count("run left out") == 3
+
+
+def test_a_fifo_in_a_run_folder_is_left_out_not_read(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(3)
+    _fake_run(tmp_path / "good", {"seed": 1}, 0, rng)
+    for name in ("metrics.json", "predictions.csv"):  # each would block a reader forever
+        _fake_run(tmp_path / f"fifo_{name}", {"seed": 1}, 1, rng)
+        (tmp_path / f"fifo_{name}" / name).unlink()
+        os.mkfifo(tmp_path / f"fifo_{name}" / name)
+    # A subprocess with a timeout: a regression fails instead of hanging the suite.
+    done = subprocess.run([sys.executable, "-m", "bone_age.report", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    for name in ("metrics.json", "predictions.csv"):
+        assert f"fifo_{name}/{name}: the" in done.stderr
+    assert done.stderr.count("not a regular file (a FIFO)") == 2
+    (row,) = read_rows(tmp_path / "table1.csv")
+    assert int(row["folds"]) == 1

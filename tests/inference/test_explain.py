@@ -42,6 +42,19 @@ def test_heat_maps_for_both_views(cohort, tmp_path):
     assert imread(next(out.glob("*_gradcam.png"))).shape[0] > 300
 
 
+def test_an_interrupted_explain_leaves_none_of_its_images(cohort, tmp_path, monkeypatch,
+                                                          capsys):
+    def full_disk(*_a, **_k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(explain, "_figure", full_disk)  # the last of the three images
+    out = tmp_path / "explain"
+    assert explain.main([str(_checkpoint(tmp_path, use_sex=True)), str(cohort),
+                         "--out", str(out)]) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert not out.exists() or list(out.iterdir()) == []  # not 2 of 3 PNGs, no temporaries
+
+
 def test_gradcam_maps_are_normalised_and_per_view(tmp_path):
     net, spec = explain.load_checkpoint(_checkpoint(tmp_path))
     images = torch.randn(1, 2, 3, 64, 16)

@@ -434,3 +434,31 @@ def test_a_phantom_too_big_for_the_disk_is_refused_before_writing(tmp_path, monk
     cohort.generate_cohort(tmp_path / "small", subjects=3, seed=1, workers=1, progress=True)
     assert "phantom: generating 3 subjects with 1 worker process(es), about 3 MB on disk" in \
         capsys.readouterr().err
+
+
+def test_an_interrupted_phantom_leaves_no_truncated_scan_and_the_next_run_cleans_up(
+        tmp_path, monkeypatch):
+    import pytest
+    from pydicom.dataset import Dataset
+
+    from bone_age.phantom import dicom_writer
+    from bone_age.phantom.cohort import generate_cohort
+    from bone_age.utils import outputs
+
+    def full_disk(self, path, **_):
+        Path(path).write_bytes(b"DICM" * 3000)  # 12 KB of a scan, then the disk is full
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Dataset, "save_as", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        dicom_writer._save(Dataset(), np.zeros((2, 4, 4)), tmp_path / "PH000000.dcm", "explicit")
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    proc = subprocess.Popen(["true"])
+    proc.wait()  # a phantom run that was killed mid-file
+    (tmp_path / "out" / "dicom").mkdir(parents=True)
+    left = tmp_path / "out" / "dicom" / f".PH000000.dcm.{outputs._HOST}-{proc.pid}-0.tmp.dcm"
+    left.write_bytes(b"DICM")
+    generate_cohort(tmp_path / "out", subjects=2, seed=1, workers=1, progress=False)
+    assert not left.exists()
+    assert all(not p.name.startswith(".") for p in (tmp_path / "out").rglob("*"))

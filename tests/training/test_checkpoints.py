@@ -3,6 +3,8 @@ training state only in last.ckpt (what resume reads), written in a background th
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from bone_age.inference.checkpoint import load_checkpoint
@@ -45,3 +47,64 @@ def test_the_trainer_writes_through_the_async_lean_io():
     (plugin,) = instantiate(cfg.trainer.plugins)
     assert isinstance(plugin, AsyncCheckpointIO)  # BackgroundCheckpointIO
     assert isinstance(plugin.checkpoint_io, ResumeStateIO)
+
+
+def test_a_second_run_into_a_busy_run_folder_is_refused_and_a_killed_ones_lock_is_not(
+        cohort, tmp_path, monkeypatch):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import pytest
+
+    from bone_age.training import train as train_module
+    from bone_age.utils.outputs import LOCK_FILE, OutputError
+
+    run = tmp_path / "run"
+    holder = subprocess.Popen(  # another run holding the folder (as train() does)
+        [sys.executable, "-c", "import sys, time; from bone_age.utils.outputs import "
+         "folder_lock\nwith folder_lock(sys.argv[1]):\n print('held', flush=True); "
+         "time.sleep(600)", str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        overrides = tiny_overrides(cohort, tmp_path)
+        with pytest.raises(OutputError, match=f"{run}: the run folder is in use by another run "
+                                              f"\\(process {holder.pid}\\)"):
+            run_in_process(overrides, run)
+        assert sorted(os.listdir(run)) == [LOCK_FILE]  # refused before any work
+        # DDP ranks > 0 re-run the job in the same folder: they take no lock.
+        monkeypatch.setenv("LOCAL_RANK", "1")
+        with train_module._run_folder_lock(run):  # not refused, though the folder is held
+            pass
+        monkeypatch.delenv("LOCAL_RANK")
+    finally:
+        holder.send_signal(signal.SIGKILL)  # killed: the OS drops its lock
+        holder.wait()
+    assert run_in_process([*overrides, "resume=true"], run)["n_test"] > 0
+
+
+def test_checkpoints_are_written_whole_and_never_into_a_fifo(tmp_path, monkeypatch):
+    import os
+    import stat
+
+    import lightning_fabric.plugins.io.torch_io as torch_io
+    import pytest
+
+    from bone_age.utils.outputs import OutputError
+
+    io = ResumeStateIO()
+    fifo = tmp_path / "last.ckpt"
+    os.mkfifo(fifo)  # Lightning would open it for writing and block
+    with pytest.raises(OutputError, match="not a regular file"):
+        io.save_checkpoint({"state_dict": {}}, fifo)
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+
+    def killed_half_way(checkpoint, path):
+        Path(path).write_bytes(b"PK half a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch_io, "_atomic_save", killed_half_way)
+    with pytest.raises(OSError, match="No space"):
+        io.save_checkpoint({"state_dict": {}}, tmp_path / "epoch001.ckpt")
+    assert sorted(os.listdir(tmp_path)) == ["last.ckpt"]  # the FIFO only: nothing half-written

@@ -11,12 +11,11 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
-from typing import NoReturn
 
 import numpy as np
 
-from bone_age.utils.arguments import positive_int
-from bone_age.utils.errors import BoneAgeError, command
+from bone_age.utils.arguments import MAX_REALISM_SUBJECTS, OneLineParser, count
+from bone_age.utils.errors import command
 from bone_age.utils.outputs import check_output_dir
 
 from ..render import NCOLS, NROWS
@@ -26,22 +25,15 @@ from .view import VIEWS, ViewDecision, decide_view
 CHOICES = ("auto", *VIEWS)
 
 
-class UsageError(BoneAgeError):
-    """A bad command line (one line, exit 2)."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # one line via @command, not usage + error
-        raise UsageError(message)
-
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m bone_age.phantom.realism",
+    p = OneLineParser(prog="python -m bone_age.phantom.realism",
                 description="Compare phantom scans with a real whole-body scan.")  # fmt: skip
     p.add_argument("ref", type=Path, help="real scan (DICOM)")
     p.add_argument("--view", type=str.lower, choices=CHOICES, default="auto",
                    help="view of the reference (auto: from its header, else its anatomy)")
-    p.add_argument("--subjects", type=positive_int, default=100, help="phantom subjects (>= 1)")
+    p.add_argument("--subjects", type=count(MAX_REALISM_SUBJECTS), default=100,
+                   help=f"phantom subjects (1..{MAX_REALISM_SUBJECTS:,})")
     p.add_argument("--seed", type=int, default=0, help="phantom cohort seed")
     p.add_argument("--out", type=Path, required=True, help="output folder (created)")
     return p  # fmt: skip

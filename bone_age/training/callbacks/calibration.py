@@ -97,4 +97,4 @@ class CalibrationWriter(ResultsCallback):
             record = RunMetadata(ckpt[METADATA_KEY], str(path)).with_calibration(
                 self.calibration.to_dict())
             ckpt[METADATA_KEY] = record.to_dict()
-            write_atomic(path, lambda tmp, ckpt=ckpt: torch.save(ckpt, tmp))
+            write_atomic(path, lambda tmp, ckpt=ckpt: torch.save(ckpt, tmp), keep_suffix=False)
