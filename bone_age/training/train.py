@@ -136,7 +136,8 @@ def train(cfg: DictConfig) -> RunResults:
     resume_from = checkpoint_to_resume(cfg, output_dir, module)
     with _distributed_job(), lightning_handles_requeue(requeue_signal):
         try:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from,
+                        weights_only=True)
         except Exception as err:
             # Lightning restores the loops, optimizer and callbacks before training begins: a
             # failure in between is the checkpoint's, whatever part of it was damaged.
@@ -148,7 +149,8 @@ def train(cfg: DictConfig) -> RunResults:
         if ckpt == "best" and not getattr(trainer.checkpoint_callback, "best_model_path", ""):
             ckpt = None  # no checkpoint callback: test the weights as they are
         # The one evaluation pass: inner validation and test, on the run's device and precision.
-        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
+        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False,
+                     weights_only=True)
         check_predictions(module.evaluation, module.best_epoch if ckpt == "best" else
                           trainer.current_epoch)
     results = RunResults(output_dir)
