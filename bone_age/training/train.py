@@ -25,6 +25,7 @@ from bone_age.training.module import BoneAgeModule
 from bone_age.training.precision import supported_precision
 from bone_age.training.results import FittedRun, ResultsCallback, RunResults
 from bone_age.training.resume import ResumeError, checkpoint_to_resume, resume_hint
+from bone_age.training.settings import check_output_folder, check_settings
 from bone_age.utils.errors import brief, user_error_message
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,10 @@ def train(cfg: DictConfig) -> RunResults:
     that holds ``checkpoints/last.ckpt`` continues from it (re-launch a sweep with the same
     ``hydra.sweep.dir`` to finish it).
     """
+    check_settings(cfg)  # also before Hydra's folder (SettingsCheck); again for a sweep's jobs
     output_dir = Path(cfg.paths.output_dir)
+    check_output_folder("paths.output_dir", output_dir)
+    check_output_folder("data.cache_dir", cfg.data.cache_dir)
     if cfg.get("resume") and RunResults(output_dir).metrics_file.exists():
         try:
             finished = RunResults.read(output_dir)
