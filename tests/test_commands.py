@@ -311,6 +311,7 @@ def _resume_cfg(tiny: dict, tmp_path: Path, change) -> tuple[Path, Path]:
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     last = run / "checkpoints" / "last.ckpt"
+    shutil.copy(tiny["ckpt"], run / "checkpoints")  # the best checkpoint last.ckpt names
     content = torch.load(tiny["last"], weights_only=True)
     change(content, last)
     return run, last
@@ -349,6 +350,60 @@ def test_resume_from_a_damaged_last_checkpoint_is_refused(tiny, tmp_path, case):
     assert str(last) in message and said in message and "set resume=false" in message
     assert "\n" not in message
     assert last.read_bytes() == before  # not overwritten: the user decides
+
+
+def _files(folder: Path) -> dict[Path, tuple[int, int, bytes]]:
+    return {p: (p.stat().st_ino, p.stat().st_mtime_ns, p.read_bytes())
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_copied_run_folder_resumes_with_its_own_checkpoints_only(tiny, tmp_path):
+    original = tiny["last"].parent.parent
+    before = _files(original)
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy)
+    (copy / "metrics.json").unlink()  # an unfinished run: resume continues it
+    tested = copy / "checkpoints" / tiny["ckpt"].name
+    copied = tested.stat().st_ino
+    metrics = run_in_process([*tiny["overrides"], "resume=true"], copy)
+    assert metrics["n_test"] > 0
+    # last.ckpt names the original's best checkpoint: the copy's own file of that name was
+    # tested and received the calibration record; the original folder is untouched.
+    assert tested.stat().st_ino != copied
+    assert _files(original) == before
+
+
+def _with_checkpoint_state(**paths):
+    def change(content):
+        key = next(k for k in content["callbacks"] if k.startswith("ModelCheckpoint"))
+        content["callbacks"][key].update(paths)
+    return change
+
+
+@pytest.mark.parametrize("case", ["system_file", "other_run", "not_text", "best_k", "symlink"])
+def test_resume_refuses_checkpoint_paths_outside_the_run(tiny, tmp_path, case):
+    other = tmp_path / "other" / "checkpoints" / "epoch007.ckpt"
+    other.parent.mkdir(parents=True)
+    shutil.copy(tiny["ckpt"], other)
+    changes = {"system_file": _with_checkpoint_state(best_model_path="/etc/passwd"),
+               "other_run": _with_checkpoint_state(best_model_path=str(other)),
+               "not_text": _with_checkpoint_state(best_model_path=7),
+               "best_k": _with_checkpoint_state(best_k_models={str(other): torch.tensor(1.0)}),
+               "symlink": lambda c: None}
+    run, last = _resume_cfg(tiny, tmp_path, _save_changed(changes[case]))
+    if case == "symlink":  # last.ckpt leading to another run's file
+        last.unlink()
+        last.symlink_to(tiny["last"])
+    before = _files(tmp_path / "other") | _files(tiny["last"].parent)
+    with pytest.raises(ResumeError) as err:
+        run_in_process([*tiny["overrides"], "resume=true"], run)
+    message = errors.user_error_message(err.value)
+    assert str(last) in message and "set resume=false" in message and "\n" not in message
+    assert {"system_file": "/etc/passwd", "other_run": str(other), "not_text": "is a int",
+            "best_k": "best_k_models names", "symlink": "outside this run's folder"}[case] \
+        in message
+    assert _files(tmp_path / "other") | _files(tiny["last"].parent) == before
+    assert not (run / "metrics.json").exists()
 
 
 def test_float64_training_runs(tiny, tmp_path):
