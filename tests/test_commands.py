@@ -373,6 +373,27 @@ def test_a_copied_run_folder_resumes_with_its_own_checkpoints_only(tiny, tmp_pat
     assert _files(original) == before
 
 
+@pytest.mark.parametrize("finished", [True, False])
+def test_resume_refuses_a_run_started_with_other_settings(tiny, tmp_path, finished):
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny["last"].parent.parent, copy)
+    if not finished:  # interrupted: last.ckpt records the settings
+        (copy / "metrics.json").unlink()
+    before = _files(copy)
+    with pytest.raises(ResumeError) as err:
+        run_in_process([*tiny["overrides"], "resume=true", "trainer.max_epochs=3",
+                        "module.optimizer.lr=0.5"], copy)
+    message = errors.user_error_message(err.value)
+    where = copy / ("metrics.json" if finished else "checkpoints/last.ckpt")
+    assert message.startswith(f"{where}: this run was started with other settings")
+    assert "module.optimizer.lr: 0.0001 there, 0.5 now" in message
+    assert "trainer.max_epochs: 1 there, 3 now" in message and "\n" not in message
+    assert _files(copy) == before
+    if finished:  # the same settings: skipped, as before
+        again = run_in_process([*tiny["overrides"], "resume=true"], copy)
+        assert again["mae"] == json.loads((copy / "metrics.json").read_text())["mae"]
+
+
 def _with_checkpoint_state(**paths):
     def change(content):
         key = next(k for k in content["callbacks"] if k.startswith("ModelCheckpoint"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,10 @@ def resume_hint(path: Path) -> str:
     return "delete it to start the run over" + (", or set resume=false"
                                                  if path.name == "last.ckpt" else "")
 
+
+# Entry of every checkpoint holding the run's settings (as metrics.json records them), which a
+# resume compares with the settings of the command that continues the run.
+SETTINGS_KEY = "bone_age_settings"
 
 # The paths a ModelCheckpoint state holds: Lightning tests, overwrites and deletes the files they
 # name, so a resumed run keeps only those inside its own checkpoint folder.
@@ -118,6 +123,40 @@ def _resume_problem(ckpt: dict, module: pl.LightningModule, folder: Path) -> str
     return _callbacks_problem(ckpt["callbacks"], folder)
 
 
+def settings_now(cfg: DictConfig) -> dict[str, Any] | None:
+    """The settings this run will record (None: no RunConfig callback records them)."""
+    from bone_age.evaluation.report import experiment_settings
+    from bone_age.training.callbacks.run_config import recorded_settings
+
+    config = OmegaConf.select(cfg, "callbacks.run_config.config", default=None)
+    if config is None:
+        return None
+    manifest = cfg.data.get("manifest")
+    try:
+        return recorded_settings(experiment_settings(config), Path(manifest) if manifest else None)
+    except OSError:  # a missing manifest: the run says so itself, once it reads it
+        return experiment_settings(config)
+
+
+def settings_changed(recorded: Any, now: dict[str, Any] | None, where: Path) -> None:
+    """Refuse to skip or continue a run recorded with other settings than the command's.
+
+    Raises:
+        ResumeError: naming the first keys that differ, their recorded and new values.
+    """
+    if not isinstance(recorded, dict) or now is None:
+        return  # recorded before settings were kept: nothing to compare
+    plain = json.loads(json.dumps(now, default=str))
+    differ = [k for k in sorted(set(recorded) | set(plain)) if recorded.get(k) != plain.get(k)]
+    if not differ:
+        return
+    shown = "; ".join(f"{k}: {recorded.get(k, '(unset)')!s} there, {plain.get(k, '(unset)')!s} "
+                      "now" for k in differ[:3]) + ("; ..." if len(differ) > 3 else "")
+    raise ResumeError(f"{where}: this run was started with other settings ({shown}); resume=true "
+                      "only skips or continues a run of the same settings: run the new settings "
+                      "in another hydra.run.dir (or hydra.sweep.dir)")
+
+
 def checkpoint_to_resume(
     cfg: DictConfig, output_dir: Path, module: pl.LightningModule
 ) -> Path | None:
@@ -141,9 +180,11 @@ def checkpoint_to_resume(
                           f"a run resumes only from its own checkpoints: "
                           f"{resume_hint(newest)}")
     try:
-        problem = _resume_problem(read_checkpoint(newest), module, folder)
+        ckpt = read_checkpoint(newest)
     except CheckpointError as err:
         raise ResumeError(f"{err}; cannot resume from it: {resume_hint(newest)}") from None
+    settings_changed(ckpt.get(SETTINGS_KEY), settings_now(cfg), newest)
+    problem = _resume_problem(ckpt, module, folder)
     if problem:
         raise ResumeError(f"{newest}: cannot resume from it: {problem}; {resume_hint(newest)}")
     log.info("resuming from %s", newest)

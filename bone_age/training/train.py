@@ -24,7 +24,13 @@ from bone_age.training.cluster import hpc_checkpoints, lightning_handles_requeue
 from bone_age.training.module import BoneAgeModule
 from bone_age.training.precision import supported_precision
 from bone_age.training.results import FittedRun, ResultsCallback, RunResults
-from bone_age.training.resume import ResumeError, checkpoint_to_resume, resume_hint
+from bone_age.training.resume import (
+    ResumeError,
+    checkpoint_to_resume,
+    resume_hint,
+    settings_changed,
+    settings_now,
+)
 from bone_age.training.settings import check_output_folder, check_settings
 from bone_age.utils.errors import brief, user_error_message
 
@@ -108,20 +114,21 @@ def train(cfg: DictConfig) -> RunResults:
     output_dir = Path(cfg.paths.output_dir)
     check_output_folder("paths.output_dir", output_dir)
     check_output_folder("data.cache_dir", cfg.data.cache_dir)
-    if cfg.get("resume") and RunResults(output_dir).metrics_file.exists():
-        try:
-            finished = RunResults.read(output_dir)
-        except (OSError, ValueError) as err:
-            raise ResumeError(f"{RunResults(output_dir).metrics_file}: not a readable metrics "
-                              f"file ({brief(err)}); delete it to run again, or set "
-                              "resume=false") from None
-        log.info("%s already finished; skipped (resume=true)", output_dir)
-        return finished
-    pl.seed_everything(cfg.seed, workers=True)
     # What runs is recorded (settings, loggers, report), not what was asked: bf16 falls back on
     # hardware without it.
     with open_dict(cfg):
         cfg.trainer.precision = supported_precision(cfg.trainer)
+    if cfg.get("resume") and RunResults(output_dir).metrics_file.exists():
+        metrics_file = RunResults(output_dir).metrics_file
+        try:
+            finished = RunResults.read(output_dir)
+        except (OSError, ValueError) as err:
+            raise ResumeError(f"{metrics_file}: not a readable metrics file ({brief(err)}); "
+                              "delete it to run again, or set resume=false") from None
+        settings_changed(finished.metrics.get("settings"), settings_now(cfg), metrics_file)
+        log.info("%s already finished; skipped (resume=true)", output_dir)
+        return finished
+    pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     loss = instantiate(cfg.loss)
     net = instantiate(cfg.model, num_outputs=loss.num_outputs)
