@@ -25,13 +25,13 @@ from bone_age.data.pseudonym import (
     check_secret_location,
     load_or_create_key,
 )
-from bone_age.utils.arguments import finite_float
+from bone_age.utils.arguments import ArgumentParser, finite_float
 from bone_age.utils.errors import EXIT_OK, EXIT_PARTIAL, command, fail
 from bone_age.utils.outputs import OutputError, check_output_file
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bone_age.index", description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="python -m bone_age.index", description=__doc__.split("\n")[0])
     p.add_argument("dicom_dir", type=Path, help="folder of DICOM files (searched recursively)")
     p.add_argument("--out", type=Path, default=Path("manifest.csv"), help="manifest to write")
     p.add_argument("--report", type=Path, help="per-file report (default: index_report.csv "

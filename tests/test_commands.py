@@ -538,3 +538,54 @@ def test_every_error_class_of_the_package_derives_from_one_base():
                 found.append(cls)
                 assert issubclass(cls, BoneAgeError), cls
     assert len(found) >= 10
+
+
+def test_nothing_predicted_is_one_line_naming_the_file_of_reasons(tiny, tmp_path, capsys):
+    from bone_age.evaluation import evaluate
+
+    with tiny["manifest"].open() as f:
+        rows = list(csv.DictReader(f))[:3]
+    for r in rows:
+        r["sex"] = ""  # refused by a model that uses sex, each with its reason
+        r["anterior"] = str(tiny["manifest"].parent / r["anterior"])
+        r["posterior"] = str(tiny["manifest"].parent / r["posterior"])
+    manifest = tmp_path / "manifest.csv"
+    with manifest.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    sex_model = str(_sex_model(tiny, tmp_path / "sex.ckpt"))
+    capsys.readouterr()
+    for name, run, out in (
+            ("predict", predict.main, tmp_path / "p.csv"),
+            ("evaluate", evaluate.main, tmp_path / "eval")):
+        assert run([sex_model, str(manifest), "--out", str(out)]) == 2
+        line = _err_line(capsys, name)  # one line, not one per study
+        listing = out.with_name(out.name + ".refused.csv")
+        assert "no study could be predicted: 3 refused" in line and str(listing) in line
+        listed = list(csv.DictReader(listing.open()))
+        assert [r["subject_id"] for r in listed] == [r["subject_id"] for r in rows]
+        assert all("uses sex as an input" in r["reason"] for r in listed)
+        assert not out.exists()
+
+
+def test_a_bad_command_line_is_one_line(tmp_path, capsys):
+    from bone_age import index
+    from bone_age.evaluation import evaluate, report
+    from bone_age.phantom.__main__ import main as phantom
+
+    cases = {
+        "predict": (predict.main, ["only_one_argument"], "required"),
+        "evaluate": (evaluate.main, ["a.ckpt", "m.csv"], "required: --out"),
+        "export": (export.main, [], "required"),
+        "explain": (explain.main, ["a.ckpt", "x.dcm", "--scale", "0"], "--scale"),
+        "report": (report.main, [], "required"),
+        "index": (index.main, [str(tmp_path), "--age-range", "nan", "nan"], "finite"),
+        "phantom": (phantom, ["--out", str(tmp_path / "c"), "--variability", "inf"], "finite"),
+    }
+    capsys.readouterr()
+    for name, (main, argv, said) in cases.items():
+        assert main(argv) == 2, name
+        line = _err_line(capsys, name)
+        assert said in line and "--help" in line, line
+    assert not (tmp_path / "c").exists()

@@ -16,6 +16,7 @@ import traceback
 from pathlib import Path
 
 from bone_age.bench.common import Ctx, entry, table, write_results
+from bone_age.utils.arguments import ArgumentParser
 from bone_age.utils.errors import BoneAgeError, command
 
 ITEMS = {
@@ -30,7 +31,7 @@ ITEMS = {
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bone_age.bench", description=__doc__)
+    p = ArgumentParser(prog="python -m bone_age.bench", description=__doc__)
     p.add_argument("--out", type=Path, default=Path("experiments/bench"))
     p.add_argument("--only", nargs="+", choices=list(ITEMS), help="run only these items")
     p.add_argument("--repeats", type=int, default=5, help="interleaved repeats per comparison")

@@ -223,8 +223,12 @@ class BoneAgeDataModule(pl.LightningDataModule):
                                                                               "no_fold")]
         if problems:
             listing = "\n".join(f"  {p}" for p in problems)
-            if self.strict:
-                raise DataError(f"{len(problems)} studies cannot be used:\n{listing}")
+            if self.strict:  # one line: the full list is excluded.csv of a data.strict=false run
+                shown = "; ".join(str(p) for p in problems[:3])
+                raise DataError(f"{path}: {len(problems)} studies cannot be used (data.strict="
+                                f"true): {shown}{'; ...' if len(problems) > 3 else ''}; "
+                                "data.strict=false leaves them out and lists them all in "
+                                "the run's excluded.csv")
             log.warning("leaving out %d studies (listed in excluded.csv):\n%s",
                         len(problems), listing)
         if len(usable) < 2 * self.num_folds:

@@ -16,7 +16,6 @@ logged to W&B as a ``report`` run in the sweep's group.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import hashlib
@@ -37,6 +36,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from bone_age.evaluation import plots
 from bone_age.evaluation.metrics import age_metrics, baseline_mae
+from bone_age.utils.arguments import ArgumentParser
 from bone_age.utils.errors import EXIT_OK, EXIT_PARTIAL, BoneAgeError, brief, command, fail
 
 log = logging.getLogger(__name__)
@@ -483,7 +483,7 @@ class ReportCallback(Callback):
 
 @command("report")
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bone_age.report", description=__doc__)
+    parser = ArgumentParser(prog="python -m bone_age.report", description=__doc__)
     parser.add_argument("dir", type=Path, help="a sweep (or any) folder holding finished runs")
     parser.add_argument("--wandb", metavar="PROJECT",
                         help="also log Table 1 and the figures to this W&B project")

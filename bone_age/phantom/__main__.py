@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from bone_age.utils.arguments import non_negative_float, positive_int
+from bone_age.utils.arguments import ArgumentParser, non_negative_float, positive_int
 from bone_age.utils.errors import command, fail
 
 from .cohort import DEFAULTS, LAYOUTS, generate_cohort, keep_freed_memory
@@ -15,7 +15,7 @@ from .dicom_writer import TRANSFER_SYNTAXES
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m bone_age.phantom",
         description="Write a synthetic cohort of whole-body bone scans (DICOM NM) + manifest.",
     )

@@ -1,9 +1,24 @@
-"""Argument types shared by the commands' parsers: a bad value is argparse's one-line error."""
+"""The commands' argument parser and argument types: a bad command line is one line, exit 2."""
 
 from __future__ import annotations
 
 import argparse
 import math
+from typing import NoReturn
+
+from bone_age.utils.errors import BoneAgeError
+
+
+class UsageError(BoneAgeError):
+    """A bad command line (one line via ``errors.command``, exit 2)."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, except that a bad command line ends as the command's one line
+    (``bone-age <command>: <what is wrong> (see --help)``) instead of usage + error lines."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see {self.prog} --help)")
 
 
 def positive_int(text: str) -> int:

@@ -40,8 +40,8 @@ def user_error_message(err: BaseException) -> str | None:
     Errors of OmegaConf/Hydra are only checked for when those are loaded (they are not for
     the light commands).
     """
-    if isinstance(err, BoneAgeError):
-        return str(err)
+    if isinstance(err, BoneAgeError):  # one line on the terminal, whatever the message holds
+        return _one_line(str(err))
     if isinstance(err, OSError):  # a file or folder the user named or the system refused
         if err.filename is not None and err.strerror:
             return f"{err.filename}: {err.strerror}"

@@ -11,12 +11,11 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
-from typing import NoReturn
 
 import numpy as np
 
-from bone_age.utils.arguments import positive_int
-from bone_age.utils.errors import BoneAgeError, command
+from bone_age.utils.arguments import ArgumentParser, positive_int
+from bone_age.utils.errors import command
 from bone_age.utils.outputs import check_output_dir
 
 from ..render import NCOLS, NROWS
@@ -26,17 +25,8 @@ from .view import VIEWS, ViewDecision, decide_view
 CHOICES = ("auto", *VIEWS)
 
 
-class UsageError(BoneAgeError):
-    """A bad command line (one line, exit 2)."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # one line via @command, not usage + error
-        raise UsageError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m bone_age.phantom.realism",
+    p = ArgumentParser(prog="python -m bone_age.phantom.realism",
                 description="Compare phantom scans with a real whole-body scan.")  # fmt: skip
     p.add_argument("ref", type=Path, help="real scan (DICOM)")
     p.add_argument("--view", type=str.lower, choices=CHOICES, default="auto",
