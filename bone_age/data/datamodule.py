@@ -221,16 +221,15 @@ class BoneAgeDataModule(pl.LightningDataModule):
                          for s, _ in usable if part_of[s.subject_id] == status]
         usable = [(s, e) for s, e in usable if part_of[s.subject_id] not in ("no_site",
                                                                               "no_fold")]
-        if problems:
-            listing = "\n".join(f"  {p}" for p in problems)
-            if self.strict:  # one line: the full list is excluded.csv of a data.strict=false run
-                shown = "; ".join(str(p) for p in problems[:3])
+        if problems:  # one line each way: the full list is the run's excluded.csv
+            shown = "; ".join(str(p) for p in problems[:3]) + ("; ..." if len(problems) > 3
+                                                               else "")
+            if self.strict:
                 raise DataError(f"{path}: {len(problems)} studies cannot be used (data.strict="
-                                f"true): {shown}{'; ...' if len(problems) > 3 else ''}; "
-                                "data.strict=false leaves them out and lists them all in "
-                                "the run's excluded.csv")
-            log.warning("leaving out %d studies (listed in excluded.csv):\n%s",
-                        len(problems), listing)
+                                f"true): {shown}; data.strict=false leaves them out and lists "
+                                "them all in the run's excluded.csv")
+            log.warning("leaving out %d studies (%s); all are listed in excluded.csv",
+                        len(problems), shown)
         if len(usable) < 2 * self.num_folds:
             raise DataError(f"{path}: only {len(usable)} usable studies for "
                             f"{self.num_folds}-fold cross-validation")
