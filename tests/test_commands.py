@@ -343,7 +343,7 @@ def test_resume_from_a_damaged_last_checkpoint_is_refused(tiny, tmp_path, case):
     change, said = RESUME_CASES[case]
     run, last = _resume_cfg(tiny, tmp_path, change)
     before = last.read_bytes()
-    overrides = [*tiny["overrides"], "resume=true", "trainer.max_epochs=2"]
+    overrides = [*tiny["overrides"], "resume=true"]  # other settings are refused too
     with pytest.raises(ResumeError) as err:
         run_in_process(overrides, run)
     message = errors.user_error_message(err.value)
@@ -502,7 +502,16 @@ def test_config_errors_wrapped_by_hydra_are_user_errors():
     assert errors.user_error_message(ManifestError("m.csv: bad")) == "m.csv: bad"
     bug = InstantiationException("Error in call to target 'X':\nKeyError('k')")
     bug.__cause__ = KeyError("k")
-    assert errors.user_error_message(bug) == "Error in call to target 'X':"
+    assert errors.user_error_message(bug) == "Error in call to target 'X': KeyError: 'k'"
+
+    class MisconfigurationException(Exception):  # what Lightning raises, no ValueError
+        pass
+
+    lightning = InstantiationException("Error in call to target 'Trainer':\nMisc...")
+    lightning.__cause__ = MisconfigurationException("No supported gpu backend found!")
+    assert errors.user_error_message(lightning) == ("Error in call to target 'Trainer': "
+                                                    "MisconfigurationException: No supported "
+                                                    "gpu backend found!")
     assert errors.user_error_message(AttributeError("a bug")) is None
 
 

@@ -183,9 +183,9 @@ def checkpoint_to_resume(
         ckpt = read_checkpoint(newest)
     except CheckpointError as err:
         raise ResumeError(f"{err}; cannot resume from it: {resume_hint(newest)}") from None
-    settings_changed(ckpt.get(SETTINGS_KEY), settings_now(cfg), newest)
     problem = _resume_problem(ckpt, module, folder)
     if problem:
         raise ResumeError(f"{newest}: cannot resume from it: {problem}; {resume_hint(newest)}")
+    settings_changed(ckpt.get(SETTINGS_KEY), settings_now(cfg), newest)
     log.info("resuming from %s", newest)
     return newest

@@ -132,7 +132,7 @@ RULES: dict[str, Rule] = {
     "data.progress": flag,
     "data.split_seed": _SEED,
     "data.folds_file": optional(text),
-    "data.subjects": _COUNT,
+    "data.subjects": optional(_COUNT),  # null: not a phantom run (PhantomSource refuses it)
     "data.cohort_seed": _SEED,
     "data.phantom_options": mapping,
     # model

@@ -55,7 +55,9 @@ def user_error_message(err: BaseException) -> str | None:
         if cause is not None and (isinstance(cause, (ValueError, TypeError))
                                   or user_error_message(cause) is not None):
             return user_error_message(cause) or _one_line(str(cause))
-        return str(err).splitlines()[0]
+        # Never "Error in call to target ...:" cut off before the reason.
+        first = str(err).splitlines()[0] if str(err).strip() else type(err).__name__
+        return f"{first} {brief(cause)}" if cause is not None else first
     return None
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -41,7 +42,7 @@ BAD = {
     "data.resize=crop": "data.resize must be one of 'stretch', 'pad', got 'crop'",
     "data.normalize=max": "data.normalize must be one of 'percentile', 'total'",
     "data.num_workers=many": "data.num_workers must be a whole number >= 0 or one of 'auto'",
-    "data.subjects=0": "data.subjects must be a whole number >= 1, got 0",
+    "data.subjects=0": "data.subjects must be null or a whole number >= 1, got 0",
     "data.split=random": "data.split must be one of 'stratified', 'site', got 'random'",
     "model.views=3": "model.views must be one of 1, 2, got 3",
     "model.dropout=1.5": "model.dropout must be a number >= 0 and < 1, got 1.5",
@@ -62,9 +63,15 @@ def test_a_bad_setting_is_one_line_naming_key_value_and_what_is_allowed(override
 
 def test_good_settings_pass(tmp_path):
     check_settings(_cfg([]))  # the defaults (phantom)
-    check_settings(_cfg(["experiment=quickstart"]))
-    check_settings(_cfg(["experiment=table1"]))
     check_settings(_cfg(tiny_overrides(tmp_path / "m.csv", tmp_path)))
+    # Every preset and group option of conf/ (trainer=gpu needs a GPU: tested below)
+    for group in ("experiment", "model", "loss", "scheduler", "augment", "trainer", "logger"):
+        for option in sorted((Path(CONF_DIR) / group).glob("*.yaml")):
+            if option.stem in ("default", "gpu") and group != "augment":
+                continue
+            check_settings(_cfg([f"{group}={option.stem}"]))
+    check_settings(_cfg(["experiment=ablation_sex", *tiny_overrides(tmp_path / "m.csv", tmp_path),
+                         "data.subjects=null"]))
 
 
 def test_a_manifest_run_without_its_manifest_says_what_to_add():
