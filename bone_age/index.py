@@ -25,12 +25,13 @@ from bone_age.data.pseudonym import (
     check_secret_location,
     load_or_create_key,
 )
+from bone_age.utils.arguments import ArgumentParser, finite_float
 from bone_age.utils.errors import EXIT_OK, EXIT_PARTIAL, command, fail
 from bone_age.utils.outputs import OutputError, check_output_file
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bone_age.index", description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="python -m bone_age.index", description=__doc__.split("\n")[0])
     p.add_argument("dicom_dir", type=Path, help="folder of DICOM files (searched recursively)")
     p.add_argument("--out", type=Path, default=Path("manifest.csv"), help="manifest to write")
     p.add_argument("--report", type=Path, help="per-file report (default: index_report.csv "
@@ -52,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-check-pixels", dest="check_pixels", action="store_false",
                    help="skip decoding the chosen views (faster; damaged, all-zero or negative "
                         "pixels are then only found at training time)")
-    p.add_argument("--age-range", type=float, nargs=2, default=(40.0, 80.0),
+    p.add_argument("--age-range", type=finite_float, nargs=2, default=(40.0, 80.0),
                    metavar=("MIN", "MAX"), help="ages outside are reported (and kept)")
     return p.parse_args(argv)
 
@@ -79,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not args.dicom_dir.is_dir():
         return fail("index", f"{args.dicom_dir} is not a folder")
+    low, high = args.age_range
+    if not 0 <= low < high <= 150:
+        return fail("index", f"--age-range {low:g} {high:g}: MIN and MAX must be ages in years "
+                             "with 0 <= MIN < MAX <= 150, e.g. --age-range 40 80")
     out, report, link_file = _outputs(args)
     outputs = [out.parent, args.dicom_dir]
     key_file = check_secret_location(args.key_file, outputs, "pseudonym key file")

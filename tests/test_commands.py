@@ -371,6 +371,7 @@ def _resume_cfg(tiny: dict, tmp_path: Path, change) -> tuple[Path, Path]:
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     last = run / "checkpoints" / "last.ckpt"
+    shutil.copy(tiny["ckpt"], run / "checkpoints")  # the best checkpoint last.ckpt names
     content = torch.load(tiny["last"], weights_only=True)
     change(content, last)
     return run, last
@@ -402,13 +403,88 @@ def test_resume_from_a_damaged_last_checkpoint_is_refused(tiny, tmp_path, case):
     change, said = RESUME_CASES[case]
     run, last = _resume_cfg(tiny, tmp_path, change)
     before = last.read_bytes()
-    overrides = [*tiny["overrides"], "resume=true", "trainer.max_epochs=2"]
+    overrides = [*tiny["overrides"], "resume=true"]  # other settings are refused too
     with pytest.raises(ResumeError) as err:
         run_in_process(overrides, run)
     message = errors.user_error_message(err.value)
     assert str(last) in message and said in message and "set resume=false" in message
     assert "\n" not in message
     assert last.read_bytes() == before  # not overwritten: the user decides
+
+
+def _files(folder: Path) -> dict[Path, tuple[int, int, bytes]]:
+    return {p: (p.stat().st_ino, p.stat().st_mtime_ns, p.read_bytes())
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_copied_run_folder_resumes_with_its_own_checkpoints_only(tiny, tmp_path):
+    original = tiny["last"].parent.parent
+    before = _files(original)
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy)
+    (copy / "metrics.json").unlink()  # an unfinished run: resume continues it
+    tested = copy / "checkpoints" / tiny["ckpt"].name
+    copied = tested.stat().st_ino
+    metrics = run_in_process([*tiny["overrides"], "resume=true"], copy)
+    assert metrics["n_test"] > 0
+    # last.ckpt names the original's best checkpoint: the copy's own file of that name was
+    # tested and received the calibration record; the original folder is untouched.
+    assert tested.stat().st_ino != copied
+    assert _files(original) == before
+
+
+@pytest.mark.parametrize("finished", [True, False])
+def test_resume_refuses_a_run_started_with_other_settings(tiny, tmp_path, finished):
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny["last"].parent.parent, copy)
+    if not finished:  # interrupted: last.ckpt records the settings
+        (copy / "metrics.json").unlink()
+    before = _files(copy)
+    with pytest.raises(ResumeError) as err:
+        run_in_process([*tiny["overrides"], "resume=true", "trainer.max_epochs=3",
+                        "module.optimizer.lr=0.5"], copy)
+    message = errors.user_error_message(err.value)
+    where = copy / ("metrics.json" if finished else "checkpoints/last.ckpt")
+    assert message.startswith(f"{where}: this run was started with other settings")
+    assert "module.optimizer.lr: 0.0001 there, 0.5 now" in message
+    assert "trainer.max_epochs: 1 there, 3 now" in message and "\n" not in message
+    assert _files(copy) == before
+    if finished:  # the same settings: skipped, as before
+        again = run_in_process([*tiny["overrides"], "resume=true"], copy)
+        assert again["mae"] == json.loads((copy / "metrics.json").read_text())["mae"]
+
+
+def _with_checkpoint_state(**paths):
+    def change(content):
+        key = next(k for k in content["callbacks"] if k.startswith("ModelCheckpoint"))
+        content["callbacks"][key].update(paths)
+    return change
+
+
+@pytest.mark.parametrize("case", ["system_file", "other_run", "not_text", "best_k", "symlink"])
+def test_resume_refuses_checkpoint_paths_outside_the_run(tiny, tmp_path, case):
+    other = tmp_path / "other" / "checkpoints" / "epoch007.ckpt"
+    other.parent.mkdir(parents=True)
+    shutil.copy(tiny["ckpt"], other)
+    changes = {"system_file": _with_checkpoint_state(best_model_path="/etc/passwd"),
+               "other_run": _with_checkpoint_state(best_model_path=str(other)),
+               "not_text": _with_checkpoint_state(best_model_path=7),
+               "best_k": _with_checkpoint_state(best_k_models={str(other): torch.tensor(1.0)}),
+               "symlink": lambda c: None}
+    run, last = _resume_cfg(tiny, tmp_path, _save_changed(changes[case]))
+    if case == "symlink":  # last.ckpt leading to another run's file
+        last.unlink()
+        last.symlink_to(tiny["last"])
+    before = _files(tmp_path / "other") | _files(tiny["last"].parent)
+    with pytest.raises(ResumeError) as err:
+        run_in_process([*tiny["overrides"], "resume=true"], run)
+    message = errors.user_error_message(err.value)
+    assert str(last) in message and "set resume=false" in message and "\n" not in message
+    assert {"system_file": "/etc/passwd", "other_run": str(other), "not_text": "is a int",
+            "best_k": "best_k_models names", "symlink": "outside this run's folder"}[case] \
+        in message
+    assert _files(tmp_path / "other") | _files(tiny["last"].parent) == before
+    assert not (run / "metrics.json").exists()
 
 
 def test_float64_training_runs(tiny, tmp_path):
@@ -486,7 +562,16 @@ def test_config_errors_wrapped_by_hydra_are_user_errors():
     assert errors.user_error_message(ManifestError("m.csv: bad")) == "m.csv: bad"
     bug = InstantiationException("Error in call to target 'X':\nKeyError('k')")
     bug.__cause__ = KeyError("k")
-    assert errors.user_error_message(bug) == "Error in call to target 'X':"
+    assert errors.user_error_message(bug) == "Error in call to target 'X': KeyError: 'k'"
+
+    class MisconfigurationException(Exception):  # what Lightning raises, no ValueError
+        pass
+
+    lightning = InstantiationException("Error in call to target 'Trainer':\nMisc...")
+    lightning.__cause__ = MisconfigurationException("No supported gpu backend found!")
+    assert errors.user_error_message(lightning) == ("Error in call to target 'Trainer': "
+                                                    "MisconfigurationException: No supported "
+                                                    "gpu backend found!")
     assert errors.user_error_message(AttributeError("a bug")) is None
 
 
@@ -522,3 +607,54 @@ def test_every_error_class_of_the_package_derives_from_one_base():
                 found.append(cls)
                 assert issubclass(cls, BoneAgeError), cls
     assert len(found) >= 10
+
+
+def test_nothing_predicted_is_one_line_naming_the_file_of_reasons(tiny, tmp_path, capsys):
+    from bone_age.evaluation import evaluate
+
+    with tiny["manifest"].open() as f:
+        rows = list(csv.DictReader(f))[:3]
+    for r in rows:
+        r["sex"] = ""  # refused by a model that uses sex, each with its reason
+        r["anterior"] = str(tiny["manifest"].parent / r["anterior"])
+        r["posterior"] = str(tiny["manifest"].parent / r["posterior"])
+    manifest = tmp_path / "manifest.csv"
+    with manifest.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    sex_model = str(_sex_model(tiny, tmp_path / "sex.ckpt"))
+    capsys.readouterr()
+    for name, run, out in (
+            ("predict", predict.main, tmp_path / "p.csv"),
+            ("evaluate", evaluate.main, tmp_path / "eval")):
+        assert run([sex_model, str(manifest), "--out", str(out)]) == 2
+        line = _err_line(capsys, name)  # one line, not one per study
+        listing = out.with_name(out.name + ".refused.csv")
+        assert "no study could be predicted: 3 refused" in line and str(listing) in line
+        listed = list(csv.DictReader(listing.open()))
+        assert [r["subject_id"] for r in listed] == [r["subject_id"] for r in rows]
+        assert all("uses sex as an input" in r["reason"] for r in listed)
+        assert not out.exists()
+
+
+def test_a_bad_command_line_is_one_line(tmp_path, capsys):
+    from bone_age import index
+    from bone_age.evaluation import evaluate, report
+    from bone_age.phantom.__main__ import main as phantom
+
+    cases = {
+        "predict": (predict.main, ["only_one_argument"], "required"),
+        "evaluate": (evaluate.main, ["a.ckpt", "m.csv"], "required: --out"),
+        "export": (export.main, [], "required"),
+        "explain": (explain.main, ["a.ckpt", "x.dcm", "--scale", "0"], "--scale"),
+        "report": (report.main, [], "required"),
+        "index": (index.main, [str(tmp_path), "--age-range", "nan", "nan"], "finite"),
+        "phantom": (phantom, ["--out", str(tmp_path / "c"), "--variability", "inf"], "finite"),
+    }
+    capsys.readouterr()
+    for name, (main, argv, said) in cases.items():
+        assert main(argv) == 2, name
+        line = _err_line(capsys, name)
+        assert said in line and "--help" in line, line
+    assert not (tmp_path / "c").exists()

@@ -16,6 +16,7 @@ import traceback
 from pathlib import Path
 
 from bone_age.bench.common import Ctx, entry, table, write_results
+from bone_age.utils.arguments import ArgumentParser
 from bone_age.utils.errors import BoneAgeError, command
 
 ITEMS = {
@@ -33,7 +34,7 @@ QUICK_SUBJECTS = 40
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bone_age.bench", description=__doc__)
+    p = ArgumentParser(prog="python -m bone_age.bench", description=__doc__)
     p.add_argument("--out", type=Path, default=None,
                    help="results folder (default experiments/bench, the committed figures; "
                         "with --quick outputs/bench-quick)")

@@ -219,12 +219,15 @@ class BoneAgeDataModule(pl.LightningDataModule):
                          for s, _ in usable if part_of[s.subject_id] == status]
         usable = [(s, e) for s, e in usable if part_of[s.subject_id] not in ("no_site",
                                                                               "no_fold")]
-        if problems:
-            listing = "\n".join(f"  {p}" for p in problems)
+        if problems:  # one line each way: the full list is the run's excluded.csv
+            shown = "; ".join(str(p) for p in problems[:3]) + ("; ..." if len(problems) > 3
+                                                               else "")
             if self.strict:
-                raise DataError(f"{len(problems)} studies cannot be used:\n{listing}")
-            log.warning("leaving out %d studies (listed in excluded.csv):\n%s",
-                        len(problems), listing)
+                raise DataError(f"{path}: {len(problems)} studies cannot be used (data.strict="
+                                f"true): {shown}; data.strict=false leaves them out and lists "
+                                "them all in the run's excluded.csv")
+            log.warning("leaving out %d studies (%s); all are listed in excluded.csv",
+                        len(problems), shown)
         if len(usable) < 2 * self.num_folds:
             raise DataError(f"{path}: only {len(usable)} usable studies for "
                             f"{self.num_folds}-fold cross-validation")

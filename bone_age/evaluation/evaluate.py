@@ -44,10 +44,12 @@ from bone_age.inference.predict import (
     add_model_and_input,
     load_predictor,
     model_and_input,
+    nothing_predicted,
     predict_studies,
     read_input,
 )
 from bone_age.inference.run_metadata import RunMetadata
+from bone_age.utils.arguments import ArgumentParser
 from bone_age.utils.console import plural
 from bone_age.utils.errors import EXIT_OK, EXIT_PARTIAL, BoneAgeError, command
 from bone_age.utils.outputs import (
@@ -187,7 +189,7 @@ def _print_summary(metrics: dict[str, Any], missing: list[str], refused: int, ou
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bone_age.evaluate",
+    p = ArgumentParser(prog="python -m bone_age.evaluate",
                                 description=__doc__.splitlines()[0])
     add_model_and_input(p, "cohort")
     p.add_argument("--out", type=Path, required=True, help="folder for the figures")
@@ -203,10 +205,10 @@ def main(argv: list[str] | None = None) -> int:
                                        out / "predictions.csv")
     done, more = predict_studies(predictor, items, args.batch_size)
     refused += more
+    if not done:  # one line; the reasons go to a file
+        raise nothing_predicted(args.cohort, refused, scrub, out)
     for r in refused:
         print(scrub(f"bone-age evaluate: refused {r.subject_id}: {r.reason}"), file=sys.stderr)
-    if not done:
-        raise EvaluationError(f"{args.cohort}: no study could be predicted")
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out.parent)  # what a killed evaluation left
     tmp = temp_path(out, keep_suffix=False)

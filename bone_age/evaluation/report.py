@@ -16,7 +16,6 @@ logged to W&B as a ``report`` run in the sweep's group.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import hashlib
@@ -30,13 +29,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from bone_age.evaluation import plots
 from bone_age.evaluation.metrics import age_metrics, baseline_mae
-from bone_age.utils.errors import EXIT_OK, EXIT_PARTIAL, BoneAgeError, command, fail
+from bone_age.utils.arguments import ArgumentParser
+from bone_age.utils.errors import EXIT_OK, EXIT_PARTIAL, BoneAgeError, brief, command, fail
 from bone_age.utils.files import regular_file
 from bone_age.utils.outputs import write_text_atomic
 from bone_age.utils.tables import write_csv
@@ -75,6 +76,7 @@ RUN_INFO_KEYS = ("backbone", "loss", "seed", "use_sex", "resize")
 RUN_INFO_NAMES = {"backbone": "model.backbone", "loss": "loss.name", "use_sex": "model.use_sex",
                   "resize": "data.resize"}
 UNSET = "(unset)"
+MAX_FOLD = 9999  # fold numbers a metrics.json may hold (a site fold per site at most)
 
 
 def _ignored(name: str) -> bool:
@@ -136,10 +138,15 @@ def run_settings(metrics: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         return metrics["settings"]
     hydra_config = run_dir / ".hydra" / "config.yaml"
     if hydra_config.is_file():
-        config = OmegaConf.load(hydra_config)
-        early = OmegaConf.select(config, "callbacks.early_stopping")
-        return experiment_settings({**{k: config[k] for k in config if k != "callbacks"},
-                                    "early_stopping": early})
+        try:
+            config = OmegaConf.load(hydra_config)
+            if not isinstance(config, DictConfig):
+                raise TypeError(f"holds a {type(config).__name__}, not a mapping")
+            early = OmegaConf.select(config, "callbacks.early_stopping")
+            return experiment_settings({**{k: config[k] for k in config if k != "callbacks"},
+                                        "early_stopping": early})
+        except (OmegaConfBaseException, yaml.YAMLError, UnicodeDecodeError, TypeError) as err:
+            raise RunFileError(f"{hydra_config}: not a run's settings ({brief(err)})") from None
     return {RUN_INFO_NAMES.get(k, k): metrics[k] for k in RUN_INFO_KEYS if k in metrics}
 
 
@@ -149,6 +156,16 @@ class RunFileError(BoneAgeError, ValueError):
 
 def _read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray]:
     regular_file(path, "predictions file", RunFileError)  # a FIFO would block the report
+    try:
+        return _prediction_columns(path)
+    except UnicodeDecodeError as err:
+        raise RunFileError(f"{path}: not UTF-8 (byte {err.start}); not a predictions.csv "
+                           "this project wrote") from None
+    except csv.Error as err:
+        raise RunFileError(f"{path}: not a CSV file ({err})") from None
+
+
+def _prediction_columns(path: Path) -> tuple[np.ndarray, np.ndarray]:
     with path.open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         missing = {"age", "pred_age"} - set(reader.fieldnames or [])
@@ -166,6 +183,8 @@ def _read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray]:
                     raise RunFileError(f"{path}, line {line}: {key} {row[key]!r} is not a "
                                        "finite number")
                 column.append(value)
+    if not values["age"]:
+        raise RunFileError(f"{path}: no predictions in it (a header only)")
     return np.array(values["age"]), np.array(values["pred_age"])
 
 
@@ -177,27 +196,36 @@ def _read_metrics(path: Path) -> dict[str, Any]:
         raise RunFileError(f"{path}: not JSON ({err})") from None
     if not isinstance(m, dict):
         raise RunFileError(f"{path}: not a JSON object")
-    try:
-        m["fold"] = int(m.get("fold", 0))
-    except (TypeError, ValueError):
-        raise RunFileError(f"{path}: fold {m.get('fold')!r} is not a fold number") from None
+    fold = m.get("fold", 0)
+    if isinstance(fold, bool) or not isinstance(fold, (int, float)) or not (
+            math.isfinite(fold) and fold == int(fold) and 0 <= fold <= MAX_FOLD):
+        raise RunFileError(f"{path}: fold {fold!r} is not a fold number (0..{MAX_FOLD})")
+    m["fold"] = int(fold)
     for key in ("train_mean_age", "baseline_mae"):
-        if key in m and (isinstance(m[key], bool) or not isinstance(m[key], (int, float))):
-            raise RunFileError(f"{path}: {key} {m[key]!r} is not a number")
+        if key in m and (isinstance(m[key], bool) or not isinstance(m[key], (int, float))
+                         or not math.isfinite(m[key])):
+            raise RunFileError(f"{path}: {key} {m[key]!r} is not a finite number")
+    if "settings" in m and not isinstance(m["settings"], dict):
+        raise RunFileError(f"{path}: settings is a {type(m['settings']).__name__}, not a "
+                           "mapping of setting names to values")
     return m
 
 
-def collect_runs(root: Path) -> dict[tuple[str, ...], dict[int, dict[str, Any]]]:
+def collect_runs(root: Path, left_out: list[str] | None = None
+                 ) -> dict[tuple[str, ...], dict[int, dict[str, Any]]]:
     """Runs by (model, backbone, loss, settings), then fold; a repeated fold keeps the newest run.
 
     ``settings`` is the run's ``experiment_settings`` as canonical JSON: runs that differ in any
-    of them are never pooled.
+    of them are never pooled. A damaged run is named in a warning, added to ``left_out`` and
+    left out.
     """
+    left_out = [] if left_out is None else left_out
     cells: dict[tuple[str, ...], dict[int, dict[str, Any]]] = defaultdict(dict)
     for metrics_file in sorted(root.rglob("metrics.json"), key=lambda p: p.stat().st_mtime):
         preds_file = metrics_file.with_name("predictions.csv")
         if not preds_file.exists():
             log.warning("%s: no predictions.csv beside it, left out", metrics_file.parent)
+            left_out.append(str(metrics_file.parent))
             continue
         try:
             m = _read_metrics(metrics_file)
@@ -207,8 +235,9 @@ def collect_runs(root: Path) -> dict[tuple[str, ...], dict[int, dict[str, Any]]]
                 continue
             age, pred = _read_predictions(preds_file)
             settings = run_settings(m, metrics_file.parent)
-        except (RunFileError, OSError, OmegaConfBaseException) as err:
+        except (RunFileError, OSError) as err:
             log.warning("%s; run left out", err)
+            left_out.append(str(metrics_file.parent))
             continue
         # Variants beyond the paper get rows of their own.
         extras = ["sex"] * bool(m.get("use_sex")) + ["4:1 aspect"] * (m.get("resize") == "pad")
@@ -417,13 +446,15 @@ def write_figures(cells: dict, rows: list[dict[str, Any]], out_dir: Path) -> dic
     return figures
 
 
-def report(root: str | Path, wandb_project: str | None = None) -> Path | None:
+def report(root: str | Path, wandb_project: str | None = None,
+           left_out: list[str] | None = None) -> Path | None:
     """Gather the runs below ``root`` into its Table 1 and figures; returns the markdown file.
 
-    ``wandb_project``: also log Table 1 and the figures to that W&B project.
+    ``wandb_project``: also log Table 1 and the figures to that W&B project; ``left_out``
+    receives the damaged runs (named in warnings, not pooled).
     """
     root = Path(root)
-    cells = collect_runs(root)
+    cells = collect_runs(root, left_out)
     if not cells:
         log.warning("%s: no finished runs (metrics.json + predictions.csv) found", root)
         return None
@@ -451,18 +482,23 @@ class ReportCallback(Callback):
 
 @command("report")
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bone_age.report", description=__doc__)
+    parser = ArgumentParser(prog="python -m bone_age.report", description=__doc__)
     parser.add_argument("dir", type=Path, help="a sweep (or any) folder holding finished runs")
     parser.add_argument("--wandb", metavar="PROJECT",
                         help="also log Table 1 and the figures to this W&B project")
     args = parser.parse_args(argv)
     if not args.dir.is_dir():
         return fail("report", f"{args.dir}: not a folder")
-    md = report(args.dir, args.wandb)
+    left_out: list[str] = []
+    md = report(args.dir, args.wandb, left_out)
     if md is None:
         print(f"bone-age report: no finished runs below {args.dir}", file=sys.stderr)
         return EXIT_PARTIAL
     print(md.read_text())
+    if left_out:  # the table holds the other runs; the warnings above name these
+        print(f"bone-age report: {len(left_out)} damaged run(s) left out of the table",
+              file=sys.stderr)
+        return EXIT_PARTIAL
     return EXIT_OK
 
 

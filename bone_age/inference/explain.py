@@ -37,6 +37,7 @@ from bone_age.data.dicom import read_dataset, views_in_file  # noqa: E402
 from bone_age.inference.checkpoint import load_checkpoint  # noqa: E402
 from bone_age.inference.run_metadata import RunMetadata  # noqa: E402
 from bone_age.models import BoneAgeNet  # noqa: E402
+from bone_age.utils.arguments import ArgumentParser
 from bone_age.utils.errors import EXIT_OK, BoneAgeError, command  # noqa: E402
 from bone_age.utils.extras import require  # noqa: E402
 from bone_age.utils.outputs import (  # noqa: E402
@@ -211,7 +212,7 @@ def _at_least_1(text: str) -> int:
 
 @command("explain")
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bone_age.explain",
+    p = ArgumentParser(prog="python -m bone_age.explain",
                                 description=__doc__.splitlines()[0])
     p.add_argument("checkpoint", type=Path, help="a run's checkpoints/*.ckpt")
     p.add_argument("input", type=Path, help="a DICOM file or a manifest .csv")

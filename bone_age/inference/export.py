@@ -12,7 +12,6 @@ stored as JSON in the model's metadata_props (key ``bone_age``), so the file is 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -24,6 +23,7 @@ from bone_age.inference.checkpoint import load_checkpoint
 from bone_age.inference.model_card import card_path, write_model_card
 from bone_age.inference.run_metadata import METADATA_KEY, RunMetadata
 from bone_age.losses import AgeLoss
+from bone_age.utils.arguments import ArgumentParser
 from bone_age.utils.errors import EXIT_OK, command
 from bone_age.utils.extras import require
 from bone_age.utils.outputs import OutputError, check_output_file, write_atomic
@@ -93,7 +93,7 @@ def run_metrics(checkpoint: Path) -> dict | None:
 
 @command("export")
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bone_age.export",
+    parser = ArgumentParser(prog="python -m bone_age.export",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", type=Path, help="a run's checkpoints/*.ckpt")
     parser.add_argument("--out", type=Path, default=Path("model.onnx"), help="ONNX file")

@@ -24,10 +24,10 @@ import torch
 
 from bone_age.data.dicom import DicomReadError, read_dataset, views_in_file
 from bone_age.data.manifest import read_manifest
-from bone_age.utils.arguments import MAX_BATCH_SIZE, count
+from bone_age.utils.arguments import MAX_BATCH_SIZE, ArgumentParser, count
 from bone_age.utils.console import progress as progress_display
 from bone_age.utils.cores import usable_cores
-from bone_age.utils.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_PARTIAL, command
+from bone_age.utils.errors import EXIT_OK, EXIT_PARTIAL, BoneAgeError, command
 from bone_age.utils.outputs import check_output_file
 from bone_age.utils.tables import write_csv
 
@@ -262,7 +262,7 @@ def model_and_input(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bone_age.predict",
+    p = ArgumentParser(prog="python -m bone_age.predict",
                                 description=__doc__.splitlines()[0])
     add_model_and_input(p)
     p.add_argument("--out", type=Path, default=Path("predictions.csv"))
@@ -295,6 +295,33 @@ def read_input(
     return [from_file(source, view, key_file, out)], [], str
 
 
+class NothingPredicted(BoneAgeError):
+    """No study of the input could be predicted (the reasons are in the file it names)."""
+
+
+def refusals_file(out: Path) -> Path:
+    """Where a command that predicted nothing lists its refused studies: beside its output."""
+    return out.with_name(f"{out.name}.refused.csv")
+
+
+def nothing_predicted(source: Path, refused: list[Refused], scrub: Callable[[str], str],
+                      out: Path) -> NothingPredicted:
+    """The one line a command ends with when no study could be predicted; the per-study
+    reasons go to ``refusals_file(out)`` (subject_id, reason), never a line each."""
+    if not refused:
+        return NothingPredicted(f"{source}: no study found in it, nothing predicted")
+    first = scrub(f"{refused[0].subject_id}: {refused[0].reason}")
+    listing = refusals_file(out)
+    try:
+        write_csv(listing, ["subject_id", "reason"],
+                  [[scrub(r.subject_id), scrub(r.reason)] for r in refused])
+        where = f"every reason in {listing}"
+    except OSError as err:
+        where = f"the reasons could not be written to {listing} ({err.strerror})"
+    return NothingPredicted(f"{source}: no study could be predicted: {len(refused)} refused "
+                            f"(first {first}); {where}")
+
+
 @command("predict")
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
@@ -303,11 +330,10 @@ def main(argv: list[str] | None = None) -> int:
     items, refused, scrub = read_input(args.input, args.view, args.key_file, args.out)
     rows, more = predict(predictor, items, args.batch_size)
     refused += more
+    if not rows:  # one line; the reasons go to a file
+        raise nothing_predicted(args.input, refused, scrub, args.out)
     for r in refused:
         print(scrub(f"bone-age predict: refused {r.subject_id}: {r.reason}"), file=sys.stderr)
-    if not rows:
-        print("bone-age predict: no study could be predicted", file=sys.stderr)
-        return EXIT_BAD_INPUT
     write_rows(rows, args.out)
     print(f"{len(rows)} studies predicted, {len(refused)} refused -> {args.out}")
     return EXIT_PARTIAL if refused else EXIT_OK

@@ -11,7 +11,7 @@ from bone_age.utils.arguments import (
     MAX_PHANTOM_SUBJECTS,
     MAX_SITES,
     MAX_WORKERS,
-    OneLineParser,
+    ArgumentParser,
     count,
     non_negative_float,
 )
@@ -23,7 +23,7 @@ from .dicom_writer import TRANSFER_SYNTAXES
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(
+    p = ArgumentParser(
         prog="python -m bone_age.phantom",
         description="Write a synthetic cohort of whole-body bone scans (DICOM NM) + manifest.",
     )

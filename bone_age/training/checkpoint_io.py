@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning_fabric.utilities.types import _PATH
 from pytorch_lightning.plugins.io import AsyncCheckpointIO
 
 from bone_age.training.cluster import HPC_CHECKPOINT
@@ -41,6 +42,13 @@ class ResumeStateIO(TorchCheckpointIO):
             checkpoint = {k: v for k, v in checkpoint.items() if k not in RESUME_STATE}
         write_atomic(path, lambda tmp: TorchCheckpointIO.save_checkpoint(
             self, checkpoint, tmp, storage_options), keep_suffix=False)
+
+    def load_checkpoint(self, path: _PATH, map_location: Any = None,
+                        weights_only: bool | None = None) -> dict[str, Any]:
+        """Lightning's load (``trainer.fit/test(ckpt_path=...)``), always weights-only: no code
+        pickled into a checkpoint runs, even with ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``."""
+        where = {} if map_location is None else {"map_location": map_location}
+        return super().load_checkpoint(path, weights_only=True, **where)
 
 
 class BackgroundCheckpointIO(AsyncCheckpointIO):

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.environments import SLURMEnvironment
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from bone_age.inference.checkpoint import CheckpointError, read_checkpoint, weights_mismatch
 from bone_age.training.cluster import hpc_checkpoints
@@ -26,8 +28,69 @@ def resume_hint(path: Path) -> str:
                                                  if path.name == "last.ckpt" else "")
 
 
-def _resume_problem(ckpt: dict, module: pl.LightningModule) -> str | None:
-    """What in a checkpoint would stop Lightning from resuming ``module``'s training."""
+# Entry of every checkpoint holding the run's settings (as metrics.json records them), which a
+# resume compares with the settings of the command that continues the run.
+SETTINGS_KEY = "bone_age_settings"
+
+# The paths a ModelCheckpoint state holds: Lightning tests, overwrites and deletes the files they
+# name, so a resumed run keeps only those inside its own checkpoint folder.
+_PATH_KEYS = ("best_model_path", "kth_best_model_path", "last_model_path")
+
+
+def _in_folder(stored: Any, folder: Path, key: str) -> str:
+    """``stored`` as the file of the same name in ``folder``, where that file exists.
+
+    A run folder copied elsewhere keeps working (its files are there under the same names);
+    a path to anything else is refused.
+
+    Raises:
+        ResumeError: not a path, or no such file in ``folder``.
+    """
+    if stored in ("", None):
+        return ""
+    if not isinstance(stored, str):
+        raise ResumeError(f"checkpoint state {key} is a {type(stored).__name__}, not a path")
+    candidate = folder / Path(stored).name
+    if candidate.resolve().parent != folder.resolve() or not candidate.is_file():
+        raise ResumeError(f"checkpoint state {key} names {stored}, which is not a checkpoint in "
+                          f"this run's folder {folder}")
+    return str(candidate)
+
+
+def confine_checkpoint_state(state: dict, folder: Path) -> dict:
+    """A ModelCheckpoint state whose paths all name files in ``folder`` (its ``dirpath``).
+
+    Raises:
+        ResumeError: a path names a file that is not in ``folder`` under its name.
+    """
+    if not isinstance(state, dict):
+        raise ResumeError(f"checkpoint state is a {type(state).__name__}, not a mapping")
+    confined = dict(state, dirpath=str(folder))
+    for key in _PATH_KEYS:
+        if key in state:
+            confined[key] = _in_folder(state[key], folder, key)
+    best_k = state.get("best_k_models", {})
+    if not isinstance(best_k, dict):
+        raise ResumeError(f"checkpoint state best_k_models is a {type(best_k).__name__}")
+    confined["best_k_models"] = {_in_folder(path, folder, "best_k_models"): score
+                                 for path, score in best_k.items()}
+    return confined
+
+
+def _callbacks_problem(callbacks: dict, folder: Path) -> str | None:
+    """Why the checkpoint callbacks' states cannot be trusted in this run's ``folder``."""
+    for name, state in callbacks.items():
+        if str(name).startswith("ModelCheckpoint"):
+            try:
+                confine_checkpoint_state(state, folder)
+            except ResumeError as err:
+                return str(err)
+    return None
+
+
+def _resume_problem(ckpt: dict, module: pl.LightningModule, folder: Path) -> str | None:
+    """What in a checkpoint would stop Lightning from resuming ``module``'s training in a run
+    whose checkpoints are in ``folder``."""
     for key, kind in (("epoch", int), ("global_step", int), ("state_dict", dict),
                       ("optimizer_states", list), ("lr_schedulers", list), ("loops", dict),
                       ("callbacks", dict)):
@@ -57,7 +120,41 @@ def _resume_problem(ckpt: dict, module: pl.LightningModule) -> str | None:
                 if torch.is_tensor(value) and value.dim() and value.shape != param.shape:
                     return (f"optimizer state {name} has shape {list(value.shape)} for a "
                             f"parameter of shape {list(param.shape)}")
-    return None
+    return _callbacks_problem(ckpt["callbacks"], folder)
+
+
+def settings_now(cfg: DictConfig) -> dict[str, Any] | None:
+    """The settings this run will record (None: no RunConfig callback records them)."""
+    from bone_age.evaluation.report import experiment_settings
+    from bone_age.training.callbacks.run_config import recorded_settings
+
+    config = OmegaConf.select(cfg, "callbacks.run_config.config", default=None)
+    if config is None:
+        return None
+    manifest = cfg.data.get("manifest")
+    try:
+        return recorded_settings(experiment_settings(config), Path(manifest) if manifest else None)
+    except OSError:  # a missing manifest: the run says so itself, once it reads it
+        return experiment_settings(config)
+
+
+def settings_changed(recorded: Any, now: dict[str, Any] | None, where: Path) -> None:
+    """Refuse to skip or continue a run recorded with other settings than the command's.
+
+    Raises:
+        ResumeError: naming the first keys that differ, their recorded and new values.
+    """
+    if not isinstance(recorded, dict) or now is None:
+        return  # recorded before settings were kept: nothing to compare
+    plain = json.loads(json.dumps(now, default=str))
+    differ = [k for k in sorted(set(recorded) | set(plain)) if recorded.get(k) != plain.get(k)]
+    if not differ:
+        return
+    shown = "; ".join(f"{k}: {recorded.get(k, '(unset)')!s} there, {plain.get(k, '(unset)')!s} "
+                      "now" for k in differ[:3]) + ("; ..." if len(differ) > 3 else "")
+    raise ResumeError(f"{where}: this run was started with other settings ({shown}); resume=true "
+                      "only skips or continues a run of the same settings: run the new settings "
+                      "in another hydra.run.dir (or hydra.sweep.dir)")
 
 
 def checkpoint_to_resume(
@@ -70,17 +167,25 @@ def checkpoint_to_resume(
     one line saying what to do, never silently starting over.
     """
     candidates = hpc_checkpoints(output_dir) if SLURMEnvironment.detect() else []
-    last = output_dir / "checkpoints" / "last.ckpt"
+    folder = Path(OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath", default=None)
+                  or output_dir / "checkpoints")
+    last = folder / "last.ckpt"
     if cfg.get("resume") and (last.exists() or last.is_symlink()):
         candidates.append(last)
     if not candidates:
         return None
     newest = max(candidates, key=lambda p: p.lstat().st_mtime_ns)
+    if newest.resolve().parent not in (folder.resolve(), output_dir.resolve()):
+        raise ResumeError(f"{newest}: leads to {newest.resolve()}, outside this run's folder; "
+                          f"a run resumes only from its own checkpoints: "
+                          f"{resume_hint(newest)}")
     try:
-        problem = _resume_problem(read_checkpoint(newest), module)
+        ckpt = read_checkpoint(newest)
     except CheckpointError as err:
         raise ResumeError(f"{err}; cannot resume from it: {resume_hint(newest)}") from None
+    problem = _resume_problem(ckpt, module, folder)
     if problem:
         raise ResumeError(f"{newest}: cannot resume from it: {problem}; {resume_hint(newest)}")
+    settings_changed(ckpt.get(SETTINGS_KEY), settings_now(cfg), newest)
     log.info("resuming from %s", newest)
     return newest

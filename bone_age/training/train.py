@@ -25,7 +25,14 @@ from bone_age.training.cluster import hpc_checkpoints, lightning_handles_requeue
 from bone_age.training.module import BoneAgeModule
 from bone_age.training.precision import supported_precision
 from bone_age.training.results import FittedRun, ResultsCallback, RunResults
-from bone_age.training.resume import ResumeError, checkpoint_to_resume, resume_hint
+from bone_age.training.resume import (
+    ResumeError,
+    checkpoint_to_resume,
+    resume_hint,
+    settings_changed,
+    settings_now,
+)
+from bone_age.training.settings import check_output_folder, check_settings
 from bone_age.utils.cores import thread_count
 from bone_age.utils.errors import brief, user_error_message
 from bone_age.utils.outputs import folder_lock, remove_stale_temps
@@ -121,7 +128,10 @@ def train(cfg: DictConfig) -> RunResults:
     ``hydra.sweep.dir`` to finish it). The run folder is locked for the run's life: a second
     run into it is refused in one line (OutputError) instead of mixing its files in.
     """
+    check_settings(cfg)  # also before Hydra's folder (SettingsCheck); again for a sweep's jobs
     output_dir = Path(cfg.paths.output_dir)
+    check_output_folder("paths.output_dir", output_dir)
+    check_output_folder("data.cache_dir", cfg.data.cache_dir)
     with _run_folder_lock(output_dir):
         for folder in (output_dir, output_dir / "checkpoints"):
             remove_stale_temps(folder)  # half-written files of a killed run of this folder
@@ -138,21 +148,22 @@ def _run_folder_lock(output_dir: Path):
 
 
 def _train(cfg: DictConfig, output_dir: Path) -> RunResults:
-    if cfg.get("resume") and RunResults(output_dir).metrics_file.exists():
-        try:
-            finished = RunResults.read(output_dir)
-        except (OSError, ValueError) as err:
-            raise ResumeError(f"{RunResults(output_dir).metrics_file}: not a readable metrics "
-                              f"file ({brief(err)}); delete it to run again, or set "
-                              "resume=false") from None
-        log.info("%s already finished; skipped (resume=true)", output_dir)
-        return finished
-    _use_threads(cfg.get("threads", "auto"), cfg.trainer)
-    pl.seed_everything(cfg.seed, workers=True)
     # What runs is recorded (settings, loggers, report), not what was asked: bf16 falls back on
     # hardware without it.
     with open_dict(cfg):
         cfg.trainer.precision = supported_precision(cfg.trainer)
+    if cfg.get("resume") and RunResults(output_dir).metrics_file.exists():
+        metrics_file = RunResults(output_dir).metrics_file
+        try:
+            finished = RunResults.read(output_dir)
+        except (OSError, ValueError) as err:
+            raise ResumeError(f"{metrics_file}: not a readable metrics file ({brief(err)}); "
+                              "delete it to run again, or set resume=false") from None
+        settings_changed(finished.metrics.get("settings"), settings_now(cfg), metrics_file)
+        log.info("%s already finished; skipped (resume=true)", output_dir)
+        return finished
+    _use_threads(cfg.get("threads", "auto"), cfg.trainer)
+    pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     loss = instantiate(cfg.loss)
     net = instantiate(cfg.model, num_outputs=loss.num_outputs)
@@ -171,7 +182,8 @@ def _train(cfg: DictConfig, output_dir: Path) -> RunResults:
     resume_from = checkpoint_to_resume(cfg, output_dir, module)
     with _distributed_job(), lightning_handles_requeue(requeue_signal):
         try:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from,
+                        weights_only=True)
         except Exception as err:
             # Lightning restores the loops, optimizer and callbacks before training begins: a
             # failure in between is the checkpoint's, whatever part of it was damaged.
@@ -183,7 +195,8 @@ def _train(cfg: DictConfig, output_dir: Path) -> RunResults:
         if ckpt == "best" and not getattr(trainer.checkpoint_callback, "best_model_path", ""):
             ckpt = None  # no checkpoint callback: test the weights as they are
         # The one evaluation pass: inner validation and test, on the run's device and precision.
-        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
+        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False,
+                     weights_only=True)
         check_predictions(module.evaluation, module.best_epoch if ckpt == "best" else
                           trainer.current_epoch)
     results = RunResults(output_dir)

@@ -1,8 +1,9 @@
-"""Argument types shared by the commands' parsers: a bad value is argparse's one-line error."""
+"""The commands' argument parser and argument types: a bad command line is one line, exit 2."""
 
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable
 from typing import NoReturn
 
@@ -15,6 +16,18 @@ MAX_REALISM_SUBJECTS = 10_000  # python -m bone_age.phantom.realism --subjects (
 MAX_SITES = 100  # python -m bone_age.phantom --sites
 MAX_WORKERS = 1024  # --workers
 MAX_BATCH_SIZE = 4096  # predict / evaluate --batch-size
+
+
+class UsageError(BoneAgeError):
+    """A bad command line (one line via ``errors.command``, exit 2)."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, except that a bad command line ends as the command's one line
+    (``bone-age <command>: <what is wrong> (see --help)``) instead of usage + error lines."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see {self.prog} --help)")
 
 
 def positive_int(text: str) -> int:
@@ -39,24 +52,21 @@ def count(maximum: int) -> Callable[[str], int]:
     return parse
 
 
-def non_negative_float(text: str) -> float:
-    """A number >= 0 (NaN refused)."""
+def finite_float(text: str) -> float:
+    """A finite number (NaN and infinities refused)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
     return value
 
 
-class UsageError(BoneAgeError):
-    """A bad command line (one line, exit 2)."""
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0 (NaN and infinities refused)."""
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
 
-
-class OneLineParser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors end as the command's one line (via ``command``), not
-    argparse's usage block and error."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)

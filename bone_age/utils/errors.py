@@ -40,8 +40,8 @@ def user_error_message(err: BaseException) -> str | None:
     Errors of OmegaConf/Hydra are only checked for when those are loaded (they are not for
     the light commands).
     """
-    if isinstance(err, BoneAgeError):
-        return str(err)
+    if isinstance(err, BoneAgeError):  # one line on the terminal, whatever the message holds
+        return _one_line(str(err))
     if isinstance(err, OSError):  # a file or folder the user named or the system refused
         if err.filename is not None and err.strerror:
             return f"{err.filename}: {err.strerror}"
@@ -55,7 +55,9 @@ def user_error_message(err: BaseException) -> str | None:
         if cause is not None and (isinstance(cause, (ValueError, TypeError))
                                   or user_error_message(cause) is not None):
             return user_error_message(cause) or _one_line(str(cause))
-        return str(err).splitlines()[0]
+        # Never "Error in call to target ...:" cut off before the reason.
+        first = str(err).splitlines()[0] if str(err).strip() else type(err).__name__
+        return f"{first} {brief(cause)}" if cause is not None else first
     return None
 
 

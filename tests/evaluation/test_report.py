@@ -212,7 +212,7 @@ def test_unreadable_runs_are_left_out_by_name(tmp_path, caplog, capsys):
     metrics = json.loads((tmp_path / "bad_fold" / "metrics.json").read_text())
     (tmp_path / "bad_fold" / "metrics.json").write_text(json.dumps({**metrics, "fold": "x"}))
     with caplog.at_level(logging.WARNING, logger="bone_age.evaluation.report"):
-        assert main([str(tmp_path)]) == 0
+        assert main([str(tmp_path)]) == 1  # done, but runs were left out
     (row,) = read_rows(tmp_path / "table1.csv")
     assert int(row["folds"]) == 1
     for name, reason in (("bad_json", "not JSON"), ("bad_pred", "line 2: age"),
@@ -235,9 +235,71 @@ def test_a_fifo_in_a_run_folder_is_left_out_not_read(tmp_path):
     # A subprocess with a timeout: a regression fails instead of hanging the suite.
     done = subprocess.run([sys.executable, "-m", "bone_age.report", str(tmp_path)],
                           capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 1, done.stderr  # runs left out: exit 1, the table of the others
     for name in ("metrics.json", "predictions.csv"):
         assert f"fifo_{name}/{name}: the" in done.stderr
     assert done.stderr.count("not a regular file (a FIFO)") == 2
     (row,) = read_rows(tmp_path / "table1.csv")
     assert int(row["folds"]) == 1
+
+
+def _damage_metrics(**changes):
+    def damage(run):
+        metrics = json.loads((run / "metrics.json").read_text())
+        (run / "metrics.json").write_text(json.dumps({**metrics, **changes}))
+    return damage
+
+
+def _damage_prediction(value):
+    def damage(run):
+        path = run / "predictions.csv"
+        lines = path.read_text().splitlines()
+        cells = lines[1].split(",")
+        cells[4] = value
+        path.write_text("\n".join([lines[0], ",".join(cells), *lines[2:]]) + "\n")
+    return damage
+
+
+def _hydra_settings(text: bytes):
+    def damage(run):
+        _damage_metrics(settings=None)(run)
+        metrics = json.loads((run / "metrics.json").read_text())
+        del metrics["settings"]
+        (run / "metrics.json").write_text(json.dumps(metrics))
+        (run / ".hydra").mkdir()
+        (run / ".hydra" / "config.yaml").write_bytes(text)
+    return damage
+
+
+DAMAGED = {
+    # name: (damage, what the warning says)
+    "fold_infinity": (_damage_metrics(fold=float("inf")), "fold inf is not a fold number"),
+    "fold_fraction": (_damage_metrics(fold=1.5), "fold 1.5 is not a fold number"),
+    "mean_nan": (_damage_metrics(train_mean_age=float("nan")), "train_mean_age nan is not a"),
+    "settings_list": (_damage_metrics(settings=[1, 2]), "settings is a list"),
+    "settings_yaml": (_hydra_settings(b"seed: [1\n  x: {"), "config.yaml: not a run's settings"),
+    "settings_not_mapping": (_hydra_settings(b"- 1\n- 2\n"), "config.yaml: not a run's"),
+    "latin1": (lambda run: (run / "predictions.csv").write_bytes(
+        (run / "predictions.csv").read_bytes().replace(b"S", b"\xe9", 1)), "not UTF-8"),
+    "nan": (_damage_prediction("nan"), "pred_age 'nan' is not a finite number"),
+    "inf": (_damage_prediction("-inf"), "pred_age '-inf' is not a finite number"),
+    "header_only": (lambda run: (run / "predictions.csv").write_text(
+        "subject_id,fold,sex,age,pred_age,pred_sd\n"), "no predictions in it"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DAMAGED))
+def test_a_damaged_run_is_named_and_left_out(tmp_path, caplog, capsys, case):
+    from bone_age.evaluation.report import main
+
+    damage, said = DAMAGED[case]
+    rng = np.random.default_rng(3)
+    _fake_run(tmp_path / "good", {"seed": 1}, 0, rng)
+    _fake_run(tmp_path / "damaged", {"seed": 1}, 1, rng)
+    damage(tmp_path / "damaged")
+    with caplog.at_level(logging.WARNING, logger="bone_age.evaluation.report"):
+        assert main([str(tmp_path)]) == 1
+    assert "damaged" in caplog.text and said in caplog.text and "run left out" in caplog.text
+    assert "1 damaged run(s) left out" in capsys.readouterr().err
+    (row,) = read_rows(tmp_path / "table1.csv")
+    assert int(row["folds"]) == 1 and int(row["n"]) == 12

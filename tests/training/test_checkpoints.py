@@ -3,12 +3,18 @@ training state only in last.ckpt (what resume reads), written in a background th
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
+import pytest
 import torch
 
-from bone_age.inference.checkpoint import load_checkpoint
-from bone_age.training.checkpoint_io import ResumeStateIO, is_resume_checkpoint
+from bone_age.inference.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
+from bone_age.training.checkpoint_io import (
+    BackgroundCheckpointIO,
+    ResumeStateIO,
+    is_resume_checkpoint,
+)
 from tests.conftest import run_in_process, tiny_overrides
 
 
@@ -108,3 +114,29 @@ def test_checkpoints_are_written_whole_and_never_into_a_fifo(tmp_path, monkeypat
     with pytest.raises(OSError, match="No space"):
         io.save_checkpoint({"state_dict": {}}, tmp_path / "epoch001.ckpt")
     assert sorted(os.listdir(tmp_path)) == ["last.ckpt"]  # the FIFO only: nothing half-written
+
+
+class _Payload:
+    """A pickle that creates a file when loaded with pickle's full powers."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_checkpoint_loads_stay_weights_only_when_the_environment_says_otherwise(
+        tmp_path, monkeypatch):
+    # torch's default follows this variable; Lightning's loads (trainer.fit/test(ckpt_path=...))
+    # go through the project's CheckpointIO, which must not rely on that default.
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    marker = tmp_path / "code_ran"
+    crafted = tmp_path / "last.ckpt"
+    torch.save({"state_dict": {}, "epoch": _Payload(marker)}, crafted)
+    for io in (ResumeStateIO(), BackgroundCheckpointIO(ResumeStateIO())):
+        with pytest.raises(pickle.UnpicklingError):
+            io.load_checkpoint(crafted)
+    with pytest.raises(CheckpointError):
+        read_checkpoint(crafted)  # what predict, evaluate, export and resume read
+    assert not marker.exists()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bone_age.utils.arguments import MAX_REALISM_SUBJECTS, OneLineParser, count
+from bone_age.utils.arguments import MAX_REALISM_SUBJECTS, ArgumentParser, count
 from bone_age.utils.errors import command
 from bone_age.utils.outputs import check_output_dir
 
@@ -25,9 +25,8 @@ from .view import VIEWS, ViewDecision, decide_view
 CHOICES = ("auto", *VIEWS)
 
 
-
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="python -m bone_age.phantom.realism",
+    p = ArgumentParser(prog="python -m bone_age.phantom.realism",
                 description="Compare phantom scans with a real whole-body scan.")  # fmt: skip
     p.add_argument("ref", type=Path, help="real scan (DICOM)")
     p.add_argument("--view", type=str.lower, choices=CHOICES, default="auto",

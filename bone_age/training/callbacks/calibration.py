@@ -75,8 +75,15 @@ class CalibrationWriter(ResultsCallback):
 
     def _record(self, tested: Path) -> None:
         """Write the fitted calibration into each checkpoint of the run holding the tested
-        weights (the tested one, and last.ckpt when it is the same epoch), atomically."""
+        weights (the tested one, and last.ckpt when it is the same epoch), atomically.
+
+        Only inside this run's ``checkpoints/`` folder: a run writes no file of another."""
         if self.calibration is None:
+            return
+        folder = (self.output_dir / "checkpoints").resolve()
+        if tested.resolve().parent != folder:
+            log.warning("calibration not recorded: the tested checkpoint %s is not in this "
+                        "run's folder %s", tested, folder)
             return
         try:
             weights = read_checkpoint(tested).get("state_dict", {})
@@ -84,6 +91,8 @@ class CalibrationWriter(ResultsCallback):
             log.warning("calibration not recorded: %s", err)
             return
         for path in dict.fromkeys([tested, *sorted(tested.parent.glob("*.ckpt"))]):
+            if path.is_symlink():  # its target may lie anywhere
+                continue
             try:
                 ckpt = read_checkpoint(path)
             except CheckpointError as err:

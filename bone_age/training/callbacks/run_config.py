@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,15 @@ from bone_age.data.cache import file_digest
 from bone_age.evaluation.report import experiment_settings
 from bone_age.inference.run_metadata import METADATA_KEY, RunMetadata
 from bone_age.training.results import FittedRun, ResultsCallback, RunResults
+from bone_age.training.resume import SETTINGS_KEY
+
+
+def recorded_settings(settings: dict[str, Any], manifest: Path | None) -> dict[str, Any]:
+    """``settings`` as recorded: the cohort named by its manifest's content, not its path."""
+    settings = dict(settings)
+    if settings.get("data.manifest") and manifest is not None:
+        settings["data.manifest"] = "blake2b:" + file_digest(manifest)
+    return settings
 
 
 def _plain(node: Any) -> Any:
@@ -43,6 +53,7 @@ class RunConfig(ResultsCallback):
         self.settings = experiment_settings(config)
         self.config: dict = _plain(config)
         self.run_info: dict = _plain(run_info) or {}
+        self._recorded: dict[str, Any] | None = None
 
     @rank_zero_only
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -60,12 +71,12 @@ class RunConfig(ResultsCallback):
             run=self.run_info, training_data=training_summary(dm) if dm.splits else None,
         )
         checkpoint[METADATA_KEY] = record.to_dict()
+        if self._recorded is None:
+            self._recorded = recorded_settings(self.settings, dm.manifest_path())
+        checkpoint[SETTINGS_KEY] = self._recorded
 
     def add_results(self, results: RunResults, run: FittedRun) -> None:
-        settings = dict(self.settings)
-        if settings.get("data.manifest"):
-            settings["data.manifest"] = "blake2b:" + file_digest(run.manifest)
-        results.add({"settings": settings})
+        results.add({"settings": recorded_settings(self.settings, run.manifest)})
 
 
 def training_summary(dm) -> dict[str, Any]:
