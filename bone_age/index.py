@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from bone_age.data.dicom import VIEWS, View
 from bone_age.data.indexing import (
     LINKS_DIR,
     index_folder,
@@ -25,8 +26,12 @@ from bone_age.data.pseudonym import (
     check_secret_location,
     load_or_create_key,
 )
-from bone_age.utils.errors import EXIT_OK, EXIT_PARTIAL, command, fail
+from bone_age.utils.errors import EXIT_OK, EXIT_PARTIAL, BoneAgeError, command, fail
 from bone_age.utils.outputs import OutputError, check_output_file
+
+
+class UsageError(BoneAgeError):
+    """A bad command-line value (one line, exit 2)."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -49,12 +54,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="split a single NM image holding both whole-body views: left half "
                         "anterior, right half posterior (written as new files under split/ "
                         "beside the manifest)")
+    p.add_argument("--view", action="append", default=[], metavar="[FOLDER=]VIEW",
+                   help="anterior or posterior: the view of every single-frame file whose "
+                        "headers name none (a folder of one view); FOLDER=VIEW (repeatable) "
+                        "limits it to a folder below the export. Without it such files are "
+                        "decided from their anatomy (see index_report.csv's view_from and "
+                        "view_margin)")
     p.add_argument("--no-check-pixels", dest="check_pixels", action="store_false",
                    help="skip decoding the chosen views (faster; damaged, all-zero or negative "
                         "pixels are then only found at training time)")
     p.add_argument("--age-range", type=float, nargs=2, default=(40.0, 80.0),
                    metavar=("MIN", "MAX"), help="ages outside are reported (and kept)")
     return p.parse_args(argv)
+
+
+def _stated_views(given: list[str], root: Path) -> dict[str, View]:
+    """--view values as {folder relative to the export ("" for all of it): view}."""
+    stated: dict[str, View] = {}
+    for text in given:
+        folder, _, view = text.rpartition("=")
+        view = view.strip().lower()
+        if view not in VIEWS:
+            raise UsageError(f"--view {text}: expected anterior or posterior, or "
+                             "FOLDER=anterior / FOLDER=posterior")
+        folder = Path(folder).as_posix().strip("/") if folder else ""
+        folder = "" if folder == "." else folder
+        if folder and not (root / folder).is_dir():
+            raise UsageError(f"--view {text}: {folder} is not a folder below {root}")
+        if stated.get(folder, view) != view:
+            raise UsageError(f"--view {text}: {folder or 'the export'} given two views")
+        stated[folder] = view  # type: ignore[assignment]
+    return stated
 
 
 def _outputs(args: argparse.Namespace) -> tuple[Path, Path, Path | None]:
@@ -78,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not args.dicom_dir.is_dir():
         return fail("index", f"{args.dicom_dir} is not a folder")
+    stated = _stated_views(args.view, args.dicom_dir)
     out, report, link_file = _outputs(args)
     outputs = [out.parent, args.dicom_dir]
     key_file = check_secret_location(args.key_file, outputs, "pseudonym key file")
@@ -85,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         check_secret_location(link_file, outputs, "link file")
     pseudo = Pseudonymizer(load_or_create_key(key_file))
     result = index_folder(args.dicom_dir, out, pseudo, args.split_side_by_side,
-                          args.check_pixels, tuple(args.age_range), skip=[report])
+                          args.check_pixels, tuple(args.age_range), skip=[report],
+                          stated_views=stated)
     try:
         placed = write_outputs(result, out, report, link_file, args.copy_files)
     except OSError as err:

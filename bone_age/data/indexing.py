@@ -29,6 +29,14 @@ from pathlib import Path
 
 import pydicom
 
+from bone_age.data.anatomy import (
+    PAIR_MARGIN,
+    SINGLE_MARGIN,
+    ViewDecision,
+    body_problem,
+    decide_pair,
+    decide_view,
+)
 from bone_age.data.dicom import (
     VIEWS,
     DicomReadError,
@@ -48,7 +56,8 @@ from bone_age.data.pseudonym import SUBJECT_PREFIX, Pseudonymizer
 from bone_age.data.sidebyside import split_halves, write_view_file
 
 MANIFEST_COLUMNS = [*REQUIRED_COLUMNS, "study", SITE_COLUMN]
-REPORT_COLUMNS = ["file", "status", "study", "subject_id", "names_patient", "reason"]
+REPORT_COLUMNS = ["file", "status", "study", "subject_id", "view", "view_from", "view_margin",
+                  "names_patient", "reason"]
 WRITTEN = ("ok", "no_age", "age_out_of_range", "unknown_sex")
 SPLIT_DIR = "split"
 LINKS_DIR = "links"
@@ -187,6 +196,13 @@ def _walk(root: Path, skip: Sequence[Path]) -> Iterator[Instance]:
         stack.extend(reversed(folders))  # popped in name order
 
 
+def stated_view(rel: str, stated: dict[str, View] | None) -> View | None:
+    """The view --view gives a path below the export: that of the deepest folder holding it."""
+    found = [(len(folder), view) for folder, view in (stated or {}).items()
+             if not folder or rel.startswith(folder.rstrip("/") + "/")]
+    return max(found)[1] if found else None
+
+
 def _mark_duplicates(instances: list[Instance]) -> None:
     first: dict[str, Instance] = {}
     for inst in instances:
@@ -197,6 +213,79 @@ def _mark_duplicates(instances: list[Instance]) -> None:
                                    f"{first[inst.sop_uid].rel}, which is used instead")
         else:
             first[inst.sop_uid] = inst
+
+
+def _frame_decision(inst: Instance) -> ViewDecision | str:
+    """The anatomy's view of an unlabelled single frame, or why it cannot be decided."""
+    try:
+        counts = pixel_counts(read_dataset(inst.path), inst.rel)[0]
+    except DicomReadError as err:
+        return err.reason
+    counted = count_problem(counts)
+    problem = counted[1] if counted else body_problem(counts)
+    if problem:
+        return f"its anatomy cannot tell the view: {problem}"
+    try:
+        return decide_view(counts)
+    except ValueError as err:
+        return f"its anatomy cannot tell the view: {err}"
+
+
+def _set_view(inst: Instance, view: View, margin: float) -> None:
+    inst.views, inst.view_from, inst.view_margin, inst.unlabelled = \
+        {view: [0]}, "anatomy", round(margin, 3), ""
+
+
+def _anatomy_views(row: StudyRow) -> None:
+    """Give each unlabelled single frame of a study its view from the anatomy, or fail it as
+    ``view_unknown`` (and leave it out of the study) when the anatomy is not sure enough.
+
+    Two frames of one study are decided together (the higher score is the anterior, see
+    data/anatomy.py); one unlabelled frame beside one whose header names its view is decided
+    with it (and must agree with that header); a frame alone needs SINGLE_MARGIN.
+    """
+    unlabelled = [i for i in row.files if i.unlabelled]
+    if not unlabelled:
+        return
+    labelled = [i for i in row.files if not i.unlabelled and len(i.views) == 1
+                and sum(map(len, i.views.values())) == 1 and not i.side_by_side]
+    others = [i for i in row.files if not i.unlabelled and i not in labelled]
+    decided: dict[int, ViewDecision] = {}
+    failed: dict[int, str] = {}
+    pool = unlabelled + (labelled if len(unlabelled) == 1 and len(labelled) == 1
+                         and not others else [])
+    for inst in pool:
+        found = _frame_decision(inst)
+        (decided if isinstance(found, ViewDecision) else failed)[id(inst)] = found
+    if len(pool) == 2 and not failed and not others:
+        a, b = pool
+        views = decide_pair(decided[id(a)], decided[id(b)])
+        if views[2] < PAIR_MARGIN:
+            failed.update({id(i): f"its anatomy cannot tell the two frames of study {row.key} "
+                                  f"apart (score difference {views[2]:.2f} < {PAIR_MARGIN})"
+                           for i in unlabelled})
+        elif b in labelled and views[1] not in b.views:
+            failed[id(a)] = (f"its anatomy says {views[0]} but {b.rel}, named "
+                             f"{next(iter(b.views))} in its header, reads as the same view")
+        else:
+            for inst, view in ((a, views[0]), (b, views[1])):
+                if inst.unlabelled:
+                    _set_view(inst, view, views[2])
+    else:
+        for inst in unlabelled:
+            d = decided.get(id(inst))
+            if d is not None and abs(d.score) >= SINGLE_MARGIN:
+                _set_view(inst, d.view, abs(d.score))
+            elif d is not None:
+                failed[id(inst)] = (f"no view in its headers, and its anatomy alone is not sure "
+                                    f"(suggests {d.view}, score {d.score:+.2f}; needs "
+                                    f"|score| >= {SINGLE_MARGIN} alone, or the study's other "
+                                    "view beside it): state it with --view")
+    for inst in unlabelled:
+        if inst.unlabelled:
+            why = failed.get(id(inst), "its study gives no frame to compare it with")
+            inst.fail("view_unknown", f"{inst.unlabelled}; {why}")
+    row.files = [i for i in row.files if not i.status]
 
 
 def _fail_study(row: StudyRow, status: str, why: str) -> StudyRow:
@@ -277,6 +366,7 @@ def _text(inst: Instance, keyword: str) -> str:
 
 def _study(row: StudyRow, pseudo: Pseudonymizer, split_dir: Path, check: bool,
            age_range: tuple[float, float]) -> StudyRow:
+    _anatomy_views(row)
     chosen = _assemble(row)
     if chosen is None:
         return row
@@ -326,11 +416,13 @@ def index_folder(
     check_pixels: bool = True,
     age_range: tuple[float, float] = (40, 80),
     skip: Sequence[Path] = (),
+    stated_views: dict[str, View] | None = None,
 ) -> IndexResult:
     """Classify every path under ``root`` and assemble the studies (nothing written yet, except
     the split halves of side-by-side images, next to the manifest). Paths in ``skip`` (and the
     manifest, links and split folders) are reported as ``own_output``, not indexed: a re-run
-    into the export sees only the export."""
+    into the export sees only the export. ``stated_views`` maps folders below ``root`` (""
+    for all of it) to the view of their single frames whose headers name none (--view)."""
     start = time.perf_counter()
     root = Path(root).resolve()
     base = Path(manifest).resolve().parent
@@ -340,7 +432,8 @@ def index_folder(
     with warnings.catch_warnings():
         # pydicom warns about damaged files with their values; each file's status says it all.
         warnings.simplefilter("ignore")
-        instances = [inst if inst.status else classify(inst, split_side_by_side)
+        instances = [inst if inst.status else
+                     classify(inst, split_side_by_side, stated_view(inst.rel, stated_views))
                      for inst in _walk(root, outputs)]
         instances.sort(key=lambda i: i.rel)
         _mark_duplicates(instances)
@@ -431,6 +524,10 @@ def report_text(result: IndexResult) -> str:
         rows.append({"file": _shown(inst.rel), "status": inst.status,
                      "study": row.key if row else "",
                      "subject_id": row.subject_id if row and row.status in WRITTEN else "",
+                     "view": "+".join(v for v in VIEWS if v in inst.views) if row else "",
+                     "view_from": inst.view_from if row else "",
+                     "view_margin": "" if inst.view_margin is None or not row
+                     else f"{inst.view_margin:.3f}",
                      "names_patient": "yes" if inst.rel in result.patient_paths else "",
                      "reason": _shown(inst.reason)})
     n = len(result.patient_paths)

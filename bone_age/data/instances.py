@@ -53,6 +53,9 @@ class Instance:
     ds: Dataset | None = None
     views: dict[View, list[int]] = field(default_factory=dict)  # view -> frames marked so
     side_by_side: bool = False  # one frame holding both views, left and right
+    view_from: str = ""  # where its view came from: header, --view or anatomy
+    view_margin: float | None = None  # the anatomy's margin, when it decided
+    unlabelled: str = ""  # a single frame whose headers name no view: why (until decided)
     status: str = ""
     reason: str = ""
 
@@ -147,13 +150,16 @@ def _looks_side_by_side(ds: Dataset, path: Path) -> bool:
     return header_views(ds) == set(VIEWS) or (rows > 0 and 2 * cols >= rows)
 
 
-def classify(inst: Instance, split_side_by_side: bool = False) -> Instance:
+def classify(inst: Instance, split_side_by_side: bool = False,
+             stated: View | None = None) -> Instance:
     """Read one file's header and decide what it can contribute to a study.
 
+    ``stated`` is the view the user gave (--view) for single frames whose headers name none;
+    without it such a frame is left ``unlabelled``, for the indexer to decide from its anatomy.
     Never raises: whatever goes wrong with one file becomes its status.
     """
     try:
-        return _classify(inst, split_side_by_side)
+        return _classify(inst, split_side_by_side, stated)
     except DicomReadError as err:
         return inst.fail("unreadable", f"{inst.rel}: {err.reason}")
     except Exception as err:  # a damaged header can fail in any attribute; only the type:
@@ -162,7 +168,7 @@ def classify(inst: Instance, split_side_by_side: bool = False) -> Instance:
                                        f"({type(err).__name__})")
 
 
-def _classify(inst: Instance, split_side_by_side: bool) -> Instance:
+def _classify(inst: Instance, split_side_by_side: bool, stated: View | None) -> Instance:
     path = inst.path
     if path.name.upper() == "DICOMDIR":
         return inst.fail("dicomdir", f"{inst.rel}: DICOMDIR index file, skipped")
@@ -196,6 +202,7 @@ def _classify(inst: Instance, split_side_by_side: bool) -> Instance:
                                        "its Rows x Columns x frames)")
     inst.views = frames_by_view(ds, path)
     if inst.views:
+        inst.view_from = "header"
         return inst
     refusal = _split_refusal(ds, path) if number_of_frames(ds, path) == 1 else "several frames"
     if split_side_by_side and refusal is None:
@@ -208,5 +215,12 @@ def _classify(inst: Instance, split_side_by_side: bool) -> Instance:
     if split_side_by_side and _looks_side_by_side(ds, path):
         return inst.fail("not_side_by_side", f"{rel}: no view named, and not split with "
                                              f"--split-side-by-side: {refusal}")
-    return inst.fail("view_unknown", f"{rel}: no anterior or posterior view named in View "
-                                     "Code Sequence, Image ID, descriptions or comments")
+    why = (f"{rel}: no anterior or posterior view named in View Code Sequence, Image ID, "
+           "descriptions or comments")
+    if number_of_frames(ds, path) != 1:
+        return inst.fail("view_unknown", why)
+    if stated:
+        inst.views, inst.view_from = {stated: [0]}, "--view"
+        return inst
+    inst.unlabelled = why  # the indexer decides it from the anatomy, with its study
+    return inst

@@ -15,13 +15,14 @@ from typing import NoReturn
 
 import numpy as np
 
+from bone_age.data.anatomy import ViewDecision, decide_view
+from bone_age.data.dicom import VIEWS
 from bone_age.utils.arguments import positive_int
 from bone_age.utils.errors import BoneAgeError, command
 from bone_age.utils.outputs import check_output_dir
 
 from ..render import NCOLS, NROWS
 from .report import write_report
-from .view import VIEWS, ViewDecision, decide_view
 
 CHOICES = ("auto", *VIEWS)
 

@@ -1,0 +1,149 @@
+"""Cameras that write no view code: the index decides the view from the anatomy (or --view)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from bone_age.data.anatomy import PAIR_MARGIN
+from bone_age.data.identifiers import PathChecker
+from bone_age.index import main
+from bone_age.phantom import generate_cohort
+from tests.conftest import SHARED_DICOM
+
+REAL = SHARED_DICOM / "NM1_UNC"
+real_scan = pytest.mark.skipif(not REAL.is_file(), reason="../shared/data/real-dicom absent")
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as f:
+        return [r for r in csv.DictReader(line for line in f if not line.startswith("#"))]
+
+
+def run(export: Path, out: Path, *extra: str, code: int | None = None):
+    rc = main([str(export), "--out", str(out / "manifest.csv"),
+               "--key-file", str(out.parent / "secret" / "key"), *extra])
+    if code is not None:
+        assert rc == code
+    report = {r["file"]: r for r in _rows(out / "index_report.csv")}
+    return _rows(out / "manifest.csv"), report
+
+
+def strip_view(ds: pydicom.Dataset) -> pydicom.Dataset:
+    """What a camera that writes no view code sends: no View Code Sequence, no view words."""
+    for keyword in ("ViewCodeSequence", "SeriesDescription", "ImageID"):
+        if keyword in ds:
+            delattr(ds, keyword)
+    for item in ds.get("DetectorInformationSequence", []):
+        if "ViewCodeSequence" in item:
+            del item.ViewCodeSequence
+    return ds
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    """4 phantom subjects, one file per view, view codes stripped and neutral names; returns
+    the export and each file's true view."""
+    src = tmp_path_factory.mktemp("ph")
+    generate_cohort(src, subjects=4, seed=11, progress=False, layout="single-frame")
+    export = tmp_path_factory.mktemp("export")
+    truth = {}
+    for n, path in enumerate(sorted((src / "dicom").glob("*.dcm"))):
+        ds = strip_view(pydicom.dcmread(path))
+        name = f"IM{n:04d}"
+        ds.save_as(export / name)
+        truth[name] = "anterior" if "_ANT" in path.name else "posterior"
+    return export, truth
+
+
+def test_views_of_unlabelled_studies_come_from_the_anatomy(phantom, tmp_path):
+    export, truth = phantom
+    rows, report = run(export, tmp_path / "out", code=0)
+    assert len(rows) == 4
+    for name, view in truth.items():
+        r = report[name]
+        assert (r["status"], r["view"], r["view_from"]) == ("ok", view, "anatomy"), r
+        assert float(r["view_margin"]) >= PAIR_MARGIN
+    for row in rows:  # the manifest's anterior column holds the anterior file
+        ant = tmp_path / "out" / row["anterior"]
+        name = next(n for n in truth if os.path.samefile(export / n, ant))
+        assert truth[name] == "anterior"
+
+
+def test_one_unlabelled_view_beside_a_labelled_one(tmp_path):
+    src = tmp_path / "src"
+    generate_cohort(src, subjects=1, seed=2, progress=False, layout="single-frame")
+    export = tmp_path / "export"
+    export.mkdir()
+    shutil.copy(next((src / "dicom").glob("*_ANT.dcm")), export / "a.dcm")
+    strip_view(pydicom.dcmread(next((src / "dicom").glob("*_POST.dcm")))).save_as(export / "b")
+    rows, report = run(export, tmp_path / "out", code=0)
+    assert len(rows) == 1
+    assert (report["a.dcm"]["view_from"], report["b"]["view_from"]) == ("header", "anatomy")
+    assert report["b"]["view"] == "posterior"
+
+
+def test_view_option_for_folders_of_one_view(phantom, tmp_path):
+    export, truth = phantom
+    split = tmp_path / "split"
+    for name, view in truth.items():
+        (split / view[:3]).mkdir(parents=True, exist_ok=True)
+        shutil.copy(export / name, split / view[:3] / name)
+    rows, report = run(split, tmp_path / "out", "--view", "ant=anterior",
+                       "--view", "pos/=POSTERIOR", code=0)
+    assert len(rows) == 4
+    assert {(r["view"], r["view_from"]) for r in report.values()} == {
+        ("anterior", "--view"), ("posterior", "--view")}
+
+
+@pytest.mark.parametrize("bad", ["lateral", "nowhere=anterior", "ant=anterior,posterior"])
+def test_bad_view_option_is_one_line(phantom, tmp_path, capsys, bad):
+    export, _ = phantom
+    (export.parent / "ant").mkdir(exist_ok=True)
+    rc = main([str(export), "--out", str(tmp_path / "o" / "m.csv"), "--key-file",
+               str(tmp_path / "k" / "k"), "--view", bad])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("bone-age index: --view")
+
+
+@real_scan
+def test_real_scan_without_view_code(tmp_path):
+    """The NEMA NM1 scan names no view: alone, its anatomy suggests anterior but is not sure
+    enough (it says so and asks for --view); with --view its one view makes an incomplete
+    study; beside a posterior of the same study the anatomy decides it; and its file name
+    "NM1_UNC" is not taken for the patient's name "CompressedSamples^NM1"."""
+    export = tmp_path / "export"
+    export.mkdir()
+    shutil.copy(REAL, export / "NM1_UNC")
+    _, report = run(export, tmp_path / "a", code=1)
+    r = report["NM1_UNC"]
+    assert r["status"] == "view_unknown" and "suggests anterior" in r["reason"]
+    assert "--view" in r["reason"] and r["names_patient"] == ""
+    _, report = run(export, tmp_path / "b", "--view", "anterior", code=1)
+    r = report["NM1_UNC"]
+    assert (r["status"], r["view"], r["view_from"]) == ("incomplete_study", "anterior", "--view")
+    # A posterior view of the same patient and study (a phantom frame carrying its identity).
+    generate_cohort(tmp_path / "ph", subjects=1, seed=0, progress=False, layout="single-frame")
+    ds = strip_view(pydicom.dcmread(next((tmp_path / "ph" / "dicom").glob("*_POST.dcm"))))
+    real = pydicom.dcmread(REAL, stop_before_pixels=True)
+    for keyword in ("PatientID", "PatientName", "StudyInstanceUID"):
+        setattr(ds, keyword, real.get(keyword))
+    ds.save_as(export / "IM2")
+    rows, report = run(export, tmp_path / "c", code=0)
+    assert len(rows) == 1
+    assert (report["NM1_UNC"]["view"], report["NM1_UNC"]["view_from"]) == ("anterior", "anatomy")
+    assert report["IM2"]["view"] == "posterior"
+
+
+@real_scan
+def test_short_name_parts_with_digits_are_no_names():
+    checker = PathChecker()
+    checker.add(pydicom.dcmread(REAL, stop_before_pixels=True))
+    assert not any(checker.names_patient(p) for p in ("NM1_UNC", "NM1/IM1", "nm_wb_ant"))
+    assert checker.names_patient("CompressedSamples/IM1")  # the real name part still counts
+    assert checker.names_patient("8NM1.dcm")  # so does the Patient ID
