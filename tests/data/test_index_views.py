@@ -147,3 +147,58 @@ def test_short_name_parts_with_digits_are_no_names():
     assert not any(checker.names_patient(p) for p in ("NM1_UNC", "NM1/IM1", "nm_wb_ant"))
     assert checker.names_patient("CompressedSamples/IM1")  # the real name part still counts
     assert checker.names_patient("8NM1.dcm")  # so does the Patient ID
+
+
+# Issue 27, item 5: identifying fields in their common spellings, and link targets ----------
+
+SPELLINGS = {  # folder name -> what it is
+    "ACC-778812": "accession number",
+    "STUDY_94411": "Study ID",
+    "Sankt_Joergen_Klinik": "institution (umlaut spelt out)",
+    "4471": "Patient ID without its leading zeros",
+    "JOSE_MULLER": "transliterated name, parts in another order",
+    "5-3-1931": "birth date as D-M-YYYY",
+    "05.03.1931": "birth date as DD.MM.YYYY",
+    "OLD-55123": "Other Patient IDs",
+}
+
+
+def _identity(ds: pydicom.Dataset) -> pydicom.Dataset:
+    ds.PatientID, ds.OtherPatientIDs = "0004471", "OLD-55123"
+    ds.PatientName, ds.PatientBirthDate = "Müller^José", "19310305"
+    ds.AccessionNumber, ds.StudyID = "ACC778812", "94411"
+    ds.InstitutionName = "Sankt Jörgen Klinik"
+    return ds
+
+
+@pytest.mark.parametrize("folder", sorted(SPELLINGS))
+def test_paths_in_common_spellings_are_flagged_and_never_link_targets(tmp_path, monkeypatch,
+                                                                      folder):
+    """A cross-filesystem export (hard links fail): a symbolic link's target would name the
+    patient, so the file is copied; the report flags the path."""
+    from tests.nm_files import nm_dataset, write
+
+    export = tmp_path / "export"
+    write(_identity(nm_dataset()), export / folder / "IM1")
+    write(nm_dataset("AB-0001", "Other^Person", "19500101"), export / "neutral" / "IM2")
+
+    def no_hard_links(*_):
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", no_hard_links)
+    rows, report = run(export, tmp_path / "out", code=0)
+    assert len(rows) == 2
+    assert report[f"{folder}/IM1"]["names_patient"] == "yes", SPELLINGS[folder]
+    assert report["neutral/IM2"]["names_patient"] == ""
+    links = list((tmp_path / "out" / "links").iterdir())
+    targets = [os.readlink(p) for p in links if p.is_symlink()]
+    assert len(targets) == 1 and folder not in targets[0]  # the neutral one may be a link
+    assert not any(folder in t for t in targets)
+
+
+def test_short_ids_and_initials_are_not_identifiers():
+    from tests.nm_files import nm_dataset
+
+    checker = PathChecker()
+    checker.add(nm_dataset("07", "A^B", "19500101"))
+    assert not any(checker.names_patient(p) for p in ("IM_07", "7", "a/b", "series_7/IM1"))
