@@ -50,6 +50,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "hard- or symbolically linking them (for outputs that must travel "
                         "without the export; the copies keep their DICOM headers, patient "
                         "identity included)")
+    p.add_argument("--links-dir", type=Path,
+                   help=f"folder for the pseudonymous links (default: {LINKS_DIR}/ beside the "
+                        "manifest). The links are the export's files, DICOM headers (patient "
+                        "identity) included: put them e.g. beside the export, so that the "
+                        "manifest's folder can be shared without them")
     p.add_argument("--split-side-by-side", action="store_true",
                    help="split a single NM image holding both whole-body views: left half "
                         "anterior, right half posterior (written as new files under split/ "
@@ -96,10 +101,12 @@ def _outputs(args: argparse.Namespace) -> tuple[Path, Path, Path | None]:
             if args.link_file else None)
     if report == out or link in (out, report):
         raise OutputError(f"{report if report == out else link}: given for two outputs")
-    links = out.parent / LINKS_DIR
+    links = (args.links_dir or out.parent / LINKS_DIR).absolute()
     if not is_links_dir(links):
-        raise OutputError(f"--out {out}: {links} holds files the index did not write; move "
-                          "them or choose another --out folder")
+        option = "--links-dir" if args.links_dir else "--out"
+        raise OutputError(f"{option} {links}: holds files the index did not write; move "
+                          f"them or choose another {option} folder")
+    args.links_dir = links
     return out, report, link
 
 
@@ -110,21 +117,25 @@ def main(argv: list[str] | None = None) -> int:
         return fail("index", f"{args.dicom_dir} is not a folder")
     stated = _stated_views(args.view, args.dicom_dir)
     out, report, link_file = _outputs(args)
-    outputs = [out.parent, args.dicom_dir]
+    outputs = [out.parent, args.dicom_dir, args.links_dir]
     key_file = check_secret_location(args.key_file, outputs, "pseudonym key file")
     if link_file:
         check_secret_location(link_file, outputs, "link file")
     pseudo = Pseudonymizer(load_or_create_key(key_file))
     result = index_folder(args.dicom_dir, out, pseudo, args.split_side_by_side,
                           args.check_pixels, tuple(args.age_range), skip=[report],
-                          stated_views=stated)
+                          stated_views=stated, links_dir=args.links_dir)
     try:
-        placed = write_outputs(result, out, report, link_file, args.copy_files)
+        placed = write_outputs(result, out, report, link_file, args.copy_files,
+                               args.links_dir)
     except OSError as err:
         return fail("index", f"cannot write the outputs ({err}); nothing written")
     print(summary(result))
     if placed:
-        print(f"{LINKS_DIR}/: " + ", ".join(f"{how}: {n}" for how, n in sorted(placed.items())))
+        print(f"{args.links_dir}: " + ", ".join(f"{how}: {n}" for how, n in sorted(placed.items()))
+              + ". These are the export's files, DICOM headers (patient names, IDs, birth "
+              "dates) included: share this folder only with whoever may see them (--links-dir "
+              "puts it elsewhere, e.g. beside the export)")
     print(f"manifest: {out}\nreport:   {report}")
     return EXIT_OK if result.written else EXIT_PARTIAL
 

@@ -125,6 +125,14 @@ def _view_of_code_sequence(item: Dataset) -> View | None:
     return None
 
 
+def other_projection(ds: Dataset) -> bool:
+    """True when a View Code Sequence (of the file or a detector) codes a projection, but
+    neither anterior nor posterior (a lateral or oblique view)."""
+    holders = [ds, *items(ds, "DetectorInformationSequence")]
+    coded = any(items(h, "ViewCodeSequence") for h in holders)
+    return coded and not any(_view_of_code_sequence(h) for h in holders)
+
+
 def views_in_text(text: str) -> set[View]:
     """Every view named in a free-text header (both for e.g. "WB ANT POST")."""
     return {view for pattern, view in _VIEW_WORDS if pattern.search(text.upper())}
@@ -175,7 +183,7 @@ def _marked_frames(ds: Dataset, path: str | Path) -> list[tuple[int, View]]:
     view = _view_of_code_sequence(ds) or next(
         (v for item in detectors if (v := _view_of_code_sequence(item))), None
     )
-    if view is None:
+    if view is None and not other_projection(ds):  # a coded lateral view is no text's ANT
         view = next((v for kw in _TEXT_KEYWORDS if (v := view_from_text(_text(ds, kw)))), None)
     return [(0, view)] if view else []
 

@@ -86,7 +86,8 @@ STATUSES = {
     "duplicate": "the same SOP Instance UID as another file (or a folder reached twice), "
                  "which is used instead",
     "unsupported_modality": "not NM (or an NM-like secondary capture)",
-    "unsupported_image": "a colour image, or one larger than any whole-body scan",
+    "unsupported_image": "a colour image, one larger than any whole-body scan, or one not "
+                         "shaped like a whole-body view",
     "no_pixels": "no pixel data",
     "view_unknown": "no anterior or posterior view named in its headers",
     "not_side_by_side": "with --split-side-by-side: an image that is not NM or not shaped "
@@ -417,6 +418,7 @@ def index_folder(
     age_range: tuple[float, float] = (40, 80),
     skip: Sequence[Path] = (),
     stated_views: dict[str, View] | None = None,
+    links_dir: Path | None = None,
 ) -> IndexResult:
     """Classify every path under ``root`` and assemble the studies (nothing written yet, except
     the split halves of side-by-side images, next to the manifest). Paths in ``skip`` (and the
@@ -427,7 +429,8 @@ def index_folder(
     root = Path(root).resolve()
     base = Path(manifest).resolve().parent
     split_dir = base / SPLIT_DIR
-    outputs = [Path(manifest).resolve(), split_dir, base / LINKS_DIR,
+    outputs = [Path(manifest).resolve(), split_dir,
+               Path(links_dir).resolve() if links_dir else base / LINKS_DIR,
                *(Path(p).resolve() for p in skip)]
     with warnings.catch_warnings():
         # pydicom warns about damaged files with their values; each file's status says it all.
@@ -473,10 +476,8 @@ def _identifiers(instances: list[Instance]) -> PathChecker:
     return checker
 
 
-def _csv_text(columns: list[str], rows: list[dict], first_line: str = "") -> str:
+def _csv_text(columns: list[str], rows: list[dict]) -> str:
     buffer = io.StringIO()
-    if first_line:
-        buffer.write(first_line + "\r\n")
     writer = csv.DictWriter(buffer, fieldnames=columns)
     writer.writeheader()
     writer.writerows(rows)
@@ -516,7 +517,7 @@ def manifest_text(result: IndexResult, base: Path, links: dict[Path, Path]) -> s
 
 
 def report_text(result: IndexResult) -> str:
-    """One row per path below the export, in path order, after a first line for the owner."""
+    """One row per path below the export, in path order."""
     study_of = {id(i): s for s in result.studies for i in s.files}
     rows = []
     for inst in result.instances:
@@ -530,15 +531,9 @@ def report_text(result: IndexResult) -> str:
                      else f"{inst.view_margin:.3f}",
                      "names_patient": "yes" if inst.rel in result.patient_paths else "",
                      "reason": _shown(inst.reason)})
-    n = len(result.patient_paths)
-    if n:
-        first = (f"# For the data owner only: {n} of {len(rows)} paths below the export name a "
-                 "patient (Patient ID, name or birth date; column names_patient). The manifest "
-                 "names none: it points to pseudonymous links.")
-    else:
-        first = ("# No path below the export names a patient (checked against the Patient IDs, "
-                 "names and birth dates of its files).")
-    return _csv_text(REPORT_COLUMNS, rows, first)
+    # A plain CSV (pandas, csv.DictReader, spreadsheets read it as is): the note on whether
+    # paths name patients is printed by summary() instead.
+    return _csv_text(REPORT_COLUMNS, rows)
 
 
 def link_file_text(result: IndexResult) -> str:
@@ -585,7 +580,8 @@ def _place(src: Path, dst: Path, copy: bool, checker: PathChecker) -> str:
 
 
 def write_outputs(result: IndexResult, manifest: Path, report: Path,
-                  link_file: Path | None = None, copy_files: bool = False) -> Counter:
+                  link_file: Path | None = None, copy_files: bool = False,
+                  links_dir: Path | None = None) -> Counter:
     """Write the links (or copies), manifest, report and link file, all or nothing; returns
     how many files of links/ are hard links, copies and symbolic links.
 
@@ -594,7 +590,7 @@ def write_outputs(result: IndexResult, manifest: Path, report: Path,
     """
     manifest, report = Path(manifest).absolute(), Path(report).absolute()
     base = manifest.parent
-    links_dir = base / LINKS_DIR
+    links_dir = Path(links_dir).absolute() if links_dir else base / LINKS_DIR
     names = link_names(result)
     temps: list[Path] = []
     try:
@@ -651,6 +647,10 @@ def summary(result: IndexResult) -> str:
              f"({rate:.1f} studies/s)"]
     lines += [f"  {status:<22}{count:>7}" for status, count in sorted(counts.items())]
     if result.patient_paths:
-        lines.append(f"{len(result.patient_paths)} paths below the export name a patient: the "
-                     "report is for the data owner only (the manifest uses pseudonymous links)")
+        lines.append(f"{len(result.patient_paths)} of {len(result.instances)} paths below the "
+                     "export name a patient (column names_patient): the report is for the data "
+                     "owner only (the manifest uses pseudonymous links)")
+    else:
+        lines.append("no path below the export names a patient (checked against the "
+                     "identifying fields of its files)")
     return "\n".join(lines)

@@ -12,15 +12,21 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
+from bone_age.data.anatomy import body_problem, shape_problem
 from bone_age.data.dicom import (
     PHOTOMETRIC,
     VIEWS,
     DicomReadError,
     View,
+    count_problem,
     frames_by_view,
     header_int,
     header_views,
     number_of_frames,
+    other_projection,
+    pixel_counts,
+    read_dataset,
+    read_view,
     shown_code,
     size_problem,
     values,
@@ -203,7 +209,10 @@ def _classify(inst: Instance, split_side_by_side: bool, stated: View | None) -> 
     inst.views = frames_by_view(ds, path)
     if inst.views:
         inst.view_from = "header"
-        return inst
+        return _shape_checked(inst)
+    if other_projection(ds):
+        return inst.fail("view_unknown", f"{rel}: its View Code Sequence names a projection "
+                                         "other than anterior or posterior (e.g. lateral)")
     refusal = _split_refusal(ds, path) if number_of_frames(ds, path) == 1 else "several frames"
     if split_side_by_side and refusal is None:
         inst.side_by_side = True
@@ -221,6 +230,43 @@ def _classify(inst: Instance, split_side_by_side: bool, stated: View | None) -> 
         return inst.fail("view_unknown", why)
     if stated:
         inst.views, inst.view_from = {stated: [0]}, "--view"
-        return inst
+        return _shape_checked(inst)
     inst.unlabelled = why  # the indexer decides it from the anatomy, with its study
     return inst
+
+
+def _shape_checked(inst: Instance) -> Instance:
+    """Fails a file whose frames are not shaped like one whole-body view (a 1 x 1 image, a
+    square spot view): whatever its header says, no bone age can be read from it."""
+    problem = shape_problem(header_int(inst.ds, "Rows", 0, inst.path),
+                            header_int(inst.ds, "Columns", 0, inst.path))
+    return inst.fail("unsupported_image", f"{inst.rel}: {problem}") if problem else inst
+
+
+def single_file(path: Path, label: str, view: View | None = None) -> tuple[Dataset,
+                                                                          dict[View, int]]:
+    """The index's checks for one file given alone (predict, explain, evaluate): modality,
+    image type and size, a view named in its headers or ``view`` (a single frame), a
+    whole-body view's shape and, in the decoded pixels, counts and a body outline.
+
+    ``label`` names the file in messages (a pseudonym where its path may name the patient).
+    Returns the header and each view's frame; raises DicomReadError with the index's reason.
+    """
+    inst = classify(Instance(Path(path), label), stated=view)
+    if inst.status:
+        raise DicomReadError(label, inst.reason.removeprefix(f"{label}: "))
+    if inst.unlabelled:
+        raise DicomReadError(label, "a single frame whose headers do not name its view; state "
+                                    "it with --view anterior or --view posterior")
+    for v, frames in inst.views.items():
+        if len(frames) > 1:
+            raise DicomReadError(label, f"frames {', '.join(str(f + 1) for f in frames)} are "
+                                        f"all marked as the {v} view")
+    ds = read_dataset(path)
+    for v in inst.views:
+        counts = read_view(label, v, ds) if number_of_frames(ds, path) > 1 else \
+            pixel_counts(ds, label)[0]
+        problem = (count_problem(counts) or (None, None))[1] or body_problem(counts)
+        if problem:
+            raise DicomReadError(label, f"the {v} view: {problem}")
+    return ds, {v: f[0] for v, f in inst.views.items()}

@@ -202,3 +202,30 @@ def test_short_ids_and_initials_are_not_identifiers():
     checker = PathChecker()
     checker.add(nm_dataset("07", "A^B", "19500101"))
     assert not any(checker.names_patient(p) for p in ("IM_07", "7", "a/b", "series_7/IM1"))
+
+
+# Issue 26, item 7: the report is a plain CSV; links kept apart from the shareable outputs ----
+
+
+def test_report_is_plain_csv_and_links_dir_keeps_headers_out_of_the_manifest_folder(
+        tmp_path, capsys):
+    from tests.nm_files import nm_dataset, write
+
+    export = tmp_path / "export"
+    write(nm_dataset("QZ-4471", "Vandermeer^Ottoline", "19310522"), export / "QZ-4471" / "IM1")
+    beside = tmp_path / "export-links"
+    rc = main([str(export), "--out", str(tmp_path / "out" / "manifest.csv"), "--key-file",
+               str(tmp_path / "secret" / "key"), "--links-dir", str(beside)])
+    assert rc == 0
+    console = capsys.readouterr().out
+    with (tmp_path / "out" / "index_report.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))  # no comment line to skip
+    assert [r["file"] for r in rows] == ["QZ-4471/IM1"] and rows[0]["names_patient"] == "yes"
+    assert "1 of 1 paths below the export name a patient" in console
+    assert "DICOM headers" in console and str(beside) in console  # said where they are written
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["index_report.csv",
+                                                                    "manifest.csv"]
+    (manifest_row,) = _rows(tmp_path / "out" / "manifest.csv")
+    linked = (tmp_path / "out" / manifest_row["anterior"]).resolve()
+    assert linked.parent == beside.resolve() and linked.name.startswith("BA-")
+    assert "QZ" not in manifest_row["anterior"]
