@@ -65,6 +65,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "limits it to a folder below the export. Without it such files are "
                         "decided from their anatomy (see index_report.csv's view_from and "
                         "view_margin)")
+    p.add_argument("--follow-links-outside", action="store_true",
+                   help="follow symbolic links that lead outside the export folder (by "
+                        "default they are reported as outside_export and not read)")
     p.add_argument("--no-check-pixels", dest="check_pixels", action="store_false",
                    help="skip decoding the chosen views (faster; damaged, all-zero or negative "
                         "pixels are then only found at training time)")
@@ -124,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     pseudo = Pseudonymizer(load_or_create_key(key_file))
     result = index_folder(args.dicom_dir, out, pseudo, args.split_side_by_side,
                           args.check_pixels, tuple(args.age_range), skip=[report],
-                          stated_views=stated, links_dir=args.links_dir)
+                          stated_views=stated, links_dir=args.links_dir,
+                          follow_outside=args.follow_links_outside, secrets=[key_file])
     try:
         placed = write_outputs(result, out, report, link_file, args.copy_files,
                                args.links_dir)

@@ -52,7 +52,7 @@ from bone_age.data.identifiers import PathChecker
 from bone_age.data.instances import Instance, classify
 from bone_age.data.labels import study_age, study_sex, study_site, trainable_age
 from bone_age.data.manifest import REQUIRED_COLUMNS, SITE_COLUMN
-from bone_age.data.pseudonym import SUBJECT_PREFIX, Pseudonymizer
+from bone_age.data.pseudonym import SUBJECT_PREFIX, KeyFileError, Pseudonymizer
 from bone_age.data.sidebyside import split_halves, write_view_file
 
 MANIFEST_COLUMNS = [*REQUIRED_COLUMNS, "study", SITE_COLUMN]
@@ -79,7 +79,10 @@ STATUSES = {
     "broken_link": "a symbolic link whose target is missing or loops",
     "link_loop": "a link to a folder that contains it (not followed)",
     "not_a_file": "a FIFO, socket or device: not read",
-    "own_output": "an output of this index (manifest, report, links/, split/) inside the export",
+    "own_output": "an output of this index (manifest, report, links/, split/) inside the export "
+                  "or reached through a link: not read",
+    "outside_export": "a symbolic link leading outside the export: not followed (unless "
+                      "--follow-links-outside)",
     "dicomdir": "a DICOMDIR index file",
     "not_dicom": "not a DICOM file",
     "unreadable": "a damaged or truncated file, or a header value that cannot be used",
@@ -139,15 +142,29 @@ def _special(mode: int) -> str:
     return next((name for test, name in kinds if test(mode)), "not a regular file")
 
 
-def _walk(root: Path, skip: Sequence[Path]) -> Iterator[Instance]:
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _walk(root: Path, skip: Sequence[Path], follow_outside: bool = False,
+          secrets: Sequence[Path] = ()) -> Iterator[Instance]:
     """Every path under root as an Instance: plain files (and links to them) to classify, and
     the rest already failed with their status, so that none goes unreported.
 
     os.scandir rather than os.walk: each entry's type (link, folder, FIFO...) is needed, and a
     folder that cannot be listed must become a row, not a skipped subtree. Links to folders are
-    followed, except into a folder already walked (a loop, or the same folder twice).
+    followed, except into a folder already walked (a loop, or the same folder twice), and a
+    link leading outside the export only with ``follow_outside`` (a link to / would index the
+    whole machine). Outputs of the index and the secrets (the key) are never read, reached
+    however: compared by their real paths, so a link to the output folder is no way in.
     """
     outputs = {os.path.normpath(p) for p in skip}
+    real_outputs = {os.path.realpath(p) for p in skip}
+    # The folders the outputs are written in (manifest, report): a link to one is no way in.
+    output_folders = {os.path.realpath(os.path.dirname(p)) for p in skip
+                      if os.path.isfile(p) or not os.path.exists(p)}
+    real_secrets = {os.path.realpath(p) for p in secrets}
+    real_root = os.path.realpath(root)
     root_stat = root.stat()
     walked = {(root_stat.st_dev, root_stat.st_ino)}
     stack: list[tuple[Path, str, frozenset]] = [(root, "", frozenset(walked))]
@@ -166,8 +183,21 @@ def _walk(root: Path, skip: Sequence[Path]) -> Iterator[Instance]:
         for entry in entries:
             path, rel = Path(entry.path), prefix + entry.name
             inst = Instance(path, rel)
-            if os.path.normpath(entry.path) in outputs:
+            real = os.path.realpath(entry.path)
+            if os.path.normpath(entry.path) in outputs or real in real_outputs or \
+                    (entry.is_symlink() and real in output_folders):
                 yield inst.fail("own_output", f"{rel}: written by this index, not indexed")
+                continue
+            if entry.is_symlink() and any(_inside(key, real) for key in real_secrets):
+                # Whoever copies the export following its links would copy the key too.
+                raise KeyFileError(f"{next(iter(secrets))}: the pseudonym key file is reachable "
+                                   "through a symbolic link inside the export; move the key or "
+                                   "remove the link")
+            if entry.is_symlink() and not follow_outside and not _inside(real, real_root) \
+                    and os.path.lexists(real):
+                yield inst.fail("outside_export", f"{rel}: symbolic link leading outside the "
+                                                  "export; not followed (--follow-links-outside "
+                                                  "to index it)")
                 continue
             try:
                 st = os.stat(path)  # follows links
@@ -419,6 +449,8 @@ def index_folder(
     skip: Sequence[Path] = (),
     stated_views: dict[str, View] | None = None,
     links_dir: Path | None = None,
+    follow_outside: bool = False,
+    secrets: Sequence[Path] = (),
 ) -> IndexResult:
     """Classify every path under ``root`` and assemble the studies (nothing written yet, except
     the split halves of side-by-side images, next to the manifest). Paths in ``skip`` (and the
@@ -437,7 +469,7 @@ def index_folder(
         warnings.simplefilter("ignore")
         instances = [inst if inst.status else
                      classify(inst, split_side_by_side, stated_view(inst.rel, stated_views))
-                     for inst in _walk(root, outputs)]
+                     for inst in _walk(root, outputs, follow_outside, secrets)]
         instances.sort(key=lambda i: i.rel)
         _mark_duplicates(instances)
         groups: dict[str, list[Instance]] = defaultdict(list)

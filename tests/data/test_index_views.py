@@ -229,3 +229,51 @@ def test_report_is_plain_csv_and_links_dir_keeps_headers_out_of_the_manifest_fol
     linked = (tmp_path / "out" / manifest_row["anterior"]).resolve()
     assert linked.parent == beside.resolve() and linked.name.startswith("BA-")
     assert "QZ" not in manifest_row["anterior"]
+
+
+# Issue 27, item 6: links stay inside the export ---------------------------------------------
+
+
+def test_links_leading_outside_the_export_are_reported_not_followed(tmp_path):
+    from tests.nm_files import nm_dataset, write
+
+    export, outside = tmp_path / "export", tmp_path / "elsewhere"
+    write(nm_dataset("AB-0001"), export / "IM1")
+    write(nm_dataset("AB-0002"), outside / "deep" / "IM2")
+    (export / "to_folder").symlink_to(outside)
+    (export / "to_file").symlink_to(outside / "deep" / "IM2")
+    (export / "inside").symlink_to(export / "IM1")  # inside: followed (a duplicate of IM1)
+    rows, report = run(export, tmp_path / "out", code=0)
+    assert set(report) == {"IM1", "to_folder", "to_file", "inside"}
+    assert report["to_folder"]["status"] == report["to_file"]["status"] == "outside_export"
+    assert "--follow-links-outside" in report["to_folder"]["reason"]
+    assert report["inside"]["status"] == "duplicate" and len(rows) == 1
+    rows, report = run(export, tmp_path / "out2", "--follow-links-outside", code=0)
+    assert "to_folder/deep/IM2" in report and len(rows) == 2
+
+
+def test_a_link_to_the_output_folder_is_not_indexed(tmp_path):
+    from tests.nm_files import nm_dataset, write
+
+    export, out = tmp_path / "export", tmp_path / "out"
+    write(nm_dataset("AB-0001"), export / "IM1")
+    run(export, out, code=0)
+    (export / "old_run").symlink_to(out)
+    rows, report = run(export, out, "--follow-links-outside", code=0)
+    assert len(rows) == 1
+    assert not any(f.startswith("old_run/") for f in report)  # never walked into
+    assert report["old_run"]["status"] == "own_output"
+
+
+def test_a_key_reachable_through_a_link_in_the_export_is_refused(tmp_path, capsys):
+    from tests.nm_files import nm_dataset, write
+
+    export, secret = tmp_path / "export", tmp_path / "secret"
+    write(nm_dataset("AB-0001"), export / "IM1")
+    secret.mkdir()
+    (export / "keys").symlink_to(secret)
+    rc = main([str(export), "--out", str(tmp_path / "out" / "manifest.csv"),
+               "--key-file", str(secret / "key")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "reachable through a symbolic link" in err[0]
+    assert not (tmp_path / "out" / "manifest.csv").exists()
