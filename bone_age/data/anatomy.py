@@ -14,9 +14,9 @@ The view rests on two cues, both from where the camera sits relative to the skel
   lies in front and is hot in both views) over strips either side beyond the kidneys.
 
 The score is ln(face) - ln(spine): positive = anterior. One frame alone is a weak witness (on
-phantom v2.3, seeds 3 and 8, 60 subjects: anterior scores -0.45..+0.45, posterior -0.97..-0.11,
-so a sign decision is wrong for about 1 anterior frame in 5). The two frames of one subject
-are a strong one: the anterior's score exceeded the posterior's in 60 of 60, by 0.34 or more.
+phantom v2.3, seed 8, 30 subjects: anterior scores -0.45..+0.45, 7 of them 0 or below;
+posterior -0.97..-0.11). The two frames of one subject are a strong one: the anterior's score
+exceeded the posterior's in 60 of 60 (seeds 3 and 8), by 0.34 or more.
 Hence :func:`decide_pair` (the index's rule for a study of two unlabelled frames) and the
 margins below.
 """

@@ -678,6 +678,10 @@ def summary(result: IndexResult) -> str:
     lines = [f"{len(result.instances)} files, {n} studies written in {result.seconds:.1f} s "
              f"({rate:.1f} studies/s)"]
     lines += [f"  {status:<22}{count:>7}" for status, count in sorted(counts.items())]
+    anatomy = [i for i in result.instances if i.view_from == "anatomy" and i.status in WRITTEN]
+    if anatomy:
+        lines.append(f"{len(anatomy)} written files had no view in their headers: decided from "
+                     "the anatomy (index_report.csv: view, view_from, view_margin)")
     if result.patient_paths:
         lines.append(f"{len(result.patient_paths)} of {len(result.instances)} paths below the "
                      "export name a patient (column names_patient): the report is for the data "

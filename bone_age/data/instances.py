@@ -266,7 +266,8 @@ def single_file(path: Path, label: str, view: View | None = None) -> tuple[Datas
     for v in inst.views:
         counts = read_view(label, v, ds) if number_of_frames(ds, path) > 1 else \
             pixel_counts(ds, label)[0]
-        problem = (count_problem(counts) or (None, None))[1] or body_problem(counts)
+        counted = count_problem(counts)
+        problem = counted[1] if counted else body_problem(counts)
         if problem:
             raise DicomReadError(label, f"the {v} view: {problem}")
     return ds, {v: f[0] for v, f in inst.views.items()}

@@ -200,3 +200,17 @@ def test_a_single_file_named_after_the_patient_is_shown_by_pseudonym(runs, tmp_p
     err = capsys.readouterr().err
     assert "QZ" not in err and "VANDERMEER" not in err
     assert "<the input file of BA-" in err and "--view" in err
+
+
+def test_refusals_on_the_real_export_name_its_files(runs, tmp_path, key_file, capsys):
+    """Issue 28, item 1: the NEMA scan's files are called NM1_* and its patient
+    "CompressedSamples^NM1": its refusal lines must name the files, not hide every one as a
+    path that names the patient."""
+    if not (SHARED_DICOM / "NM1_UNC").is_file():
+        pytest.skip("shared real DICOM samples not present")
+    from bone_age.inference.predict import PATIENT_PATH
+
+    assert main([str(runs["vgg16"]), str(SHARED_DICOM), "--out", str(tmp_path / "p.csv"),
+                 "--key-file", str(key_file)]) == 2
+    err = capsys.readouterr().err
+    assert "NM1_UNC" in err and PATIENT_PATH not in err
