@@ -217,22 +217,6 @@ def frame_views(ds: Dataset, path: str | Path = "<dataset>") -> dict[View, int]:
     return {view: found[0] for view, found in frames.items()}
 
 
-def views_in_file(ds: Dataset, path: str | Path, view: View | None = None) -> dict[View, int]:
-    """Which frame holds which view of one file; ``view`` names a single frame (the user knows).
-
-    Headers only: nothing is decoded. A single frame with no view in its headers and none stated
-    is an error, since a file alone (unlike a manifest row) does not say which view it is.
-    """
-    single = number_of_frames(ds, path) == 1
-    if single and view:
-        return {view: 0}
-    views = frame_views(ds, path)
-    if single and not views:
-        raise DicomReadError(path, "a single frame whose headers do not name its view; state "
-                                   "it with --view anterior or --view posterior")
-    return views
-
-
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 
 
