@@ -85,6 +85,11 @@ def _stated_views(given: list[str], root: Path) -> dict[str, View]:
         if view not in VIEWS:
             raise UsageError(f"--view {text}: expected anterior or posterior, or "
                              "FOLDER=anterior / FOLDER=posterior")
+        if folder and Path(folder).is_absolute():  # a folder named in full: below the export?
+            try:
+                folder = Path(folder).resolve().relative_to(root.resolve()).as_posix()
+            except ValueError:
+                raise UsageError(f"--view {text}: {folder} is not a folder below {root}") from None
         folder = Path(folder).as_posix().strip("/") if folder else ""
         folder = "" if folder == "." else folder
         if folder and not (root / folder).is_dir():

@@ -95,7 +95,7 @@ def test_view_option_for_folders_of_one_view(phantom, tmp_path):
         (split / view[:3]).mkdir(parents=True, exist_ok=True)
         shutil.copy(export / name, split / view[:3] / name)
     rows, report = run(split, tmp_path / "out", "--view", "ant=anterior",
-                       "--view", "pos/=POSTERIOR", code=0)
+                       "--view", f"{split / 'pos'}/=POSTERIOR", code=0)
     assert len(rows) == 4
     assert {(r["view"], r["view_from"]) for r in report.values()} == {
         ("anterior", "--view"), ("posterior", "--view")}
