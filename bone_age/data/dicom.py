@@ -129,7 +129,9 @@ def other_projection(ds: Dataset) -> bool:
     """True when a View Code Sequence (of the file or a detector) codes a projection, but
     neither anterior nor posterior (a lateral or oblique view)."""
     holders = [ds, *items(ds, "DetectorInformationSequence")]
-    coded = any(items(h, "ViewCodeSequence") for h in holders)
+    # An empty item codes nothing (some cameras write one): only a filled code counts.
+    coded = any(str(code.get(k, "") or "").strip() for h in holders
+                for code in items(h, "ViewCodeSequence") for k in ("CodeValue", "CodeMeaning"))
     return coded and not any(_view_of_code_sequence(h) for h in holders)
 
 

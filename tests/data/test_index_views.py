@@ -277,3 +277,21 @@ def test_a_key_reachable_through_a_link_in_the_export_is_refused(tmp_path, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "reachable through a symbolic link" in err[0]
     assert not (tmp_path / "out" / "manifest.csv").exists()
+
+
+def test_an_empty_view_code_item_leaves_the_text_headers_in_charge(tmp_path):
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    from tests.nm_files import nm_dataset, write
+
+    ant = nm_dataset(views=("anterior",))
+    uid = ant.StudyInstanceUID
+    post = nm_dataset(views=("posterior",), study_uid=uid, seed=3)
+    for ds in (ant, post):  # "WB ANT" / "WB POST" in Series Description, an empty code item
+        ds.ViewCodeSequence = Sequence([Dataset()])
+        ds.DetectorInformationSequence[0].ViewCodeSequence = Sequence([Dataset()])
+    write(ant, tmp_path / "export" / "a")
+    write(post, tmp_path / "export" / "b")
+    rows, report = run(tmp_path / "export", tmp_path / "out", code=0)
+    assert len(rows) == 1 and report["a"]["view"] == "anterior"
