@@ -50,3 +50,19 @@ def test_gradcam_maps_are_normalised_and_per_view(tmp_path):
     assert np.abs(maps).max() == 1.0 or np.abs(maps).max() == 0.0  # one common scale
     finer = explain.gradcam(net, spec, images, None, stage=2)
     assert finer.shape == (2, 64, 16)
+
+
+def test_single_file_gets_the_index_checks(tmp_path, capsys):
+    """Issue 27, item 7: an MR file, a 1 x 1 image or a lateral view is refused in one line,
+    even with --view, before any heat map is drawn."""
+    from tests.inference.test_predict import SINGLE_REFUSALS, _single
+
+    ckpt = _checkpoint(tmp_path)
+    for case in ("mr", "one_pixel", "lateral"):
+        change, keep_view, _, words = SINGLE_REFUSALS[case]
+        path = _single(tmp_path / "in", f"{case}.dcm", change, keep_view)
+        out = tmp_path / case
+        assert explain.main([str(ckpt), str(path), "--view", "anterior", "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and words in err[0], err
+        assert not list(out.glob("*.png")) if out.exists() else True
