@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from bone_age.data.dicom import VIEWS, View
 from bone_age.data.indexing import (
     LINKS_DIR,
     index_folder,
@@ -26,8 +27,12 @@ from bone_age.data.pseudonym import (
     load_or_create_key,
 )
 from bone_age.utils.arguments import ArgumentParser, finite_float
-from bone_age.utils.errors import EXIT_OK, EXIT_PARTIAL, command, fail
+from bone_age.utils.errors import EXIT_OK, EXIT_PARTIAL, BoneAgeError, command, fail
 from bone_age.utils.outputs import OutputError, check_output_file
+
+
+class UsageError(BoneAgeError):
+    """A bad command-line value (one line, exit 2)."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -46,16 +51,54 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "hard- or symbolically linking them (for outputs that must travel "
                         "without the export; the copies keep their DICOM headers, patient "
                         "identity included)")
+    p.add_argument("--links-dir", type=Path,
+                   help=f"folder for the pseudonymous links (default: {LINKS_DIR}/ beside the "
+                        "manifest). The links are the export's files, DICOM headers (patient "
+                        "identity) included: put them e.g. beside the export, so that the "
+                        "manifest's folder can be shared without them")
     p.add_argument("--split-side-by-side", action="store_true",
                    help="split a single NM image holding both whole-body views: left half "
                         "anterior, right half posterior (written as new files under split/ "
                         "beside the manifest)")
+    p.add_argument("--view", action="append", default=[], metavar="[FOLDER=]VIEW",
+                   help="anterior or posterior: the view of every single-frame file whose "
+                        "headers name none (a folder of one view); FOLDER=VIEW (repeatable) "
+                        "limits it to a folder below the export. Without it such files are "
+                        "decided from their anatomy (see index_report.csv's view_from and "
+                        "view_margin)")
+    p.add_argument("--follow-links-outside", action="store_true",
+                   help="follow symbolic links that lead outside the export folder (by "
+                        "default they are reported as outside_export and not read)")
     p.add_argument("--no-check-pixels", dest="check_pixels", action="store_false",
                    help="skip decoding the chosen views (faster; damaged, all-zero or negative "
                         "pixels are then only found at training time)")
     p.add_argument("--age-range", type=finite_float, nargs=2, default=(40.0, 80.0),
                    metavar=("MIN", "MAX"), help="ages outside are reported (and kept)")
     return p.parse_args(argv)
+
+
+def _stated_views(given: list[str], root: Path) -> dict[str, View]:
+    """--view values as {folder relative to the export ("" for all of it): view}."""
+    stated: dict[str, View] = {}
+    for text in given:
+        folder, _, view = text.rpartition("=")
+        view = view.strip().lower()
+        if view not in VIEWS:
+            raise UsageError(f"--view {text}: expected anterior or posterior, or "
+                             "FOLDER=anterior / FOLDER=posterior")
+        if folder and Path(folder).is_absolute():  # a folder named in full: below the export?
+            try:
+                folder = Path(folder).resolve().relative_to(root.resolve()).as_posix()
+            except ValueError:
+                raise UsageError(f"--view {text}: {folder} is not a folder below {root}") from None
+        folder = Path(folder).as_posix().strip("/") if folder else ""
+        folder = "" if folder == "." else folder
+        if folder and not (root / folder).is_dir():
+            raise UsageError(f"--view {text}: {folder} is not a folder below {root}")
+        if stated.get(folder, view) != view:
+            raise UsageError(f"--view {text}: {folder or 'the export'} given two views")
+        stated[folder] = view  # type: ignore[assignment]
+    return stated
 
 
 def _outputs(args: argparse.Namespace) -> tuple[Path, Path, Path | None]:
@@ -68,10 +111,12 @@ def _outputs(args: argparse.Namespace) -> tuple[Path, Path, Path | None]:
                               input_dirs=export).absolute() if args.link_file else None)
     if report == out or link in (out, report):
         raise OutputError(f"{report if report == out else link}: given for two outputs")
-    links = out.parent / LINKS_DIR
+    links = (args.links_dir or out.parent / LINKS_DIR).absolute()
     if not is_links_dir(links):
-        raise OutputError(f"--out {out}: {links} holds files the index did not write; move "
-                          "them or choose another --out folder")
+        option = "--links-dir" if args.links_dir else "--out"
+        raise OutputError(f"{option} {links}: holds files the index did not write; move "
+                          f"them or choose another {option} folder")
+    args.links_dir = links
     return out, report, link
 
 
@@ -84,21 +129,28 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= low < high <= 150:
         return fail("index", f"--age-range {low:g} {high:g}: MIN and MAX must be ages in years "
                              "with 0 <= MIN < MAX <= 150, e.g. --age-range 40 80")
+    stated = _stated_views(args.view, args.dicom_dir)
     out, report, link_file = _outputs(args)
-    outputs = [out.parent, args.dicom_dir]
+    outputs = [out.parent, args.dicom_dir, args.links_dir]
     key_file = check_secret_location(args.key_file, outputs, "pseudonym key file")
     if link_file:
         check_secret_location(link_file, outputs, "link file")
     pseudo = Pseudonymizer(load_or_create_key(key_file))
     result = index_folder(args.dicom_dir, out, pseudo, args.split_side_by_side,
-                          args.check_pixels, tuple(args.age_range), skip=[report])
+                          args.check_pixels, tuple(args.age_range), skip=[report],
+                          stated_views=stated, links_dir=args.links_dir,
+                          follow_outside=args.follow_links_outside, secrets=[key_file])
     try:
-        placed = write_outputs(result, out, report, link_file, args.copy_files)
+        placed = write_outputs(result, out, report, link_file, args.copy_files,
+                               args.links_dir)
     except OSError as err:
         return fail("index", f"cannot write the outputs ({err}); nothing written")
     print(summary(result))
     if placed:
-        print(f"{LINKS_DIR}/: " + ", ".join(f"{how}: {n}" for how, n in sorted(placed.items())))
+        print(f"{args.links_dir}: " + ", ".join(f"{how}: {n}" for how, n in sorted(placed.items()))
+              + ". These are the export's files, DICOM headers (patient names, IDs, birth "
+              "dates) included: share this folder only with whoever may see them (--links-dir "
+              "puts it elsewhere, e.g. beside the export)")
     print(f"manifest: {out}\nreport:   {report}")
     return EXIT_OK if result.written else EXIT_PARTIAL
 

@@ -126,6 +126,16 @@ def _view_of_code_sequence(item: Dataset) -> View | None:
     return None
 
 
+def other_projection(ds: Dataset) -> bool:
+    """True when a View Code Sequence (of the file or a detector) codes a projection, but
+    neither anterior nor posterior (a lateral or oblique view)."""
+    holders = [ds, *items(ds, "DetectorInformationSequence")]
+    # An empty item codes nothing (some cameras write one): only a filled code counts.
+    coded = any(str(code.get(k, "") or "").strip() for h in holders
+                for code in items(h, "ViewCodeSequence") for k in ("CodeValue", "CodeMeaning"))
+    return coded and not any(_view_of_code_sequence(h) for h in holders)
+
+
 def views_in_text(text: str) -> set[View]:
     """Every view named in a free-text header (both for e.g. "WB ANT POST")."""
     return {view for pattern, view in _VIEW_WORDS if pattern.search(text.upper())}
@@ -176,7 +186,7 @@ def _marked_frames(ds: Dataset, path: str | Path) -> list[tuple[int, View]]:
     view = _view_of_code_sequence(ds) or next(
         (v for item in detectors if (v := _view_of_code_sequence(item))), None
     )
-    if view is None:
+    if view is None and not other_projection(ds):  # a coded lateral view is no text's ANT
         view = next((v for kw in _TEXT_KEYWORDS if (v := view_from_text(_text(ds, kw)))), None)
     return [(0, view)] if view else []
 
@@ -208,22 +218,6 @@ def frame_views(ds: Dataset, path: str | Path = "<dataset>") -> dict[View, int]:
     if why:
         raise DicomReadError(path, why)
     return {view: found[0] for view, found in frames.items()}
-
-
-def views_in_file(ds: Dataset, path: str | Path, view: View | None = None) -> dict[View, int]:
-    """Which frame holds which view of one file; ``view`` names a single frame (the user knows).
-
-    Headers only: nothing is decoded. A single frame with no view in its headers and none stated
-    is an error, since a file alone (unlike a manifest row) does not say which view it is.
-    """
-    single = number_of_frames(ds, path) == 1
-    if single and view:
-        return {view: 0}
-    views = frame_views(ds, path)
-    if single and not views:
-        raise DicomReadError(path, "a single frame whose headers do not name its view; state "
-                                   "it with --view anterior or --view posterior")
-    return views
 
 
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")

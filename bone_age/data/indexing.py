@@ -27,6 +27,14 @@ from pathlib import Path
 
 import pydicom
 
+from bone_age.data.anatomy import (
+    PAIR_MARGIN,
+    SINGLE_MARGIN,
+    ViewDecision,
+    body_problem,
+    decide_pair,
+    decide_view,
+)
 from bone_age.data.dicom import (
     VIEWS,
     DicomReadError,
@@ -42,14 +50,15 @@ from bone_age.data.identifiers import PathChecker
 from bone_age.data.instances import Instance, classify
 from bone_age.data.labels import study_age, study_sex, study_site, trainable_age
 from bone_age.data.manifest import REQUIRED_COLUMNS, SITE_COLUMN
-from bone_age.data.pseudonym import SUBJECT_PREFIX, Pseudonymizer
+from bone_age.data.pseudonym import SUBJECT_PREFIX, KeyFileError, Pseudonymizer
 from bone_age.data.sidebyside import split_halves, write_view_file
 from bone_age.utils.files import kind
 from bone_age.utils.outputs import remove_stale_temps, replace, temp_path
 from bone_age.utils.tables import csv_text
 
 MANIFEST_COLUMNS = [*REQUIRED_COLUMNS, "study", SITE_COLUMN]
-REPORT_COLUMNS = ["file", "status", "study", "subject_id", "names_patient", "reason"]
+REPORT_COLUMNS = ["file", "status", "study", "subject_id", "view", "view_from", "view_margin",
+                  "names_patient", "reason"]
 WRITTEN = ("ok", "no_age", "age_out_of_range", "unknown_sex")
 SPLIT_DIR = "split"
 LINKS_DIR = "links"
@@ -71,14 +80,18 @@ STATUSES = {
     "broken_link": "a symbolic link whose target is missing or loops",
     "link_loop": "a link to a folder that contains it (not followed)",
     "not_a_file": "a FIFO, socket or device: not read",
-    "own_output": "an output of this index (manifest, report, links/, split/) inside the export",
+    "own_output": "an output of this index (manifest, report, links/, split/) inside the export "
+                  "or reached through a link: not read",
+    "outside_export": "a symbolic link leading outside the export: not followed (unless "
+                      "--follow-links-outside)",
     "dicomdir": "a DICOMDIR index file",
     "not_dicom": "not a DICOM file",
     "unreadable": "a damaged or truncated file, or a header value that cannot be used",
     "duplicate": "the same SOP Instance UID as another file (or a folder reached twice), "
                  "which is used instead",
     "unsupported_modality": "not NM (or an NM-like secondary capture)",
-    "unsupported_image": "a colour image, or one larger than any whole-body scan",
+    "unsupported_image": "a colour image, one larger than any whole-body scan, or one not "
+                         "shaped like a whole-body view",
     "no_pixels": "no pixel data",
     "view_unknown": "no anterior or posterior view named in its headers",
     "not_side_by_side": "with --split-side-by-side: an image that is not NM or not shaped "
@@ -124,15 +137,35 @@ class IndexResult:
                       key=lambda s: s.subject_id)
 
 
-def _walk(root: Path, skip: Sequence[Path]) -> Iterator[Instance]:
+def _special(mode: int) -> str:
+    kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _walk(root: Path, skip: Sequence[Path], follow_outside: bool = False,
+          secrets: Sequence[Path] = ()) -> Iterator[Instance]:
     """Every path under root as an Instance: plain files (and links to them) to classify, and
     the rest already failed with their status, so that none goes unreported.
 
     os.scandir rather than os.walk: each entry's type (link, folder, FIFO...) is needed, and a
     folder that cannot be listed must become a row, not a skipped subtree. Links to folders are
-    followed, except into a folder already walked (a loop, or the same folder twice).
+    followed, except into a folder already walked (a loop, or the same folder twice), and a
+    link leading outside the export only with ``follow_outside`` (a link to / would index the
+    whole machine). Outputs of the index and the secrets (the key) are never read, reached
+    however: compared by their real paths, so a link to the output folder is no way in.
     """
     outputs = {os.path.normpath(p) for p in skip}
+    real_outputs = {os.path.realpath(p) for p in skip}
+    # The folders the outputs are written in (manifest, report): a link to one is no way in.
+    output_folders = {os.path.realpath(os.path.dirname(p)) for p in skip
+                      if os.path.isfile(p) or not os.path.exists(p)}
+    real_secrets = {os.path.realpath(p) for p in secrets}
+    real_root = os.path.realpath(root)
     root_stat = root.stat()
     walked = {(root_stat.st_dev, root_stat.st_ino)}
     stack: list[tuple[Path, str, frozenset]] = [(root, "", frozenset(walked))]
@@ -151,8 +184,21 @@ def _walk(root: Path, skip: Sequence[Path]) -> Iterator[Instance]:
         for entry in entries:
             path, rel = Path(entry.path), prefix + entry.name
             inst = Instance(path, rel)
-            if os.path.normpath(entry.path) in outputs:
+            real = os.path.realpath(entry.path)
+            if os.path.normpath(entry.path) in outputs or real in real_outputs or \
+                    (entry.is_symlink() and real in output_folders):
                 yield inst.fail("own_output", f"{rel}: written by this index, not indexed")
+                continue
+            if entry.is_symlink() and any(_inside(key, real) for key in real_secrets):
+                # Whoever copies the export following its links would copy the key too.
+                raise KeyFileError(f"{next(iter(secrets))}: the pseudonym key file is reachable "
+                                   "through a symbolic link inside the export; move the key or "
+                                   "remove the link")
+            if entry.is_symlink() and not follow_outside and not _inside(real, real_root) \
+                    and os.path.lexists(real):
+                yield inst.fail("outside_export", f"{rel}: symbolic link leading outside the "
+                                                  "export; not followed (--follow-links-outside "
+                                                  "to index it)")
                 continue
             try:
                 st = os.stat(path)  # follows links
@@ -182,6 +228,13 @@ def _walk(root: Path, skip: Sequence[Path]) -> Iterator[Instance]:
         stack.extend(reversed(folders))  # popped in name order
 
 
+def stated_view(rel: str, stated: dict[str, View] | None) -> View | None:
+    """The view --view gives a path below the export: that of the deepest folder holding it."""
+    found = [(len(folder), view) for folder, view in (stated or {}).items()
+             if not folder or rel.startswith(folder.rstrip("/") + "/")]
+    return max(found)[1] if found else None
+
+
 def _mark_duplicates(instances: list[Instance]) -> None:
     first: dict[str, Instance] = {}
     for inst in instances:
@@ -192,6 +245,79 @@ def _mark_duplicates(instances: list[Instance]) -> None:
                                    f"{first[inst.sop_uid].rel}, which is used instead")
         else:
             first[inst.sop_uid] = inst
+
+
+def _frame_decision(inst: Instance) -> ViewDecision | str:
+    """The anatomy's view of an unlabelled single frame, or why it cannot be decided."""
+    try:
+        counts = pixel_counts(read_dataset(inst.path), inst.rel)[0]
+    except DicomReadError as err:
+        return err.reason
+    counted = count_problem(counts)
+    problem = counted[1] if counted else body_problem(counts)
+    if problem:
+        return f"its anatomy cannot tell the view: {problem}"
+    try:
+        return decide_view(counts)
+    except ValueError as err:
+        return f"its anatomy cannot tell the view: {err}"
+
+
+def _set_view(inst: Instance, view: View, margin: float) -> None:
+    inst.views, inst.view_from, inst.view_margin, inst.unlabelled = \
+        {view: [0]}, "anatomy", round(margin, 3), ""
+
+
+def _anatomy_views(row: StudyRow) -> None:
+    """Give each unlabelled single frame of a study its view from the anatomy, or fail it as
+    ``view_unknown`` (and leave it out of the study) when the anatomy is not sure enough.
+
+    Two frames of one study are decided together (the higher score is the anterior, see
+    data/anatomy.py); one unlabelled frame beside one whose header names its view is decided
+    with it (and must agree with that header); a frame alone needs SINGLE_MARGIN.
+    """
+    unlabelled = [i for i in row.files if i.unlabelled]
+    if not unlabelled:
+        return
+    labelled = [i for i in row.files if not i.unlabelled and len(i.views) == 1
+                and sum(map(len, i.views.values())) == 1 and not i.side_by_side]
+    others = [i for i in row.files if not i.unlabelled and i not in labelled]
+    decided: dict[int, ViewDecision] = {}
+    failed: dict[int, str] = {}
+    pool = unlabelled + (labelled if len(unlabelled) == 1 and len(labelled) == 1
+                         and not others else [])
+    for inst in pool:
+        found = _frame_decision(inst)
+        (decided if isinstance(found, ViewDecision) else failed)[id(inst)] = found
+    if len(pool) == 2 and not failed and not others:
+        a, b = pool
+        views = decide_pair(decided[id(a)], decided[id(b)])
+        if views[2] < PAIR_MARGIN:
+            failed.update({id(i): f"its anatomy cannot tell the two frames of study {row.key} "
+                                  f"apart (score difference {views[2]:.2f} < {PAIR_MARGIN})"
+                           for i in unlabelled})
+        elif b in labelled and views[1] not in b.views:
+            failed[id(a)] = (f"its anatomy says {views[0]} but {b.rel}, named "
+                             f"{next(iter(b.views))} in its header, reads as the same view")
+        else:
+            for inst, view in ((a, views[0]), (b, views[1])):
+                if inst.unlabelled:
+                    _set_view(inst, view, views[2])
+    else:
+        for inst in unlabelled:
+            d = decided.get(id(inst))
+            if d is not None and abs(d.score) >= SINGLE_MARGIN:
+                _set_view(inst, d.view, abs(d.score))
+            elif d is not None:
+                failed[id(inst)] = (f"no view in its headers, and its anatomy alone is not sure "
+                                    f"(suggests {d.view}, score {d.score:+.2f}; needs "
+                                    f"|score| >= {SINGLE_MARGIN} alone, or the study's other "
+                                    "view beside it): state it with --view")
+    for inst in unlabelled:
+        if inst.unlabelled:
+            why = failed.get(id(inst), "its study gives no frame to compare it with")
+            inst.fail("view_unknown", f"{inst.unlabelled}; {why}")
+    row.files = [i for i in row.files if not i.status]
 
 
 def _fail_study(row: StudyRow, status: str, why: str) -> StudyRow:
@@ -272,6 +398,7 @@ def _text(inst: Instance, keyword: str) -> str:
 
 def _study(row: StudyRow, pseudo: Pseudonymizer, split_dir: Path, check: bool,
            age_range: tuple[float, float]) -> StudyRow:
+    _anatomy_views(row)
     chosen = _assemble(row)
     if chosen is None:
         return row
@@ -321,22 +448,29 @@ def index_folder(
     check_pixels: bool = True,
     age_range: tuple[float, float] = (40, 80),
     skip: Sequence[Path] = (),
+    stated_views: dict[str, View] | None = None,
+    links_dir: Path | None = None,
+    follow_outside: bool = False,
+    secrets: Sequence[Path] = (),
 ) -> IndexResult:
     """Classify every path under ``root`` and assemble the studies (nothing written yet, except
     the split halves of side-by-side images, next to the manifest). Paths in ``skip`` (and the
     manifest, links and split folders) are reported as ``own_output``, not indexed: a re-run
-    into the export sees only the export."""
+    into the export sees only the export. ``stated_views`` maps folders below ``root`` (""
+    for all of it) to the view of their single frames whose headers name none (--view)."""
     start = time.perf_counter()
     root = Path(root).resolve()
     base = Path(manifest).resolve().parent
     split_dir = base / SPLIT_DIR
-    outputs = [Path(manifest).resolve(), split_dir, base / LINKS_DIR,
+    outputs = [Path(manifest).resolve(), split_dir,
+               Path(links_dir).resolve() if links_dir else base / LINKS_DIR,
                *(Path(p).resolve() for p in skip)]
     with warnings.catch_warnings():
         # pydicom warns about damaged files with their values; each file's status says it all.
         warnings.simplefilter("ignore")
-        instances = [inst if inst.status else classify(inst, split_side_by_side)
-                     for inst in _walk(root, outputs)]
+        instances = [inst if inst.status else
+                     classify(inst, split_side_by_side, stated_view(inst.rel, stated_views))
+                     for inst in _walk(root, outputs, follow_outside, secrets)]
         instances.sort(key=lambda i: i.rel)
         _mark_duplicates(instances)
         groups: dict[str, list[Instance]] = defaultdict(list)
@@ -408,7 +542,7 @@ def manifest_text(result: IndexResult, base: Path, links: dict[Path, Path]) -> s
 
 
 def report_text(result: IndexResult) -> str:
-    """One row per path below the export, in path order, after a first line for the owner."""
+    """One row per path below the export, in path order."""
     study_of = {id(i): s for s in result.studies for i in s.files}
     rows = []
     for inst in result.instances:
@@ -416,17 +550,15 @@ def report_text(result: IndexResult) -> str:
         rows.append({"file": _shown(inst.rel), "status": inst.status,
                      "study": row.key if row else "",
                      "subject_id": row.subject_id if row and row.status in WRITTEN else "",
+                     "view": "+".join(v for v in VIEWS if v in inst.views) if row else "",
+                     "view_from": inst.view_from if row else "",
+                     "view_margin": "" if inst.view_margin is None or not row
+                     else f"{inst.view_margin:.3f}",
                      "names_patient": "yes" if inst.rel in result.patient_paths else "",
                      "reason": _shown(inst.reason)})
-    n = len(result.patient_paths)
-    if n:
-        first = (f"# For the data owner only: {n} of {len(rows)} paths below the export name a "
-                 "patient (Patient ID, name or birth date; column names_patient). The manifest "
-                 "names none: it points to pseudonymous links.")
-    else:
-        first = ("# No path below the export names a patient (checked against the Patient IDs, "
-                 "names and birth dates of its files).")
-    return csv_text(REPORT_COLUMNS, rows, first)
+    # A plain CSV (pandas, csv.DictReader, spreadsheets read it as is): the note on whether
+    # paths name patients is printed by summary() instead.
+    return csv_text(REPORT_COLUMNS, rows)
 
 
 def link_file_text(result: IndexResult) -> str:
@@ -469,7 +601,8 @@ def _place(src: Path, dst: Path, copy: bool, checker: PathChecker) -> str:
 
 
 def write_outputs(result: IndexResult, manifest: Path, report: Path,
-                  link_file: Path | None = None, copy_files: bool = False) -> Counter:
+                  link_file: Path | None = None, copy_files: bool = False,
+                  links_dir: Path | None = None) -> Counter:
     """Write the links (or copies), manifest, report and link file, all or nothing; returns
     how many files of links/ are hard links, copies and symbolic links.
 
@@ -478,7 +611,7 @@ def write_outputs(result: IndexResult, manifest: Path, report: Path,
     """
     manifest, report = Path(manifest).absolute(), Path(report).absolute()
     base = manifest.parent
-    links_dir = base / LINKS_DIR
+    links_dir = Path(links_dir).absolute() if links_dir else base / LINKS_DIR
     names = link_names(result)
     temps: list[Path] = []
     # What a killed run left (links staged with full headers, half-written texts) goes first.
@@ -538,7 +671,15 @@ def summary(result: IndexResult) -> str:
     lines = [f"{len(result.instances)} files, {n} studies written in {result.seconds:.1f} s "
              f"({rate:.1f} studies/s)"]
     lines += [f"  {status:<22}{count:>7}" for status, count in sorted(counts.items())]
+    anatomy = [i for i in result.instances if i.view_from == "anatomy" and i.status in WRITTEN]
+    if anatomy:
+        lines.append(f"{len(anatomy)} written files had no view in their headers: decided from "
+                     "the anatomy (index_report.csv: view, view_from, view_margin)")
     if result.patient_paths:
-        lines.append(f"{len(result.patient_paths)} paths below the export name a patient: the "
-                     "report is for the data owner only (the manifest uses pseudonymous links)")
+        lines.append(f"{len(result.patient_paths)} of {len(result.instances)} paths below the "
+                     "export name a patient (column names_patient): the report is for the data "
+                     "owner only (the manifest uses pseudonymous links)")
+    else:
+        lines.append("no path below the export names a patient (checked against the "
+                     "identifying fields of its files)")
     return "\n".join(lines)

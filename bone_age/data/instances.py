@@ -12,15 +12,21 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
+from bone_age.data.anatomy import body_problem, shape_problem
 from bone_age.data.dicom import (
     PHOTOMETRIC,
     VIEWS,
     DicomReadError,
     View,
+    count_problem,
     frames_by_view,
     header_int,
     header_views,
     number_of_frames,
+    other_projection,
+    pixel_counts,
+    read_dataset,
+    read_view,
     shown_code,
     size_problem,
     values,
@@ -53,6 +59,9 @@ class Instance:
     ds: Dataset | None = None
     views: dict[View, list[int]] = field(default_factory=dict)  # view -> frames marked so
     side_by_side: bool = False  # one frame holding both views, left and right
+    view_from: str = ""  # where its view came from: header, --view or anatomy
+    view_margin: float | None = None  # the anatomy's margin, when it decided
+    unlabelled: str = ""  # a single frame whose headers name no view: why (until decided)
     status: str = ""
     reason: str = ""
 
@@ -147,13 +156,16 @@ def _looks_side_by_side(ds: Dataset, path: Path) -> bool:
     return header_views(ds) == set(VIEWS) or (rows > 0 and 2 * cols >= rows)
 
 
-def classify(inst: Instance, split_side_by_side: bool = False) -> Instance:
+def classify(inst: Instance, split_side_by_side: bool = False,
+             stated: View | None = None) -> Instance:
     """Read one file's header and decide what it can contribute to a study.
 
+    ``stated`` is the view the user gave (--view) for single frames whose headers name none;
+    without it such a frame is left ``unlabelled``, for the indexer to decide from its anatomy.
     Never raises: whatever goes wrong with one file becomes its status.
     """
     try:
-        return _classify(inst, split_side_by_side)
+        return _classify(inst, split_side_by_side, stated)
     except DicomReadError as err:
         return inst.fail("unreadable", f"{inst.rel}: {err.reason}")
     except Exception as err:  # a damaged header can fail in any attribute; only the type:
@@ -162,7 +174,7 @@ def classify(inst: Instance, split_side_by_side: bool = False) -> Instance:
                                        f"({type(err).__name__})")
 
 
-def _classify(inst: Instance, split_side_by_side: bool) -> Instance:
+def _classify(inst: Instance, split_side_by_side: bool, stated: View | None) -> Instance:
     path = inst.path
     if path.name.upper() == "DICOMDIR":
         return inst.fail("dicomdir", f"{inst.rel}: DICOMDIR index file, skipped")
@@ -196,7 +208,11 @@ def _classify(inst: Instance, split_side_by_side: bool) -> Instance:
                                        "its Rows x Columns x frames)")
     inst.views = frames_by_view(ds, path)
     if inst.views:
-        return inst
+        inst.view_from = "header"
+        return _shape_checked(inst)
+    if other_projection(ds):
+        return inst.fail("view_unknown", f"{rel}: its View Code Sequence names a projection "
+                                         "other than anterior or posterior (e.g. lateral)")
     refusal = _split_refusal(ds, path) if number_of_frames(ds, path) == 1 else "several frames"
     if split_side_by_side and refusal is None:
         inst.side_by_side = True
@@ -208,5 +224,50 @@ def _classify(inst: Instance, split_side_by_side: bool) -> Instance:
     if split_side_by_side and _looks_side_by_side(ds, path):
         return inst.fail("not_side_by_side", f"{rel}: no view named, and not split with "
                                              f"--split-side-by-side: {refusal}")
-    return inst.fail("view_unknown", f"{rel}: no anterior or posterior view named in View "
-                                     "Code Sequence, Image ID, descriptions or comments")
+    why = (f"{rel}: no anterior or posterior view named in View Code Sequence, Image ID, "
+           "descriptions or comments")
+    if number_of_frames(ds, path) != 1:
+        return inst.fail("view_unknown", why)
+    if stated:
+        inst.views, inst.view_from = {stated: [0]}, "--view"
+        return _shape_checked(inst)
+    inst.unlabelled = why  # the indexer decides it from the anatomy, with its study
+    return inst
+
+
+def _shape_checked(inst: Instance) -> Instance:
+    """Fails a file whose frames are not shaped like one whole-body view (a 1 x 1 image, a
+    square spot view): whatever its header says, no bone age can be read from it."""
+    problem = shape_problem(header_int(inst.ds, "Rows", 0, inst.path),
+                            header_int(inst.ds, "Columns", 0, inst.path))
+    return inst.fail("unsupported_image", f"{inst.rel}: {problem}") if problem else inst
+
+
+def single_file(path: Path, label: str, view: View | None = None) -> tuple[Dataset,
+                                                                          dict[View, int]]:
+    """The index's checks for one file given alone (predict, explain, evaluate): modality,
+    image type and size, a view named in its headers or ``view`` (a single frame), a
+    whole-body view's shape and, in the decoded pixels, counts and a body outline.
+
+    ``label`` names the file in messages (a pseudonym where its path may name the patient).
+    Returns the header and each view's frame; raises DicomReadError with the index's reason.
+    """
+    inst = classify(Instance(Path(path), label), stated=view)
+    if inst.status:
+        raise DicomReadError(label, inst.reason.removeprefix(f"{label}: "))
+    if inst.unlabelled:
+        raise DicomReadError(label, "a single frame whose headers do not name its view; state "
+                                    "it with --view anterior or --view posterior")
+    for v, frames in inst.views.items():
+        if len(frames) > 1:
+            raise DicomReadError(label, f"frames {', '.join(str(f + 1) for f in frames)} are "
+                                        f"all marked as the {v} view")
+    ds = read_dataset(path)
+    for v in inst.views:
+        counts = read_view(label, v, ds) if number_of_frames(ds, path) > 1 else \
+            pixel_counts(ds, label)[0]
+        counted = count_problem(counts)
+        problem = counted[1] if counted else body_problem(counts)
+        if problem:
+            raise DicomReadError(label, f"the {v} view: {problem}")
+    return ds, {v: f[0] for v, f in inst.views.items()}

@@ -33,7 +33,6 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from bone_age.data.dicom import read_dataset, views_in_file  # noqa: E402
 from bone_age.inference.checkpoint import load_checkpoint  # noqa: E402
 from bone_age.inference.run_metadata import RunMetadata  # noqa: E402
 from bone_age.models import BoneAgeNet  # noqa: E402
@@ -186,10 +185,11 @@ def _study(args: argparse.Namespace) -> tuple[dict[str, Path], str | None, str]:
                                f"{args.subject or ''} in the manifest")
         item = chosen[0]
         return item.files, args.sex or item.sex, item.subject_id
+    from bone_age.data.instances import single_file
     from bone_age.data.labels import study_sex
 
-    ds = read_dataset(args.input, pixels=False)
-    views = views_in_file(ds, args.input, args.view)
+    # The index's checks (modality, image, view, whole-body shape and counts), as predict does.
+    ds, views = single_file(args.input, str(args.input), args.view)
     return dict.fromkeys(views, args.input), args.sex or study_sex(ds), _file_name(args.input)
 
 

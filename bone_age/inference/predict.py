@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bone_age.data.dicom import DicomReadError, read_dataset, views_in_file
+from bone_age.data.dicom import DicomReadError, read_dataset
 from bone_age.data.manifest import read_manifest
 from bone_age.utils.arguments import MAX_BATCH_SIZE, ArgumentParser, count
 from bone_age.utils.console import progress as progress_display
@@ -106,18 +106,41 @@ def from_folder(
     return items, refused, _scrubber(folder, result.patient_paths)
 
 
-def from_file(path: Path, view: str | None, key_file: Path, out: Path) -> Item:
-    """One DICOM file: its views from the headers, or ``view`` for an unnamed single frame."""
+def from_file(path: Path, view: str | None, key_file: Path,
+              out: Path) -> tuple[Item, Callable[[str], str]]:
+    """One DICOM file, checked as the index checks a file (modality, image, view, whole-body
+    shape and counts); its views from the headers, or ``view`` for an unnamed single frame.
+    Also the scrubber that shows the subject's pseudonym where the file's path names them."""
+    from bone_age.data.identifiers import PathChecker
+    from bone_age.data.instances import single_file
     from bone_age.data.labels import study_age, study_sex, study_site
 
-    ds = read_dataset(path, pixels=False)  # the pixels are decoded once, at prediction
-    views = views_in_file(ds, path, view)
-    patient = str(ds.get("PatientID", "") or "")
+    header = read_dataset(path, pixels=False)
+    patient = str(header.get("PatientID", "") or "")
     secret_free = [out.resolve().parent, path.resolve().parent]  # outputs and the export
     pseudo = _pseudonymizer(key_file, secret_free)
     sid = pseudo.subject(patient) if patient else "study-1"
+    checker = PathChecker()
+    checker.add(header)
+    label = str(path)
+    if checker.names_patient(path.absolute().as_posix()):
+        label = f"<the input file of {sid}>"
+    scrub = str if label == str(path) else _renamer(path, label)
+    ds, views = single_file(path, label, view)
     age, _ = study_age(ds)
-    return Item(sid, study_sex(ds), age, dict.fromkeys(views, path), pseudo.site(study_site(ds)))
+    item = Item(sid, study_sex(ds), age, dict.fromkeys(views, path), pseudo.site(study_site(ds)))
+    return item, scrub
+
+
+def _renamer(path: Path, label: str) -> Callable[[str], str]:
+    """Replaces the path of a file that names its patient by ``label`` in a message."""
+    forms = sorted({str(path), str(path.absolute()), str(path.resolve())}, key=len, reverse=True)
+
+    def scrub(text: str) -> str:
+        for form in forms:
+            text = text.replace(form, label)
+        return text
+    return scrub
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -292,7 +315,8 @@ def read_input(
         return from_folder(source, key_file, out)
     if source.suffix.lower() == ".csv":
         return (*from_manifest(source), str)
-    return [from_file(source, view, key_file, out)], [], str
+    item, scrub = from_file(source, view, key_file, out)
+    return [item], [], scrub
 
 
 class NothingPredicted(BoneAgeError):

@@ -21,9 +21,9 @@ from tests.conftest import SHARED_DICOM, needs_real_dicom, run_in_process, tiny_
 
 
 def _csv(path: Path) -> list[dict[str, str]]:
-    """Rows of a CSV file; the report's first line (a note for the data owner) is skipped."""
+    """Rows of a CSV file (the report too is a plain CSV)."""
     with path.open(newline="") as f:
-        return list(csv.DictReader(line for line in f if not line.startswith("#")))
+        return list(csv.DictReader(f))
 
 
 def index(src: Path, out: Path, key: Path, *extra: str) -> tuple[list[dict], dict[str, dict]]:

@@ -27,7 +27,6 @@ from bone_age.data.dicom import (
     read_study_views,
     read_view,
     values,
-    views_in_file,
 )
 from bone_age.data.manifest import read_manifest
 from bone_age.data.pseudonym import exposure_warning
@@ -38,10 +37,11 @@ from tests.nm_files import ROWS, nm_dataset, write
 
 
 def read_report(path: Path) -> tuple[str, dict[str, dict[str, str]]]:
-    """The report's first line and its rows keyed by file (each file exactly once)."""
+    """The report's header line and its rows keyed by file (each file exactly once)."""
     with path.open(newline="", encoding="utf-8") as f:
         first = f.readline()
-        rows = list(csv.DictReader(f))
+        f.seek(0)
+        rows = list(csv.DictReader(f))  # a plain CSV, as pandas and spreadsheets read it
     by_file = {r["file"]: r for r in rows}
     assert len(by_file) == len(rows), "a path appears twice"
     return first, by_file
@@ -83,7 +83,6 @@ def test_multiframe_with_a_single_detector_value_is_read_not_crashed(tmp_path):
     head = pydicom.dcmread(path, stop_before_pixels=True)
     assert head.DetectorVector == 1 and head.NumberOfFrames == 2
     assert frame_views(head) == {"anterior": 0}  # frame 2 has no detector, so no view
-    assert views_in_file(head, path) == {"anterior": 0}
     assert read_view(path, "anterior").shape == (ROWS, 16)
     with pytest.raises(DicomReadError, match="no frame is marked as the posterior view"):
         read_view(path, "posterior")
@@ -376,7 +375,7 @@ FORMS = ["QZ-4471", "qz4471", "Vandermeer", "OTTOLINE", "marie", "1931-05-22", "
 
 
 @pytest.mark.parametrize("copy", [False, True])
-def test_paths_naming_the_patient_never_reach_the_manifest(tmp_path, copy):
+def test_paths_naming_the_patient_never_reach_the_manifest(tmp_path, copy, capsys):
     export, out = tmp_path / "export", tmp_path / "out"
     ident = dict(IDENTITY)
     write(nm_dataset(ident["patient_id"], ident["name"], ident["birth"]),
@@ -390,6 +389,7 @@ def test_paths_naming_the_patient_never_reach_the_manifest(tmp_path, copy):
     (export / "notes_marie.txt").write_text("not an image")
     extra = ("--copy-files",) if copy else ()
     rows, first, report = run_index(export, out, *extra)
+    console = capsys.readouterr().out
     assert len(rows) == 2
     text = (out / "manifest.csv").read_text().casefold()
     for form in FORMS:
@@ -397,7 +397,8 @@ def test_paths_naming_the_patient_never_reach_the_manifest(tmp_path, copy):
     flagged = {f for f, r in report.items() if r["names_patient"] == "yes"}
     assert flagged == {"VANDERMEER_OTTOLINE/QZ-4471.dcm", "1931-05-22/ant.dcm",
                        "notes_marie.txt"}
-    assert first.startswith("# For the data owner only: 3 of 4 paths")
+    assert first.startswith("file,status,")  # plain CSV; the note is on the console
+    assert "3 of 4 paths below the export name a patient" in console
     assert (out / "index_report.csv").stat().st_mode & 0o077 == 0  # owner-only, like the key
     studies, problems = read_manifest(out / "manifest.csv")
     assert not problems
@@ -415,10 +416,12 @@ def test_paths_naming_the_patient_never_reach_the_manifest(tmp_path, copy):
     assert problems and all("QZ" not in str(p) and "VANDER" not in str(p) for p in problems)
 
 
-def test_report_says_when_no_path_names_a_patient(tmp_path):
+def test_report_says_when_no_path_names_a_patient(tmp_path, capsys):
     write(nm_dataset(), tmp_path / "export" / "IM0001")
     _, first, report = run_index(tmp_path / "export", tmp_path / "out")
-    assert first.startswith("# No path below the export names a patient")
+    assert first.startswith("file,status,")
+    assert "no path below the export names a patient" in capsys.readouterr().out
+    assert list(report) == ["IM0001"]  # read by a plain csv.DictReader, no comment skipping
     assert report["IM0001"]["names_patient"] == ""
 
 

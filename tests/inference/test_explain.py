@@ -79,3 +79,19 @@ def test_a_second_dicom_file_gets_its_own_images(cohort, tmp_path):
     assert not any(Path(f).stem in n for f in files for n in names)
     assert explain.main([str(ckpt), str(cohort.parent / files[0]), "--out", str(out)]) == 0
     assert sorted(p.name for p in out.glob("*.png")) == names
+
+
+def test_single_file_gets_the_index_checks(tmp_path, capsys):
+    """Issue 27, item 7: an MR file, a 1 x 1 image or a lateral view is refused in one line,
+    even with --view, before any heat map is drawn."""
+    from tests.inference.test_predict import SINGLE_REFUSALS, _single
+
+    ckpt = _checkpoint(tmp_path)
+    for case in ("mr", "one_pixel", "lateral"):
+        change, keep_view, _, words = SINGLE_REFUSALS[case]
+        path = _single(tmp_path / "in", f"{case}.dcm", change, keep_view)
+        out = tmp_path / case
+        assert explain.main([str(ckpt), str(path), "--view", "anterior", "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and words in err[0], err
+        assert not list(out.glob("*.png")) if out.exists() else True

@@ -111,3 +111,106 @@ def test_refusals_of_a_folder_never_print_a_path_that_names_the_patient(runs, co
     err = capsys.readouterr().err
     assert "refused" in err and "PH000001" not in err
     assert len(read_rows(out)) == 2
+
+
+# Issue 27, item 7: a single file gets the index's checks; issue 26, item 7: no patient path --
+
+
+def _single(tmp_path, name: str, change=None, view: bool = True):
+    """A single-frame NM anterior file (64 x 16, a body in the middle), edited by ``change``."""
+    import numpy as np
+
+    from tests.nm_files import nm_dataset, write
+
+    ds = nm_dataset("PID-0001", views=("anterior",))
+    if not view:
+        for item in [ds, *ds.DetectorInformationSequence]:
+            if "ViewCodeSequence" in item:
+                del item.ViewCodeSequence
+        del ds.SeriesDescription
+    if change:
+        change(ds, np)
+    return write(ds, tmp_path / name)
+
+
+def _pixels(array):
+    def change(ds, np):
+        arr = np.asarray(array, dtype="<u2")
+        ds.Rows, ds.Columns = arr.shape
+        ds.PixelData = arr.tobytes()
+    return change
+
+
+def _lateral(ds, np):
+    ds.ViewCodeSequence[0].CodeValue = "399198007"
+    ds.ViewCodeSequence[0].CodeMeaning = "right lateral projection"
+    ds.DetectorInformationSequence[0].ViewCodeSequence = ds.ViewCodeSequence
+
+
+def _set(**values):
+    def change(ds, np):
+        for k, v in values.items():
+            setattr(ds, k, v)
+    return change
+
+
+SINGLE_REFUSALS = {  # name: (edit, view code kept, --view given, expected words)
+    "mr": (_set(Modality="MR"), True, True, "modality MR; expected NM"),
+    "ct_no_view": (_set(Modality="CT"), False, False, "modality CT; expected NM"),
+    "one_pixel": (_pixels([[7]]), False, True, "not one whole-body view's shape"),
+    "square": (_pixels([[7] * 64] * 64), False, True, "not one whole-body view's shape"),
+    "noise": (_pixels(__import__("numpy").random.default_rng(0).poisson(20, (64, 16))), False,
+              True, "noise"),
+    "hot_pixel": (_pixels([[0] * 16] * 31 + [[0] * 7 + [900] + [0] * 8] + [[0] * 16] * 32),
+                  False, True, "no body"),
+    "lateral": (_lateral, True, True, "projection other than anterior or posterior"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SINGLE_REFUSALS))
+def test_single_file_gets_the_index_checks(runs, tmp_path, key_file, capsys, case):
+    change, keep_view, view, words = SINGLE_REFUSALS[case]
+    path = _single(tmp_path / "in", f"{case}.dcm", change, keep_view)
+    args = [str(runs["vgg16"]), str(path), "--out", str(tmp_path / "p.csv"),
+            "--key-file", str(key_file), *(["--view", "anterior"] if view else [])]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and words in err[0], err
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_a_plain_single_file_is_still_predicted(runs, tmp_path, key_file):
+    path = _single(tmp_path / "in", "ok.dcm", view=False)
+    out = tmp_path / "p.csv"
+    assert main([str(runs["vgg16"]), str(path), "--out", str(out), "--key-file",
+                 str(key_file), "--view", "anterior"]) == 0
+    assert len(read_rows(out)) == 1
+
+
+def test_a_single_file_named_after_the_patient_is_shown_by_pseudonym(runs, tmp_path, key_file,
+                                                                       capsys):
+    from tests.nm_files import nm_dataset, write
+
+    ds = nm_dataset("QZ-4471", "Vandermeer^Ottoline", views=("anterior",))
+    del ds.ViewCodeSequence, ds.DetectorInformationSequence[0].ViewCodeSequence
+    del ds.SeriesDescription
+    path = write(ds, tmp_path / "VANDERMEER" / "QZ-4471.dcm")
+    assert main([str(runs["vgg16"]), str(path), "--out", str(tmp_path / "p.csv"),
+                 "--key-file", str(key_file)]) == 2
+    err = capsys.readouterr().err
+    assert "QZ" not in err and "VANDERMEER" not in err
+    assert "<the input file of BA-" in err and "--view" in err
+
+
+def test_refusals_on_the_real_export_name_its_files(runs, tmp_path, key_file, capsys):
+    """Issue 28, item 1: the NEMA scan's files are called NM1_* and its patient
+    "CompressedSamples^NM1": its refusal lines must name the files, not hide every one as a
+    path that names the patient."""
+    if not (SHARED_DICOM / "NM1_UNC").is_file():
+        pytest.skip("shared real DICOM samples not present")
+    from bone_age.inference.predict import PATIENT_PATH
+
+    assert main([str(runs["vgg16"]), str(SHARED_DICOM), "--out", str(tmp_path / "p.csv"),
+                 "--key-file", str(key_file)]) == 2
+    err = capsys.readouterr().err
+    assert "NM1_UNC" in err and PATIENT_PATH not in err

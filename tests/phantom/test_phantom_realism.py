@@ -182,3 +182,27 @@ def test_compare_gives_the_real_values_percentile_and_flags_near_ends() -> None:
     decision = decide_view(phantom_frames("anterior", 1, seed=4)[0])
     text = markdown(rows, decision, "test", 100, 0, "a test frame")
     assert "1 of them within 10% of an end" in text and "(a)" in text
+
+
+@pytest.mark.parametrize("case", ["ct", "noise", "hot_pixel"])
+def test_reference_must_be_an_nm_body_scan(case: str, phantom_dicom: Path, tmp_path: Path) -> None:
+    """Issue 27, item 7: a CT, Poisson noise or one hot pixel is no reference to compare with."""
+    from bone_age.data.dicom import DicomReadError
+    from bone_age.phantom.realism.__main__ import load_reference
+
+    ref = phantom_dicom / "dicom" / "PH000000_ANT.dcm"
+    hot = np.zeros((1024, 256))
+    hot[500, 128] = 5000
+    path = {
+        "ct": tmp_path / "ct.dcm",
+        "noise": _altered(ref, tmp_path / "noise.dcm",
+                          np.random.default_rng(0).poisson(20, (1024, 256))),
+        "hot_pixel": _altered(ref, tmp_path / "hot.dcm", hot),
+    }[case]
+    if case == "ct":
+        ds = pydicom.dcmread(ref)
+        ds.Modality = "CT"
+        ds.save_as(path)
+    words = {"ct": "modality CT; expected NM", "noise": "noise", "hot_pixel": "no body"}[case]
+    with pytest.raises(DicomReadError, match=words):
+        load_reference(path)

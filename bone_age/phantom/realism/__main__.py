@@ -14,13 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
+from bone_age.data.anatomy import ViewDecision, decide_view
+from bone_age.data.dicom import VIEWS
 from bone_age.utils.arguments import MAX_REALISM_SUBJECTS, ArgumentParser, count
 from bone_age.utils.errors import command
 from bone_age.utils.outputs import check_output_dir
 
 from ..render import NCOLS, NROWS
 from .report import write_report
-from .view import VIEWS, ViewDecision, decide_view
 
 CHOICES = ("auto", *VIEWS)
 
@@ -45,6 +46,7 @@ def load_reference(path: Path, view: str = "auto") -> tuple[np.ndarray, ViewDeci
         path: DICOM file of a whole-body scan.
         view: "auto", "anterior" or "posterior".
     """
+    from bone_age.data.anatomy import body_problem
     from bone_age.data.dicom import (
         DicomReadError,
         count_problem,
@@ -53,7 +55,12 @@ def load_reference(path: Path, view: str = "auto") -> tuple[np.ndarray, ViewDeci
         read_dataset,
         read_view,
     )
+    from bone_age.data.instances import Instance, classify
 
+    # The index's checks first: an NM whole-body image, not a CT, a colour picture or a spot.
+    inst = classify(Instance(Path(path), str(path)), stated=None if view == "auto" else view)
+    if inst.status:
+        raise DicomReadError(path, inst.reason.removeprefix(f"{path}: "))
     ds = read_dataset(path)
     frames = pixel_counts(ds, path)
     marked = {v: f for v, f in frames_by_view(ds, path).items() if len(f) == 1}
@@ -67,6 +74,9 @@ def load_reference(path: Path, view: str = "auto") -> tuple[np.ndarray, ViewDeci
     problem = count_problem(img)
     if problem:
         raise DicomReadError(path, f"the frame {problem[1]}")
+    no_body = body_problem(img)  # noise, a single hot pixel
+    if no_body:
+        raise DicomReadError(path, f"the frame shows no whole body: {no_body}")
     if img.shape != (NROWS, NCOLS):
         raise DicomReadError(path, f"a frame of {img.shape[0]} x {img.shape[1]} pixels; the "
                                    f"phantom renders {NROWS} x {NCOLS}")  # fmt: skip

@@ -9,10 +9,10 @@ short person are compared at the same anatomical level.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from scipy import ndimage as ndi
+
+from bone_age.data.anatomy import Body, body_outline
 
 # Height bands as fractions of body height, from standard anthropometric proportions (chin
 # ~0.13 H, acromion ~0.18 H, iliac crest ~0.41 H, perineum ~0.52 H, knee ~0.72 H, ankle ~0.96 H).
@@ -28,63 +28,6 @@ BANDS: tuple[tuple[str, float, float], ...] = (
 )
 WIDTH_LEVELS = (0.07, 0.16, 0.25, 0.38, 0.49, 0.62, 0.82, 0.97)  # mid-height of each band
 QUANTILES = (50, 90, 99)
-MASK_SIGMA = 3.0  # px; smoothing before the body outline is thresholded (noise, not anatomy)
-
-
-@dataclass(frozen=True)
-class Body:
-    """Body outline of a frame: mask, first and last body row, per-row left/right edge."""
-
-    mask: np.ndarray
-    top: int
-    bottom: int
-    left: np.ndarray  # first body column per row (-1 outside the body)
-    right: np.ndarray
-
-    @property
-    def height(self) -> int:
-        return self.bottom - self.top + 1
-
-    def row(self, frac: float) -> int:
-        return int(round(self.top + frac * (self.height - 1)))
-
-
-def _otsu(values: np.ndarray, bins: int = 256) -> float:
-    """Otsu's threshold (hand-written: scikit-image is not a dependency of the project)."""
-    hist, edges = np.histogram(values, bins=bins)
-    mids = (edges[:-1] + edges[1:]) / 2
-    w0 = np.cumsum(hist)
-    w1 = w0[-1] - w0
-    m0 = np.cumsum(hist * mids) / np.maximum(w0, 1)
-    m1 = ((hist * mids).sum() - np.cumsum(hist * mids)) / np.maximum(w1, 1)
-    return float(mids[np.argmax(w0 * w1 * (m0 - m1) ** 2)])
-
-
-def body_outline(img: np.ndarray) -> Body:
-    """Largest connected region above Otsu's threshold of log counts (smoothed), holes filled.
-
-    Raises ValueError when the frame shows no body (empty or flat).
-
-    Args:
-        img: counts of one frame, rows head to feet.
-    """
-    sm = ndi.gaussian_filter(img.astype(np.float32), MASK_SIGMA)
-    pos = sm[sm > 0]
-    if pos.size < 100 or np.ptp(pos) <= 0:
-        raise ValueError("the frame holds no body (no counts, or flat)")
-    # Log counts, floored relative to the median: the outline does not change with exposure.
-    floor = 0.01 * float(np.median(pos))
-    vals = np.log(np.maximum(pos, floor))
-    mask = np.log(np.maximum(sm, floor)) > _otsu(vals)
-    lab, n = ndi.label(mask)
-    if n == 0:
-        raise ValueError("the frame holds no body (nothing above the background)")
-    mask = ndi.binary_fill_holes(lab == 1 + int(np.argmax(ndi.sum(mask, lab, range(1, n + 1)))))
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.arange(mask.shape[1])
-    left = np.where(mask.any(axis=1), np.where(mask, cols, mask.shape[1]).min(axis=1), -1)
-    right = np.where(mask.any(axis=1), np.where(mask, cols, -1).max(axis=1), -1)
-    return Body(mask, int(rows[0]), int(rows[-1]), left, right)
 
 
 def _band_rows(body: Body, lo: float, hi: float) -> slice:

@@ -9,12 +9,12 @@ from typing import Any
 
 import numpy as np
 
+from bone_age.data.anatomy import ViewDecision
 from bone_age.utils.outputs import write_atomic, write_text_atomic
 
 from ..render import NCOLS, NROWS
 from ..subject import render_subject, sample_subject
 from .measures import measure
-from .view import ViewDecision
 
 Frame = np.ndarray
 FILES = ("realism.md", "realism.json", "side_by_side.png", "measures.png")
