@@ -28,7 +28,7 @@ from bone_age.data.pseudonym import (
 )
 from bone_age.utils.arguments import ArgumentParser, finite_float
 from bone_age.utils.errors import EXIT_OK, EXIT_PARTIAL, BoneAgeError, command, fail
-from bone_age.utils.outputs import OutputError, check_output_file
+from bone_age.utils.outputs import OutputError, check_not_input, check_output_file
 
 
 class UsageError(BoneAgeError):
@@ -112,6 +112,7 @@ def _outputs(args: argparse.Namespace) -> tuple[Path, Path, Path | None]:
     if report == out or link in (out, report):
         raise OutputError(f"{report if report == out else link}: given for two outputs")
     links = (args.links_dir or out.parent / LINKS_DIR).absolute()
+    check_not_input(links, "links folder (--links-dir)", [], input_dirs=export)
     if not is_links_dir(links):
         option = "--links-dir" if args.links_dir else "--out"
         raise OutputError(f"{option} {links}: holds files the index did not write; move "

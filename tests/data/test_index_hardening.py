@@ -446,13 +446,14 @@ def test_identity_in_a_damaged_file_is_not_quoted(tmp_path, capsys):
         assert "1931" not in text and "Vandermeer" not in text
 
 
-@pytest.mark.parametrize("option", ["--out", "--report", "--link-file"])
+@pytest.mark.parametrize("option", ["--out", "--report", "--link-file", "--links-dir"])
 def test_an_output_inside_the_export_is_refused_and_the_scan_kept(tmp_path, capsys, option):
     export = tmp_path / "export"
     write(nm_dataset(), export / "ant.dcm")
     scan = (export / "ant.dcm").read_bytes()
     paths = {"--out": tmp_path / "out" / "manifest.csv", "--report": tmp_path / "out" / "r.csv",
-             "--link-file": tmp_path / "owner" / "link.csv"}
+             "--link-file": tmp_path / "owner" / "link.csv",
+             "--links-dir": tmp_path / "beside" / "links"}
     paths[option] = export / "ant.dcm"
     args = [str(export), "--key-file", str(tmp_path / "secret" / "key")]
     for name, path in paths.items():
