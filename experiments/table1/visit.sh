@@ -11,9 +11,10 @@ shift
 cd "$(dirname "$0")/../.."
 python=${PYTHON:-python3}
 site=${GPU_SITE:-/tmp/bone_age_site}
-if [ -d .whl ] && compgen -G ".whl/*.whl" > /dev/null; then
+wheels=${WHEELS:-.whl}  # `make wheels` builds them for the GPU machine's Python
+if [ -d "$wheels" ] && compgen -G "$wheels/*.whl" > /dev/null; then
   "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target "$site" .whl/*.whl
+    --target "$site" "$wheels"/*.whl
   export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONUNBUFFERED=1

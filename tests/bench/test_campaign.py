@@ -50,7 +50,9 @@ def visited(tmp_path_factory) -> tuple[Path, Path]:
     tmp = tmp_path_factory.mktemp("campaign")
     campaign, out = tmp / "table1", tmp / "out"
     campaign.mkdir()
-    env = {**os.environ, "PYTHON": sys.executable, "GPU_SITE": str(tmp / "site")}
+    # No wheels: a checkout's .whl/ holds the GPU machine's (another Python), not this one's.
+    env = {**os.environ, "PYTHON": sys.executable, "GPU_SITE": str(tmp / "site"),
+           "WHEELS": str(tmp / "no_wheels")}
     done = subprocess.run([str(ROOT / "experiments" / "table1" / "visit.sh"), str(out),
                            "--campaign", str(campaign), "--dry-run", "--max-runs", "2",
                            "--budget", "900"],

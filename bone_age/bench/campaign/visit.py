@@ -59,11 +59,11 @@ def prepare_cohort(work: Path, dry_run: bool) -> dict[str, Any]:
     from omegaconf import open_dict
 
     from bone_age.bench.gpu.paper_scale import build_cohort
-    from bone_age.bench.gpu.throughput import CONF
+    from bone_age.utils.configs import CONF_DIR
 
     overrides = [o for o in run_overrides(all_first(), work, dry_run)
                  if not o.startswith("hydra.")]
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("config", overrides=overrides, return_hydra_config=True)
     with open_dict(cfg):  # what Hydra sets when it runs a job (paths resolve from them)
         cfg.hydra.runtime.output_dir = str(work)

@@ -19,7 +19,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
 from bone_age.bench.gpu.sizes import TABLE1_MODELS, Sizes
-from bone_age.bench.gpu.throughput import CONF, sync
+from bone_age.bench.gpu.throughput import sync
+from bone_age.utils.configs import CONF_DIR
 
 TABLE1_LOSSES = 3
 TABLE1_FOLDS = 5
@@ -39,7 +40,7 @@ def run_config(sizes: Sizes, workdir: Path, out: Path, overrides: list[str] = ()
                  f"data.batch_size={sizes.batch}", "data.cache_workers=0", "trainer.max_epochs=1"]
     else:
         base += ["trainer=gpu"]
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("config", overrides=[*base, *overrides], return_hydra_config=True)
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(out)
