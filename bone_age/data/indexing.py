@@ -52,6 +52,7 @@ from bone_age.data.labels import study_age, study_sex, study_site, trainable_age
 from bone_age.data.manifest import REQUIRED_COLUMNS, SITE_COLUMN
 from bone_age.data.pseudonym import SUBJECT_PREFIX, KeyFileError, Pseudonymizer
 from bone_age.data.sidebyside import split_halves, write_view_file
+from bone_age.utils.console import plural
 from bone_age.utils.files import kind
 from bone_age.utils.outputs import remove_stale_temps, replace, temp_path
 from bone_age.utils.tables import csv_text
@@ -668,7 +669,8 @@ def summary(result: IndexResult) -> str:
     counts = Counter(i.status for i in result.instances)
     n = len(result.written)
     rate = n / result.seconds if result.seconds > 0 else float("inf")
-    lines = [f"{len(result.instances)} files, {n} studies written in {result.seconds:.1f} s "
+    lines = [f"{plural(len(result.instances), 'file')}, {plural(n, 'study')} written in "
+             f"{result.seconds:.1f} s "
              f"({rate:.1f} studies/s)"]
     lines += [f"  {status:<22}{count:>7}" for status, count in sorted(counts.items())]
     anatomy = [i for i in result.instances if i.view_from == "anatomy" and i.status in WRITTEN]

@@ -25,6 +25,7 @@ import torch
 from bone_age.data.dicom import DicomReadError, read_dataset
 from bone_age.data.manifest import read_manifest
 from bone_age.utils.arguments import MAX_BATCH_SIZE, ArgumentParser, count
+from bone_age.utils.console import plural
 from bone_age.utils.console import progress as progress_display
 from bone_age.utils.cores import usable_cores
 from bone_age.utils.errors import EXIT_OK, EXIT_PARTIAL, BoneAgeError, command
@@ -359,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in refused:
         print(scrub(f"bone-age predict: refused {r.subject_id}: {r.reason}"), file=sys.stderr)
     write_rows(rows, args.out)
-    print(f"{len(rows)} studies predicted, {len(refused)} refused -> {args.out}")
+    print(f"{plural(len(rows), 'study')} predicted, {len(refused)} refused -> {args.out}")
     return EXIT_PARTIAL if refused else EXIT_OK
 
 
