@@ -22,6 +22,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from bone_age.utils.errors import BoneAgeError, fail
+from bone_age.utils.outputs import OutputError, check_not_in_use
 
 # A rule returns None when a value is allowed, else what is allowed (for the message).
 Rule = Callable[[Any], "str | None"]
@@ -263,8 +264,10 @@ class SettingsCheck(Callback):
     folder, so that a mistake ends in one line and leaves no folder behind."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # A folder another run holds is refused before Hydra writes its .hydra/ into it.
         self._check(lambda: (check_settings(config),
-                             check_output_folder("hydra.run.dir", config.hydra.run.dir)))
+                             check_output_folder("hydra.run.dir", config.hydra.run.dir),
+                             check_not_in_use(config.hydra.run.dir)))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Each job's own settings are checked when it starts (train()).
@@ -274,5 +277,5 @@ class SettingsCheck(Callback):
     def _check(check: Callable[[], Any]) -> None:
         try:
             check()
-        except SettingsError as err:  # Hydra would print it over several lines, exit 1
+        except (SettingsError, OutputError) as err:  # Hydra would print several lines, exit 1
             sys.exit(fail("run", str(err)))

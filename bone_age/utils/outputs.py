@@ -235,6 +235,30 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
 LOCK_FILE = ".bone_age.lock"
 
 
+def check_not_in_use(folder: str | Path, what: str = "run folder",
+                     other: str = "give another hydra.run.dir") -> None:
+    """OutputError when a live process holds ``folder``'s lock (``folder_lock``); writes
+    nothing. For a check before anything is written into the folder (Hydra writes its
+    ``.hydra/`` before the run takes the lock)."""
+    path = Path(folder) / LOCK_FILE
+    if not path.is_file():
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return  # the lock itself will tell
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(fd, 20, 0).decode(errors="replace").strip()
+            by = f" (process {owner})" if owner.isdigit() else ""
+            raise OutputError(f"{folder}: the {what} is in use by another run{by}; wait for it "
+                              f"to end or {other}") from None
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def folder_lock(folder: str | Path, what: str = "run folder",
                 other: str = "give another hydra.run.dir") -> Iterator[Path]:

@@ -79,6 +79,14 @@ def test_a_second_run_into_a_busy_run_folder_is_refused_and_a_killed_ones_lock_i
                                               f"\\(process {holder.pid}\\)"):
             run_in_process(overrides, run)
         assert sorted(os.listdir(run)) == [LOCK_FILE]  # refused before any work
+        # From the command line: refused before Hydra writes its .hydra/ into the folder.
+        cli = subprocess.run([sys.executable, "-m", "bone_age.run", *overrides,
+                              f"hydra.run.dir={run}"], capture_output=True, text=True,
+                             timeout=300)
+        assert cli.returncode == 2, cli.stderr[-2000:]
+        said = (cli.stdout + cli.stderr).strip().splitlines()
+        assert len(said) == 1 and "the run folder is in use by another run" in said[0], said
+        assert sorted(os.listdir(run)) == [LOCK_FILE]
         # DDP ranks > 0 re-run the job in the same folder: they take no lock.
         monkeypatch.setenv("LOCAL_RANK", "1")
         with train_module._run_folder_lock(run):  # not refused, though the folder is held
