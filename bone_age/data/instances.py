@@ -31,6 +31,7 @@ from bone_age.data.dicom import (
     size_problem,
     values,
 )
+from bone_age.utils.files import not_regular
 
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"  # prefix of every Secondary Capture class
@@ -85,6 +86,10 @@ def _uid(ds: Dataset | None, keyword: str) -> str:
 
 def _header(inst: Instance) -> Instance:
     """Read the header (pixel data deferred, not decoded); sets a status when unreadable."""
+    why = not_regular(inst.path)  # a FIFO given alone (predict, realism) would block the read
+    if why:
+        status = "not_a_file" if why.startswith("is not a regular") else "unreadable"
+        return inst.fail(status, f"{inst.rel}: {why}")
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
