@@ -60,7 +60,7 @@ class Instance:
     ds: Dataset | None = None
     views: dict[View, list[int]] = field(default_factory=dict)  # view -> frames marked so
     side_by_side: bool = False  # one frame holding both views, left and right
-    view_from: str = ""  # where its view came from: header, --view or anatomy
+    view_from: str = ""  # where its view came from: header, option (--view) or anatomy
     view_margin: float | None = None  # the anatomy's margin, when it decided
     unlabelled: str = ""  # a single frame whose headers name no view: why (until decided)
     status: str = ""
@@ -234,7 +234,7 @@ def _classify(inst: Instance, split_side_by_side: bool, stated: View | None) -> 
     if number_of_frames(ds, path) != 1:
         return inst.fail("view_unknown", why)
     if stated:
-        inst.views, inst.view_from = {stated: [0]}, "--view"
+        inst.views, inst.view_from = {stated: [0]}, "option"  # --view (no "-": CSV-safe)
         return _shape_checked(inst)
     inst.unlabelled = why  # the indexer decides it from the anatomy, with its study
     return inst

@@ -21,6 +21,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from bone_age.utils.cores import launched_as_extra_rank
 from bone_age.utils.errors import BoneAgeError, fail
 from bone_age.utils.outputs import OutputError, check_not_in_use
 
@@ -267,6 +268,7 @@ class SettingsCheck(Callback):
         # A folder another run holds is refused before Hydra writes its .hydra/ into it.
         self._check(lambda: (check_settings(config),
                              check_output_folder("hydra.run.dir", config.hydra.run.dir),
+                             None if launched_as_extra_rank() else
                              check_not_in_use(config.hydra.run.dir)))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:

@@ -33,7 +33,7 @@ from bone_age.training.resume import (
     settings_now,
 )
 from bone_age.training.settings import check_output_folder, check_settings
-from bone_age.utils.cores import thread_count
+from bone_age.utils.cores import launched_as_extra_rank, thread_count
 from bone_age.utils.errors import brief, user_error_message
 from bone_age.utils.outputs import folder_lock, remove_stale_temps
 
@@ -142,9 +142,7 @@ def _run_folder_lock(output_dir: Path):
     """The run folder's lock, taken by the launching process only: Lightning's DDP ranks > 0,
     another node's processes and a SLURM job's other tasks re-run this job in the same folder,
     as part of it (the variables Lightning and the launchers set to say so)."""
-    ranks = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
-    child = any(os.environ.get(k, "0").strip() not in ("", "0") for k in ranks)
-    return nullcontext() if child else folder_lock(output_dir)
+    return nullcontext() if launched_as_extra_rank() else folder_lock(output_dir)
 
 
 def _train(cfg: DictConfig, output_dir: Path) -> RunResults:

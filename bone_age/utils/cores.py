@@ -98,3 +98,13 @@ def thread_count(setting: object, processes: int = 1, busy: float | None = None)
         raise BoneAgeError(f"threads: {setting!r} is not allowed; use auto (the cores this "
                            f"process may use: {usable_cores()}) or a count >= 1")
     return setting
+
+
+# Set by Lightning's DDP launcher in the processes it starts for ranks > 0, by torchrun, and by
+# SLURM for a job's other tasks: such a process re-runs this job as part of it.
+_RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
+
+
+def launched_as_extra_rank() -> bool:
+    """Whether this process is another rank of a job that a first process launched."""
+    return any(os.environ.get(k, "0").strip() not in ("", "0") for k in _RANK_VARIABLES)

@@ -98,7 +98,7 @@ def test_view_option_for_folders_of_one_view(phantom, tmp_path):
                        "--view", f"{split / 'pos'}/=POSTERIOR", code=0)
     assert len(rows) == 4
     assert {(r["view"], r["view_from"]) for r in report.values()} == {
-        ("anterior", "--view"), ("posterior", "--view")}
+        ("anterior", "option"), ("posterior", "option")}
 
 
 @pytest.mark.parametrize("bad", ["lateral", "nowhere=anterior", "ant=anterior,posterior"])
@@ -126,7 +126,7 @@ def test_real_scan_without_view_code(tmp_path):
     assert "--view" in r["reason"] and r["names_patient"] == ""
     _, report = run(export, tmp_path / "b", "--view", "anterior", code=1)
     r = report["NM1_UNC"]
-    assert (r["status"], r["view"], r["view_from"]) == ("incomplete_study", "anterior", "--view")
+    assert (r["status"], r["view"], r["view_from"]) == ("incomplete_study", "anterior", "option")
     # A posterior view of the same patient and study (a phantom frame carrying its identity).
     generate_cohort(tmp_path / "ph", subjects=1, seed=0, progress=False, layout="single-frame")
     ds = strip_view(pydicom.dcmread(next((tmp_path / "ph" / "dicom").glob("*_POST.dcm"))))

@@ -212,5 +212,7 @@ def test_refusals_on_the_real_export_name_its_files(runs, tmp_path, key_file, ca
 
     assert main([str(runs["vgg16"]), str(SHARED_DICOM), "--out", str(tmp_path / "p.csv"),
                  "--key-file", str(key_file)]) == 2
-    err = capsys.readouterr().err
-    assert "NM1_UNC" in err and PATIENT_PATH not in err
+    err = capsys.readouterr().err  # one line; each study's reason is in the listing it names
+    listing = (tmp_path / "p.csv.refused.csv").read_text()
+    assert err.count("\n") == 1 and "p.csv.refused.csv" in err
+    assert "NM1_UNC" in listing and PATIENT_PATH not in err + listing
