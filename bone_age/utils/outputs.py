@@ -235,6 +235,17 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
 LOCK_FILE = ".bone_age.lock"
 
 
+def _lock_or_refuse(fd: int, mode: int, folder: str | Path, what: str, other: str) -> None:
+    """``flock`` without waiting; OutputError naming the holder's process when another has it."""
+    try:
+        fcntl.flock(fd, mode | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = os.pread(fd, 20, 0).decode(errors="replace").strip()
+        by = f" (process {owner})" if owner.isdigit() else ""
+        raise OutputError(f"{folder}: the {what} is in use by another run{by}; wait for it to "
+                          f"end or {other}") from None
+
+
 def check_not_in_use(folder: str | Path, what: str = "run folder",
                      other: str = "give another hydra.run.dir") -> None:
     """OutputError when a live process holds ``folder``'s lock (``folder_lock``); writes
@@ -248,13 +259,7 @@ def check_not_in_use(folder: str | Path, what: str = "run folder",
     except OSError:
         return  # the lock itself will tell
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            owner = os.pread(fd, 20, 0).decode(errors="replace").strip()
-            by = f" (process {owner})" if owner.isdigit() else ""
-            raise OutputError(f"{folder}: the {what} is in use by another run{by}; wait for it "
-                              f"to end or {other}") from None
+        _lock_or_refuse(fd, fcntl.LOCK_SH, folder, what, other)
     finally:
         os.close(fd)
 
@@ -275,13 +280,7 @@ def folder_lock(folder: str | Path, what: str = "run folder",
     check_replaceable(path, "lock file")
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            owner = os.pread(fd, 20, 0).decode(errors="replace").strip()
-            by = f" (process {owner})" if owner.isdigit() else ""
-            raise OutputError(f"{folder}: the {what} is in use by another run{by}; wait for it "
-                              f"to end or {other}") from None
+        _lock_or_refuse(fd, fcntl.LOCK_EX, folder, what, other)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield path
