@@ -27,6 +27,7 @@ BAD = {
     "data.batch_size=-1": "data.batch_size must be a whole number >= 1, got -1",
     "data.percentile=150": "data.percentile must be a number > 0 and <= 100, got 150",
     "seed=abc": "seed must be a whole number from 0 to 4294967295, got 'abc'",
+    "threads=0": "threads must be one of 'auto' or a whole number >= 1, got 0",
     "module.optimizer.lr=-1": "module.optimizer.lr must be a number > 0, got -1",
     "module.optimizer.lr=nan": "module.optimizer.lr must be a number > 0, got nan",
     "+module.optimizer.weight_decay=-0.1": "module.optimizer.weight_decay must be a number >= 0",
