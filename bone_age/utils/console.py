@@ -244,7 +244,7 @@ def run_summary(metrics: dict[str, Any], run_dir: Path, seconds: float) -> str:
         "    " + python_command("bone_age.predict", ckpt, "DICOM_FOLDER_OR_MANIFEST", "--out",
                                 "predictions.csv"),
         "    " + python_command("bone_age.run", "experiment=table1_cpu")
-        + "   (Table 1 at CPU size: 30 short runs)",
+        + "   (Table 1 at CPU size: 30 runs, ~12 min on 2 cores)",
         "    " + python_command("bone_age.run", "experiment=table1", "trainer=gpu")
         + "   (the paper's Table 1: 60 runs, a GPU's work)",
         "    " + python_command("bone_age.report", "multirun/SWEEP_FOLDER")
