@@ -23,6 +23,7 @@ from bone_age.data.dicom import DicomReadError, read_study_views
 from bone_age.data.manifest import Problem, Study
 from bone_age.data.preprocess import Preprocess
 from bone_age.utils.console import progress as progress_display
+from bone_age.utils.console import size_text
 from bone_age.utils.outputs import remove_stale_temps, write_atomic, write_text_atomic
 
 CACHE_VERSION = 3  # 3: count-exact box resampling
@@ -93,7 +94,10 @@ class StudyCache:
         if todo:
             for folder in {self.entry(k).parent for _, k in todo}:
                 remove_stale_temps(folder)  # entries a killed build left half-written
-            bar = progress_display(total=len(todo), desc="caching studies", unit="studies",
+            h, w = self.preprocess.image_size
+            size = len(todo) * len(self.views) * h * w * 4  # float32 images
+            bar = progress_display(total=len(todo), desc=f"caching studies (about "
+                                   f"{size_text(size)})", unit="studies",
                                    enabled=progress)
             if workers > 1 and len(todo) > 8:
                 # One torch thread per worker: the workers already fill the cores.

@@ -17,7 +17,7 @@ import numpy as np
 from filelock import FileLock
 from threadpoolctl import threadpool_limits
 
-from bone_age.utils.console import heartbeat, say
+from bone_age.utils.console import heartbeat, say, size_text
 from bone_age.utils.console import progress as progress_display
 from bone_age.utils.cores import usable_cores
 from bone_age.utils.errors import BoneAgeError
@@ -225,7 +225,7 @@ def generate_cohort(
                            "subjects")
     if progress:
         say(f"phantom: generating {subjects} subjects with {workers} worker process(es), about "
-            f"{_size(need)} on disk ({_size(free)} free)")
+            f"{size_text(need)} on disk ({size_text(free)} free)")
     bar = progress_display(total=subjects, desc="phantom", unit="subjects", enabled=progress)
     results = []
     if workers == 1:
@@ -258,10 +258,6 @@ def generate_cohort(
 # A study on disk: two 1024 x 256 uint16 views plus headers (1,005 MB for 1,000 subjects,
 # measured); the estimate a run prints before generating.
 STUDY_BYTES = 2 * NROWS * NCOLS * 2 + 6_000
-
-
-def _size(n_bytes: float) -> str:
-    return f"{n_bytes / 1e9:.1f} GB" if n_bytes >= 1e9 else f"{n_bytes / 1e6:.0f} MB"
 
 
 def cohort_yardsticks(manifest: Path | str) -> dict[str, float]:

@@ -59,14 +59,13 @@ class SweepProgress(Callback):
         n = sweep_size(config.hydra)
         log.info("sweep: %d runs into %s", n, config.hydra.sweep.dir)
         size = OmegaConf.select(config, "data.image_size", default=None)
-        pixels = math.prod(size) if isinstance(size, (list, tuple)) or OmegaConf.is_list(size) \
-            else (size or 0) ** 2
-        if pixels > CPU_SIZE_PIXELS and _on_cpu(config):
+        dims = list(size) if OmegaConf.is_list(size) or isinstance(size, (list, tuple)) \
+            else [size or 0] * 2
+        if math.prod(dims) > CPU_SIZE_PIXELS and _on_cpu(config):
             log.warning("sweep: %d runs at %s pixels a view on a CPU: a run of that size takes "
                         "hours to days here (each run estimates its own time after its first "
                         "steps); experiment=table1_cpu is Table 1 at CPU size, trainer=gpu "
-                        "uses a GPU", n, "x".join(str(v) for v in size) if OmegaConf.is_list(size)
-                        or isinstance(size, (list, tuple)) else size)
+                        "uses a GPU", n, "x".join(str(v) for v in dims))
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         hydra_cfg = config.hydra

@@ -204,6 +204,11 @@ def duration(seconds: float) -> str:
     return f"{h} h {m:02d} min" if h else f"{m} min {s:02d} s" if m else f"{s} s"
 
 
+def size_text(n_bytes: float) -> str:
+    """``738 MB``, ``4.7 GB``: a size on disk as a person reads it."""
+    return f"{n_bytes / 1e9:.1f} GB" if n_bytes >= 1e9 else f"{n_bytes / 1e6:.0f} MB"
+
+
 def python_command(module: str, *args: str | Path) -> str:
     """``module`` as a command that runs as printed from a new shell in this folder.
 

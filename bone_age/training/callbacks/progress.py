@@ -9,7 +9,7 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_only
 
-from bone_age.utils.console import duration
+from bone_age.utils.console import duration, size_text
 
 log = logging.getLogger("bone_age")
 
@@ -69,8 +69,8 @@ class EpochProgress(pl.Callback):
                  epochs_left, stop)
         if module is not None:  # weights; Adam's two moments triple them in last.ckpt
             weights = sum(t.numel() * t.element_size() for t in module.state_dict().values())
-            log.info("disk: about %.0f MB a tested checkpoint, %.0f MB last.ckpt (with the "
-                     "optimizer state)", weights / 1e6, 3 * weights / 1e6)
+            log.info("disk: about %s a tested checkpoint, %s last.ckpt (with the optimizer "
+                     "state)", size_text(weights), size_text(3 * weights))
 
     @rank_zero_only
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
