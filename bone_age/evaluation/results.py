@@ -7,6 +7,7 @@ manifest's ages, the predictions as predicted), so it can be recomputed from the
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,9 +21,29 @@ from bone_age.utils.tables import write_csv
 
 PREDICTION_COLUMNS = ["subject_id", "sex", "age", "pred_age", "pred_sd"]
 
+# Predicted ages spreading less than this share of the tested ages' SD tell nobody apart: a
+# model that has not learned (a tiny or short run predicts about the training mean for all).
+NOT_LEARNED_SPREAD = 0.05
+
+log = logging.getLogger(__name__)
+
+
+def prediction_spread(pred: np.ndarray, age: np.ndarray) -> dict[str, Any]:
+    """``pred_age_sd`` (years) and ``not_learned``: whether the predictions barely vary
+    against the tested ages (a result, not an error: said in one warning line)."""
+    pred_sd = float(np.std(pred)) if len(pred) > 1 else math.nan
+    age_sd = float(np.std(age)) if len(age) > 1 else math.nan
+    not_learned = bool(pred_sd < NOT_LEARNED_SPREAD * age_sd)  # False where undefined (NaN)
+    if not_learned:
+        log.warning("the predicted ages barely vary (SD %.3g y; the tested ages' SD %.3g y): "
+                    "this model has not learned to tell ages apart (too short or too small a "
+                    "run?); metrics.json says not_learned: true", pred_sd, age_sd)
+    return {"pred_age_sd": pred_sd, "not_learned": not_learned}
+
 
 def accuracy(pred: np.ndarray, age: np.ndarray, train_mean_age: float | None) -> dict[str, Any]:
-    """MAE (SD), r and, where the training mean age is known, the baseline of predicting it.
+    """MAE (SD), r, the predictions' spread (``prediction_spread``) and, where the training
+    mean age is known, the baseline of predicting it.
 
     Args:
         pred: predicted ages of the studies with a known age.
@@ -30,6 +51,8 @@ def accuracy(pred: np.ndarray, age: np.ndarray, train_mean_age: float | None) ->
         train_mean_age: the mean age of the model's training split (None: no baseline).
     """
     out: dict[str, Any] = dict(age_metrics(pred, age))
+    out.update(prediction_spread(np.asarray(pred, dtype=np.float64),
+                                 np.asarray(age, dtype=np.float64)))
     if train_mean_age is not None:
         out["train_mean_age"] = float(train_mean_age)
         out["baseline_mae"] = baseline_mae(age, train_mean_age)

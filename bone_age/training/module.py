@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from functools import partial
 
 import numpy as np
@@ -13,6 +14,7 @@ from torchmetrics import MeanAbsoluteError
 from bone_age.evaluation.fold_outputs import SplitOutputs
 from bone_age.evaluation.metrics import age_metrics
 from bone_age.losses import AgeLoss
+from bone_age.training.precision import AGE_TOLERANCE_Y
 
 
 class BoneAgeModule(pl.LightningModule):
@@ -42,6 +44,10 @@ class BoneAgeModule(pl.LightningModule):
         # name -> its outputs and decoded ages; what every result of the run is computed from.
         self.evaluation: dict[str, SplitOutputs] = {}
         self.test_metrics: dict[str, float] = {}
+        # The evaluation pass in reduced precision, checked against float32 on the first test
+        # batch: studies compared, studies off by more than AGE_TOLERANCE_Y, the largest gap.
+        self.precision_check: dict[str, float] = {}
+        self._precision_gaps: list[torch.Tensor] = []
 
     def forward(self, images: torch.Tensor, sex: torch.Tensor | None = None) -> torch.Tensor:
         # The data module normalises in float32; the weights may be float64 (64-true precision).
@@ -91,6 +97,28 @@ class BoneAgeModule(pl.LightningModule):
             outputs = outputs.float()
         self._test_outputs.setdefault(dataloader_idx, []).append(
             {"index": step["index"], "outputs": outputs})
+        splits = getattr(self.trainer.datamodule, "evaluation_splits", ("test",))
+        if batch_idx == 0 and splits[dataloader_idx] == "test" and self._reduced_precision():
+            self._precision_gaps.append(self._float32_gap(batch, outputs))
+
+    def _reduced_precision(self) -> bool:
+        return not str(self.trainer.precision).startswith(("32", "64"))
+
+    @torch.no_grad()
+    def _float32_gap(self, batch: dict, outputs: torch.Tensor,
+                     studies: int = 16) -> torch.Tensor:
+        """|age decoded from ``outputs`` - age float32 decodes| for the batch's first studies:
+        the same weights in float32 with autocast off, after the reduced-precision forward
+        (a first forward after loading weights was where CPU bf16 went wrong)."""
+        net = self.net
+        if any(p.dtype != torch.float32 for p in net.parameters()):  # bf16-true, 16-true
+            net = copy.deepcopy(net).float()
+        n = min(studies, len(outputs))
+        sex = batch["sex"][:n] if batch.get("sex") is not None else None
+        with torch.autocast(device_type=outputs.device.type, enabled=False):
+            reference = net(batch["image"][:n].float(), sex).float()
+        gap = (self.loss.predict(outputs[:n])[0] - self.loss.predict(reference)[0]).abs()
+        return torch.nan_to_num(gap.float(), nan=float("inf"))
 
     def on_test_epoch_end(self) -> None:
         """Gather each evaluated split over the ranks, decode it once, log the test metrics."""
@@ -104,11 +132,27 @@ class BoneAgeModule(pl.LightningModule):
                 self.loss, outputs, dm.ages_of(index), [s.subject_id for s in studies],
                 [s.sex for s in studies])
         self._test_outputs.clear()
+        self._reduce_precision_gaps()
         if "test" in self.evaluation:
             test = self.evaluation["test"]
             self.test_metrics = age_metrics(test.pred_age, test.age)
             self.log_dict({f"test/{k}": v for k, v in self.test_metrics.items()},
                           rank_zero_only=True)
+
+    def _reduce_precision_gaps(self) -> None:
+        """Every rank's float32 comparison, summed (the ranks then decide alike)."""
+        if not self._reduced_precision():
+            self.precision_check = {}
+            return
+        gaps = torch.cat(self._precision_gaps) if self._precision_gaps else torch.zeros(0)
+        self._precision_gaps.clear()
+        device = self.device
+        local = torch.tensor([len(gaps), float((gaps > AGE_TOLERANCE_Y).sum()),
+                              float(gaps.max()) if len(gaps) else 0.0], device=device)
+        total = self.all_gather(local).reshape(-1, 3)
+        self.precision_check = {"studies": int(total[:, 0].sum()),
+                                "off": int(total[:, 1].sum()),
+                                "max_gap_y": float(total[:, 2].max())}
 
     def _gathered(self, parts: list[dict[str, torch.Tensor]]) -> tuple[np.ndarray, np.ndarray]:
         """Study indices and outputs of every rank, each study once, by index (CPU numpy)."""

@@ -20,10 +20,14 @@ from bone_age.data.datamodule import BoneAgeDataModule
 from bone_age.evaluation.fold_outputs import FoldEvaluation
 from bone_age.evaluation.tracking import log_run_results, wandb_loggers
 from bone_age.models import count_parameters
-from bone_age.training.callbacks.divergence import check_predictions
+from bone_age.training.callbacks.divergence import check_precision, check_predictions
 from bone_age.training.cluster import hpc_checkpoints, lightning_handles_requeue, slurm_plugins
 from bone_age.training.module import BoneAgeModule
-from bone_age.training.precision import supported_precision
+from bone_age.training.precision import (
+    bf16_disagreement,
+    on_cpu,
+    supported_precision,
+)
 from bone_age.training.results import FittedRun, ResultsCallback, RunResults
 from bone_age.training.resume import (
     ResumeError,
@@ -138,6 +142,27 @@ def train(cfg: DictConfig) -> RunResults:
         return _train(cfg, output_dir)
 
 
+def _check_cpu_bf16(cfg: DictConfig, net: torch.nn.Module, loss) -> None:
+    """bf16-mixed on the CPU only where the run's own network computes what float32 does;
+    else the run is float32, said in one warning line and recorded as what ran."""
+    trainer_cfg = cfg.trainer
+    if not (str(trainer_cfg.precision).startswith("bf16") and on_cpu(trainer_cfg)):
+        return
+    data = cfg.data
+    views = int(data.get("views", 2))
+    size = data.image_size
+    height, width = (int(size), int(size)) if isinstance(size, int) else (int(v) for v in size)
+    shape = (max(1, int(data.batch_size)), views, 3, height, width)
+    why = bf16_disagreement(net, lambda out: loss.predict(out)[0], shape,
+                            use_sex=bool(getattr(net, "use_sex", False)),
+                            channels_last=bool((cfg.get("speed") or {}).get("channels_last")))
+    if why:
+        log.warning("trainer.precision %s -> 32-true: on this CPU %s (a start-up check of "
+                    "this run's network; docs/performance.md)", trainer_cfg.precision, why)
+        with open_dict(cfg):
+            cfg.trainer.precision = "32-true"
+
+
 def _run_folder_lock(output_dir: Path):
     """The run folder's lock, taken by the launching process only: Lightning's DDP ranks > 0,
     another node's processes and a SLURM job's other tasks re-run this job in the same folder,
@@ -165,6 +190,7 @@ def _train(cfg: DictConfig, output_dir: Path) -> RunResults:
     datamodule = instantiate(cfg.data)
     loss = instantiate(cfg.loss)
     net = instantiate(cfg.model, num_outputs=loss.num_outputs)
+    _check_cpu_bf16(cfg, net, loss)
     # Built as a partial: Hydra would turn the (dataclass) loss passed as an argument into a config.
     module = instantiate(cfg.module, _partial_=True)(net=net, loss=loss)
     _apply_speed_switches(net, cfg.get("speed") or {})
@@ -195,8 +221,9 @@ def _train(cfg: DictConfig, output_dir: Path) -> RunResults:
         # The one evaluation pass: inner validation and test, on the run's device and precision.
         trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False,
                      weights_only=True)
-        check_predictions(module.evaluation, module.best_epoch if ckpt == "best" else
-                          trainer.current_epoch)
+        tested_epoch = module.best_epoch if ckpt == "best" else trainer.current_epoch
+        check_predictions(module.evaluation, tested_epoch)
+        check_precision(module.precision_check, str(trainer.precision), tested_epoch)
     results = RunResults(output_dir)
     if trainer.is_global_zero:
         for stale in hpc_checkpoints(output_dir):  # superseded by the finished run's checkpoints
@@ -208,6 +235,8 @@ def _train(cfg: DictConfig, output_dir: Path) -> RunResults:
             section.add_results(results, run)
         if results.metrics:
             results.add({"results_seconds": round(time.perf_counter() - tail, 2)})
+            if module.precision_check:  # reduced precision: what float32 said of it
+                results.add({"float32_check": module.precision_check})
             results.write()
             for logger in wandb_loggers(trainer.loggers):
                 columns, rows = results.tables.get("predictions", ([], []))

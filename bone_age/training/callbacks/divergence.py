@@ -60,3 +60,20 @@ def check_predictions(evaluation: dict, tested_epoch: int) -> None:
                 f"the tested weights (epoch {tested_epoch + 1}) predict a NaN or infinite age "
                 f"for {bad} of {len(outputs)} {split} studies: no results written; try "
                 "trainer.precision=32-true or a lower module.optimizer.lr")
+
+
+class PrecisionMismatch(BoneAgeError):
+    """The evaluation pass in reduced precision disagrees with float32 on the same weights."""
+
+
+def check_precision(check: dict, precision: str, tested_epoch: int) -> None:
+    """Refuse an evaluation pass in reduced precision whose predicted ages are off from what
+    the same weights give in float32 (``BoneAgeModule.precision_check``): finite garbage, such
+    as CPU bf16 once predicting 50.0 y for everyone where float32 gives about 60."""
+    if check.get("off"):
+        raise PrecisionMismatch(
+            f"the tested weights (epoch {tested_epoch + 1}) in {precision} predict ages up to "
+            f"{check['max_gap_y']:.3g} y away from float32's for {check['off']} of the "
+            f"{check['studies']} test studies checked: no results written; the {precision} "
+            "kernels of this machine are unsound (docs/performance.md): use "
+            "trainer.precision=32-true")
