@@ -28,7 +28,12 @@ from bone_age.data.pseudonym import (
 )
 from bone_age.utils.arguments import ArgumentParser, finite_float
 from bone_age.utils.errors import EXIT_OK, EXIT_PARTIAL, BoneAgeError, command, fail
-from bone_age.utils.outputs import OutputError, check_not_input, check_output_file
+from bone_age.utils.outputs import (
+    OutputError,
+    check_not_input,
+    check_output_file,
+    stale_temp_folders,
+)
 
 
 class UsageError(BoneAgeError):
@@ -152,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
               + ". These are the export's files, DICOM headers (patient names, IDs, birth "
               "dates) included: share this folder only with whoever may see them (--links-dir "
               "puts it elsewhere, e.g. beside the export)")
+    for left in stale_temp_folders(args.links_dir.parent):  # never removed: told, once each
+        print(f"bone-age index: note: {left}: a folder that a killed run seems to have left "
+              "(staged links: scans with full headers); delete it if no run is using it",
+              file=sys.stderr)
     print(f"manifest: {out}\nreport:   {report}")
     return EXIT_OK if result.written else EXIT_PARTIAL
 

@@ -57,7 +57,6 @@ from bone_age.utils.outputs import (
     check_not_input,
     check_output_dir,
     check_replaceable,
-    remove_stale_temps,
     replace,
     temp_path,
     write_text_atomic,
@@ -210,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in refused:
         print(scrub(f"bone-age evaluate: refused {r.subject_id}: {r.reason}"), file=sys.stderr)
     out.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(out.parent)  # what a killed evaluation left
+    # Staged in a folder beside OUT; nothing else in OUT's parent (maybe HOME) is cleaned: a
+    # folder a killed evaluation left there cannot be told from a user's (docs/errors.md).
     tmp = temp_path(out, keep_suffix=False)
     tmp.mkdir()
     try:
