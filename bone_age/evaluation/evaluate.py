@@ -42,6 +42,7 @@ from bone_age.evaluation.results import (
 from bone_age.inference.predict import (
     Predicted,
     add_model_and_input,
+    check_outside_inputs,
     load_predictor,
     model_and_input,
     nothing_predicted,
@@ -149,6 +150,7 @@ def _check_out(out: Path, inputs: list[Path], cohort: Path) -> Path:
     """DIR: a folder that is absent, empty or holds an earlier evaluation's files only."""
     check_output_dir(out, "evaluation")
     check_not_input(out, "evaluation", inputs, [cohort])  # the cohort may be a DICOM folder
+    check_outside_inputs(out, "evaluation", cohort)  # or one DICOM file
     for name in OUTPUTS:
         check_replaceable(out / name, "evaluation")
     for source in inputs:
@@ -202,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     predictor = load_predictor(args.model, args.onnx)
     items, refused, scrub = read_input(args.cohort, args.view, args.key_file,
                                        out / "predictions.csv")
+    check_outside_inputs(out, "evaluation", args.cohort, items)  # a manifest's scans
     done, more = predict_studies(predictor, items, args.batch_size)
     refused += more
     if not done:  # one line; the reasons go to a file

@@ -92,6 +92,29 @@ def check_not_input(path: Path, what: str, inputs: Sequence[str | Path],
                               "give another --out")
 
 
+def check_outside_scan_folders(path: str | Path, what: str,
+                               scans: Iterable[str | Path]) -> None:
+    """OutputError when ``path`` lies inside the folder of a DICOM file the command reads (a
+    single file given on the command line, or a manifest's studies): that folder is an export
+    as much as a folder given whole, and an output there could replace a scan or be read as one.
+
+    Both the folder the file is named in and the folder of the file it links to count. The
+    message names the output only: the scan's folder may name the patient.
+    """
+    target = Path(path).resolve()
+    seen: set[Path] = set()
+    for scan in scans:
+        scan = Path(scan)
+        for folder in (scan.absolute().parent, scan.resolve().parent):
+            if folder in seen:
+                continue
+            seen.add(folder)
+            if target.is_relative_to(folder.resolve()):
+                raise OutputError(f"{path}: the {what} would be written inside the folder of an "
+                                  "input DICOM file (outputs never go among the scans they are "
+                                  "made from); give a place outside it")
+
+
 def check_replaceable(path: str | Path, what: str = "output") -> None:
     """OutputError when ``path`` exists as anything but a regular file (a FIFO, a device, a
     socket; a link to one): replacing it by a file would destroy it, writing into it would

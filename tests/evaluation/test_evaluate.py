@@ -210,3 +210,15 @@ def test_the_folder_around_the_evaluation_is_never_cleaned(cohort, trained, tmp_
     assert main([str(_tested_checkpoint(trained)), str(cohort), "--out", str(home / "eval")]) == 0
     assert sorted(p.name for p in home.iterdir()) == sorted([*names, ".archive.2019.tmp", "eval"])
     assert (home / ".archive.2019.tmp" / "x").is_file()
+
+
+def test_an_evaluation_never_goes_into_the_folder_of_its_scan(tmp_path, capsys):
+    """Issue 37, item 7: one DICOM file's folder is an input folder (before any work)."""
+    scan = tmp_path / "scans" / "scan.dcm"
+    scan.parent.mkdir()
+    scan.write_bytes(b"DICM")
+    for out in (scan.parent, scan.parent / "eval"):
+        assert main([str(tmp_path / "m.ckpt"), str(scan), "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "inside the folder of an input DICOM file" in err[0], err
+    assert list(scan.parent.iterdir()) == [scan]
