@@ -277,7 +277,8 @@ def _command(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 
 def test_special_files_and_absurd_counts_are_refused_in_one_line(tiny, tmp_path):
-    fifo = tmp_path / "scan.dcm"
+    fifo = tmp_path / "in" / "scan.dcm"  # outputs go outside the scan's folder
+    fifo.parent.mkdir()
     os.mkfifo(fifo)  # a reader blocks on it forever
     for special in (fifo, Path("/dev/null")):
         done = _command("bone_age.evaluate", str(tiny["ckpt"]), str(special),
