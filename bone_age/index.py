@@ -9,6 +9,7 @@ it, and prints a summary. See bone_age/data/indexing.py (STATUSES) for the statu
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -28,7 +29,12 @@ from bone_age.data.pseudonym import (
 )
 from bone_age.utils.arguments import ArgumentParser, finite_float
 from bone_age.utils.errors import EXIT_OK, EXIT_PARTIAL, BoneAgeError, command, fail
-from bone_age.utils.outputs import OutputError, check_not_input, check_output_file
+from bone_age.utils.outputs import (
+    OutputError,
+    check_not_input,
+    check_output_file,
+    stale_temp_folders,
+)
 
 
 class UsageError(BoneAgeError):
@@ -78,27 +84,48 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _stated_views(given: list[str], root: Path) -> dict[str, View]:
-    """--view values as {folder relative to the export ("" for all of it): view}."""
+    """--view values as {folder relative to the export ("" for all of it): view}.
+
+    A bare VIEW is the whole export; FOLDER=VIEW names a real folder strictly below it, however
+    spelled (``ant/``, ``./ant``, ``post/../ant``, in full): each is normalised to one key, so
+    two spellings of one folder with two views are refused, never one silently dropped, and a
+    FOLDER that is the export itself (``.``, ``ant/..``, the export's path, empty) or lies
+    outside it is refused, never taken as the whole export.
+    """
     stated: dict[str, View] = {}
+    base = root.resolve()
     for text in given:
-        folder, _, view = text.rpartition("=")
+        folder, equals, view = text.rpartition("=")
         view = view.strip().lower()
         if view not in VIEWS:
             raise UsageError(f"--view {text}: expected anterior or posterior, or "
                              "FOLDER=anterior / FOLDER=posterior")
-        if folder and Path(folder).is_absolute():  # a folder named in full: below the export?
-            try:
-                folder = Path(folder).resolve().relative_to(root.resolve()).as_posix()
-            except ValueError:
-                raise UsageError(f"--view {text}: {folder} is not a folder below {root}") from None
-        folder = Path(folder).as_posix().strip("/") if folder else ""
-        folder = "" if folder == "." else folder
-        if folder and not (root / folder).is_dir():
-            raise UsageError(f"--view {text}: {folder} is not a folder below {root}")
+        if equals:
+            folder = _folder_below(text, folder, root, base)
         if stated.get(folder, view) != view:
             raise UsageError(f"--view {text}: {folder or 'the export'} given two views")
         stated[folder] = view  # type: ignore[assignment]
     return stated
+
+
+def _folder_below(text: str, folder: str, root: Path, base: Path) -> str:
+    """FOLDER of ``--view FOLDER=VIEW`` as a path relative to the export (``a/b``), the key
+    the indexer matches files by; UsageError unless it is a folder strictly below the export."""
+    refused = UsageError(f"--view {text}: {folder!r} is not a folder below {root}")
+    if not folder.strip():
+        raise refused
+    try:
+        top = Path(os.path.normpath(root.absolute()))
+        path = Path(os.path.normpath(top / folder))  # `..` taken as written: ant/.. is the export
+        if path != top and path.is_relative_to(top) and path.is_dir():
+            return path.relative_to(top).as_posix()
+        real = path.resolve()  # the export named in full by another path (a link to it)
+        if Path(folder).is_absolute() and real != base and real.is_relative_to(base) \
+                and real.is_dir():
+            return real.relative_to(base).as_posix()
+    except (OSError, ValueError, RuntimeError):  # a NUL byte, a name too long, a loop of links
+        pass
+    raise refused
 
 
 def _outputs(args: argparse.Namespace) -> tuple[Path, Path, Path | None]:
@@ -152,6 +179,10 @@ def main(argv: list[str] | None = None) -> int:
               + ". These are the export's files, DICOM headers (patient names, IDs, birth "
               "dates) included: share this folder only with whoever may see them (--links-dir "
               "puts it elsewhere, e.g. beside the export)")
+    for left in stale_temp_folders(args.links_dir.parent):  # never removed: told, once each
+        print(f"bone-age index: note: {left}: a folder that a killed run seems to have left "
+              "(staged links: scans with full headers); delete it if no run is using it",
+              file=sys.stderr)
     print(f"manifest: {out}\nreport:   {report}")
     return EXIT_OK if result.written else EXIT_PARTIAL
 

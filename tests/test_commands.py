@@ -277,7 +277,8 @@ def _command(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 
 def test_special_files_and_absurd_counts_are_refused_in_one_line(tiny, tmp_path):
-    fifo = tmp_path / "scan.dcm"
+    fifo = tmp_path / "in" / "scan.dcm"  # outputs go outside the scan's folder
+    fifo.parent.mkdir()
     os.mkfifo(fifo)  # a reader blocks on it forever
     for special in (fifo, Path("/dev/null")):
         done = _command("bone_age.evaluate", str(tiny["ckpt"]), str(special),
@@ -661,3 +662,86 @@ def test_a_bad_command_line_is_one_line(tmp_path, capsys):
         line = _err_line(capsys, name)
         assert said in line and "--help" in line, line
     assert not (tmp_path / "c").exists()
+
+
+def _finished_copy(tiny: dict, tmp_path: Path) -> Path:
+    copy_ = tmp_path / "copy"
+    shutil.copytree(tiny["last"].parent.parent, copy_)
+    return copy_
+
+
+METRICS_CASES = {  # issue 37, item 10: none of these is a finished run's metrics.json
+    "mae_only": ('{"mae": 1.0}', "baseline_mae is None"),
+    "mae_nan": ('{"mae": NaN}', "mae is nan"),
+    "pearson_text": (None, "pearson_r is 'x'"),
+    "n_test_zero": (None, "n_test is 0"),
+    "list": ("[1, 2]", "holds a list"),
+    "deep": ("[" * 100_000 + "]" * 100_000, "not JSON"),
+    "binary": (b"\xff\xfe\x00garbage", "not JSON"),
+    "fifo": (None, "not a regular file (a FIFO)"),
+    "folder": (None, "not a regular file (a folder)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(METRICS_CASES))
+def test_resume_refuses_a_metrics_file_that_is_not_a_finished_runs(tiny, tmp_path, case):
+    """Taken as finished, such a file ended in KeyError in the run summary (or, a FIFO, hung)."""
+    content, said = METRICS_CASES[case]
+    run = _finished_copy(tiny, tmp_path)
+    metrics = run / "metrics.json"
+    good = json.loads(metrics.read_text())
+    metrics.unlink()
+    if case == "fifo":
+        os.mkfifo(metrics)
+    elif case == "folder":
+        metrics.mkdir()
+    elif content is None:
+        key, value = ("pearson_r", "x") if case == "pearson_text" else ("n_test", 0)
+        metrics.write_text(json.dumps(dict(good, **{key: value})))
+    elif isinstance(content, bytes):
+        metrics.write_bytes(content)
+    else:
+        metrics.write_text(content)
+    with pytest.raises(ResumeError) as err:
+        run_in_process([*tiny["overrides"], "resume=true"], run)
+    message = errors.user_error_message(err.value)
+    assert message.startswith(f"{metrics}: not a finished run's metrics file (") and \
+        said in message and "delete it to run again, or set resume=false" in message, message
+    assert "\n" not in message
+
+
+def _malicious_pickle(path: Path) -> None:
+    """A checkpoint whose unpickling would run code (os.system): torch refuses it."""
+    import pickle
+    import zipfile
+
+    class Boom:
+        def __reduce__(self):
+            return os.system, ("touch /tmp/bone_age_boom",)
+
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", pickle.dumps({"state_dict": Boom()}))
+        z.writestr("archive/version", "3\n")
+
+
+@pytest.mark.parametrize("case", ["garbage", "malicious", "other_network", "empty"])
+def test_resume_refuses_a_damaged_tested_checkpoint_in_one_line(tiny, tmp_path, case):
+    """Issue 37, item 10: the checkpoint ``trainer.test`` loads (checkpoints/epochNNN.ckpt) was
+    replaced in an unfinished run: one line naming it, never an UnpicklingError traceback."""
+    run = _finished_copy(tiny, tmp_path)
+    (run / "metrics.json").unlink()  # unfinished: resume continues it, then tests
+    tested = run / "checkpoints" / tiny["ckpt"].name
+    if case == "garbage":
+        tested.write_bytes(os.urandom(3000))
+    elif case == "malicious":
+        _malicious_pickle(tested)
+    elif case == "empty":
+        tested.write_bytes(b"")
+    else:
+        _changed(tiny, tested, lambda c: c["state_dict"].pop("net.head.bias"))
+    with pytest.raises(ResumeError) as err:
+        run_in_process([*tiny["overrides"], "resume=true"], run)
+    message = errors.user_error_message(err.value)
+    assert message.startswith(str(tested)) and "\n" not in message, message
+    assert "checkpoints folder to start the run over" in message, message
+    assert not (run / "metrics.json").exists() and not Path("/tmp/bone_age_boom").exists()

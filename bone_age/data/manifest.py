@@ -128,12 +128,13 @@ def _parse_row(
         # where resolving it would print the export's own path, which may name the patient.
         try:
             path = Path(os.path.abspath(base / text))
-            found = path.is_file()
+            why = not_regular(path)  # a FIFO or /dev/zero exists: said as what it is
+            folder = why is not None and path.is_dir()
         except (OSError, RuntimeError, ValueError) as err:  # too long, a NUL byte...
             return problem("missing_file", f"column {view}: cannot use path {text!r} "
                                            f"({type(err).__name__})")
-        if not found:
-            what = "is a folder, not a file" if path.is_dir() else "does not exist"
+        if why is not None:
+            what = "is a folder, not a file" if folder else why
             return problem("missing_file", f"column {view}: file {text} {what}")
         paths[view] = path
     return Study(sid, age, sex, paths["anterior"], paths["posterior"], line,

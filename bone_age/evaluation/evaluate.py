@@ -42,6 +42,7 @@ from bone_age.evaluation.results import (
 from bone_age.inference.predict import (
     Predicted,
     add_model_and_input,
+    check_outside_inputs,
     load_predictor,
     model_and_input,
     nothing_predicted,
@@ -57,7 +58,6 @@ from bone_age.utils.outputs import (
     check_not_input,
     check_output_dir,
     check_replaceable,
-    remove_stale_temps,
     replace,
     temp_path,
     write_text_atomic,
@@ -150,6 +150,7 @@ def _check_out(out: Path, inputs: list[Path], cohort: Path) -> Path:
     """DIR: a folder that is absent, empty or holds an earlier evaluation's files only."""
     check_output_dir(out, "evaluation")
     check_not_input(out, "evaluation", inputs, [cohort])  # the cohort may be a DICOM folder
+    check_outside_inputs(out, "evaluation", cohort)  # or one DICOM file
     for name in OUTPUTS:
         check_replaceable(out / name, "evaluation")
     for source in inputs:
@@ -203,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     predictor = load_predictor(args.model, args.onnx)
     items, refused, scrub = read_input(args.cohort, args.view, args.key_file,
                                        out / "predictions.csv")
+    check_outside_inputs(out, "evaluation", args.cohort, items)  # a manifest's scans
     done, more = predict_studies(predictor, items, args.batch_size)
     refused += more
     if not done:  # one line; the reasons go to a file
@@ -210,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in refused:
         print(scrub(f"bone-age evaluate: refused {r.subject_id}: {r.reason}"), file=sys.stderr)
     out.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(out.parent)  # what a killed evaluation left
+    # Staged in a folder beside OUT; nothing else in OUT's parent (maybe HOME) is cleaned: a
+    # folder a killed evaluation left there cannot be told from a user's (docs/errors.md).
     tmp = temp_path(out, keep_suffix=False)
     tmp.mkdir()
     try:

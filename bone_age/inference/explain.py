@@ -42,6 +42,7 @@ from bone_age.utils.extras import require  # noqa: E402
 from bone_age.utils.outputs import (  # noqa: E402
     check_output_dir,
     check_output_file,
+    check_outside_scan_folders,
     remove_stale_temps,
     write_all_atomic,
 )
@@ -127,6 +128,8 @@ def output_files(out: Path, name: str, views: tuple[str, ...]) -> list[Path]:
 def explain(checkpoint: Path, files: dict[str, Path], sex: str | None, out: Path,
             name: str = "study", scale: int = 4, stage: int = 1) -> list[Path]:
     """Write the figure and one overlay per view (each whole or not at all); returns the paths."""
+    # The scans' folder is an input folder, also for one file given alone (issue 37).
+    check_outside_scan_folders(out, "Grad-CAM images", files.values())
     net, spec = load_checkpoint(checkpoint)
     paths = output_files(out, name, spec.views)
     for path in paths:
@@ -228,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     captum_attr()  # before any work: a missing extra is one line
     check_output_dir(args.out, "Grad-CAM images")
+    if args.input.suffix.lower() != ".csv":  # before any work: one file's folder is an input's
+        check_outside_scan_folders(args.out, "Grad-CAM images", [args.input])
     files, sex, name = _study(args)
     written = explain(args.checkpoint, files, sex, args.out, name, args.scale, args.stage)
     for path in written:

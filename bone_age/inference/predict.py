@@ -13,7 +13,7 @@ import argparse
 import sys
 import tempfile
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
@@ -29,7 +29,7 @@ from bone_age.utils.console import plural
 from bone_age.utils.console import progress as progress_display
 from bone_age.utils.cores import usable_cores
 from bone_age.utils.errors import EXIT_OK, EXIT_PARTIAL, BoneAgeError, command
-from bone_age.utils.outputs import check_output_file
+from bone_age.utils.outputs import check_output_file, check_outside_scan_folders
 from bone_age.utils.tables import write_csv
 
 COLUMNS = ["subject_id", "sex", "age", "pred_age", "pred_sd", "age_gap"]
@@ -320,6 +320,17 @@ def read_input(
     return [item], [], scrub
 
 
+def check_outside_inputs(out: Path, what: str, source: Path,
+                         items: Sequence[Item] = ()) -> None:
+    """OutputError when ``out`` lies in the folder of a DICOM file the command reads: INPUT
+    when it is one file (checked before any work), every study's files once they are known.
+    A folder given whole is an input folder already (``check_not_input``)."""
+    files = [f for item in items for f in item.files.values()]
+    if not source.is_dir() and source.suffix.lower() != ".csv":
+        files.append(source)
+    check_outside_scan_folders(out, what, files)
+
+
 class NothingPredicted(BoneAgeError):
     """No study of the input could be predicted (the reasons are in the file it names)."""
 
@@ -351,8 +362,10 @@ def nothing_predicted(source: Path, refused: list[Refused], scrub: Callable[[str
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     check_output_file(args.out, "predictions", [args.model, args.input], [args.input])
+    check_outside_inputs(args.out, "predictions", args.input)
     predictor = load_predictor(args.model, args.onnx)
     items, refused, scrub = read_input(args.input, args.view, args.key_file, args.out)
+    check_outside_inputs(args.out, "predictions", args.input, items)  # a manifest's scans
     rows, more = predict(predictor, items, args.batch_size)
     refused += more
     if not rows:  # one line; the reasons go to a file

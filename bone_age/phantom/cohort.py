@@ -211,7 +211,7 @@ def generate_cohort(
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a directory")
     (out / DICOM_DIR).mkdir(parents=True, exist_ok=True)
-    for folder in (out, *(p for p in (out / DICOM_DIR).rglob("*") if p.is_dir()), out / DICOM_DIR):
+    for folder in (out, out / DICOM_DIR):  # the folders it writes files into, no others
         remove_stale_temps(folder)  # what a killed run left half-written
     workers = max(1, min(workers or usable_cores(), subjects))
     sites = make_sites(opts["seed"], opts.get("sites", 1))
@@ -294,7 +294,8 @@ def ensure_cohort(out_dir: Path | str, subjects: int, seed: int, **options: Any)
                     return out / "manifest.csv"
             except (OSError, ValueError):
                 pass  # unreadable info: regenerate
-        remove_stale_temps(out.parent)  # a cohort a killed run left half-built
+        # Built in a folder beside OUT: one a killed run left is not removed (a user's folder
+        # cannot be told from it); temp_path never reuses its name.
         tmp = temp_path(out, keep_suffix=False)
         tmp.mkdir()
         try:

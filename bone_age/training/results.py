@@ -11,6 +11,8 @@ results are functions of the evaluation pass's outputs.
 from __future__ import annotations
 
 import json
+import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,9 +21,37 @@ import pytorch_lightning as pl
 
 from bone_age.data.manifest import Problem
 from bone_age.evaluation.fold_outputs import FoldEvaluation
+from bone_age.utils.errors import BoneAgeError
+from bone_age.utils.files import not_regular
 from bone_age.utils.outputs import write_text_atomic
 
 METRICS_FILE = "metrics.json"
+# A run's metrics.json is a few kB; anything far larger is not one (and is not read whole).
+MAX_METRICS_BYTES = 16 * 2**20
+
+
+class MetricsFileError(BoneAgeError, ValueError):
+    """A metrics.json that is not a finished run's (the message says why, not where)."""
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def finished_problem(metrics: dict[str, Any]) -> str | None:
+    """Why ``metrics`` is not what a finished run writes: the figures the run summary and a
+    sweep's lines print, each of its type and range (None when all are there)."""
+    for key in ("mae", "baseline_mae"):
+        value = metrics.get(key)
+        if not _number(value) or not math.isfinite(value) or value < 0:
+            return f"{key} is {value!r}, not an error in years (a number >= 0)"
+    r = metrics.get("pearson_r")  # NaN where predictions are constant: undefined, not damaged
+    if not _number(r) or not (math.isnan(r) or -1 <= r <= 1):
+        return f"pearson_r is {r!r}, not a correlation (a number from -1 to 1)"
+    n = metrics.get("n_test")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        return f"n_test is {n!r}, not a count of test subjects (a whole number >= 1)"
+    return None
 
 
 @dataclass
@@ -59,11 +89,28 @@ class RunResults:
 
     @classmethod
     def read(cls, output_dir: str | Path) -> RunResults:
-        """A finished run's results, from its ``metrics.json`` (ValueError/OSError if unusable)."""
+        """A finished run's results, from its ``metrics.json``.
+
+        Raises:
+            MetricsFileError: not a regular file (a FIFO would block the read forever), too
+                large, not JSON, or not a finished run's figures (``finished_problem``).
+            OSError: unreadable.
+        """
         path = Path(output_dir) / METRICS_FILE
-        metrics = json.loads(path.read_text(encoding="utf-8"))
+        why = not_regular(path)
+        if why is not None:
+            raise MetricsFileError(f"the file {why}")
+        if os.path.getsize(path) > MAX_METRICS_BYTES:
+            raise MetricsFileError(f"{os.path.getsize(path):,} bytes, not a run's metrics")
+        try:
+            metrics = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, RecursionError) as err:  # not UTF-8, not JSON, nested too deep
+            raise MetricsFileError(f"not JSON ({type(err).__name__})") from None
         if not isinstance(metrics, dict):
-            raise ValueError(f"holds a {type(metrics).__name__}")
+            raise MetricsFileError(f"holds a {type(metrics).__name__}, not a mapping")
+        problem = finished_problem(metrics)
+        if problem:
+            raise MetricsFileError(f"not a finished run's: {problem}")
         return cls(Path(output_dir), metrics)
 
 

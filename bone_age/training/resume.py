@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bone_age.inference.checkpoint import CheckpointError, read_checkpoint, weights_mismatch
 from bone_age.training.cluster import hpc_checkpoints
+from bone_age.training.results import MetricsFileError, RunResults
 from bone_age.utils.errors import BoneAgeError, brief
 
 log = logging.getLogger(__name__)
@@ -189,3 +191,62 @@ def checkpoint_to_resume(
     settings_changed(ckpt.get(SETTINGS_KEY), settings_now(cfg), newest)
     log.info("resuming from %s", newest)
     return newest
+
+
+def finished_run(cfg: DictConfig, output_dir: Path) -> RunResults | None:
+    """With ``resume=true``, the results of a run that already finished in ``output_dir`` (to be
+    skipped), or None when it has no ``metrics.json``.
+
+    Raises:
+        ResumeError: a metrics.json that is not a finished run's (a FIFO, not JSON, figures
+            missing or NaN: taken as finished, the run summary would fail), or one recorded
+            with other settings.
+    """
+    metrics_file = RunResults(output_dir).metrics_file
+    if not cfg.get("resume") or not os.path.lexists(metrics_file):
+        return None
+    try:
+        finished = RunResults.read(output_dir)
+    except MetricsFileError as err:
+        raise ResumeError(f"{metrics_file}: not a finished run's metrics file ({err}); delete "
+                          "it to run again, or set resume=false") from None
+    except OSError as err:
+        raise ResumeError(f"{metrics_file}: not a readable metrics file ({brief(err)}); delete "
+                          "it to run again, or set resume=false") from None
+    settings_changed(finished.metrics.get("settings"), settings_now(cfg), metrics_file)
+    return finished
+
+
+def tested_checkpoint(trainer: pl.Trainer, ckpt: str | None) -> Path | None:
+    """The file ``trainer.test(ckpt_path=ckpt)`` will load ("best" or "last"), None if none."""
+    if ckpt == "best":
+        path = getattr(trainer.checkpoint_callback, "best_model_path", "")
+        return Path(path) if path else None
+    if ckpt == "last":
+        found = [Path(p) for cb in trainer.checkpoint_callbacks
+                 if (p := getattr(cb, "last_model_path", ""))]
+        found = [p for p in found if p.exists()]
+        return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
+    return None
+
+
+def check_tested_checkpoint(path: Path | None, module: pl.LightningModule) -> None:
+    """Refuse, in one line, a checkpoint to test that a resumed run did not write itself and
+    that cannot be tested: damaged, unsafe (loaded weights-only: no code in it runs) or of
+    another network. Lightning would end in a traceback while loading it.
+
+    Raises:
+        ResumeError: naming the file and what to do.
+    """
+    if path is None:
+        return
+    hint = ("delete the run's checkpoints folder to start the run over, or set resume=false "
+            "with another hydra.run.dir")
+    try:
+        ckpt = read_checkpoint(path)
+    except CheckpointError as err:
+        raise ResumeError(f"{err}; it is the checkpoint to test: {hint}") from None
+    problem = weights_mismatch(module.state_dict(), ckpt.get("state_dict"),
+                               "the network of this run's settings")
+    if problem:
+        raise ResumeError(f"{path}: cannot test it: {problem}; {hint}")

@@ -31,10 +31,11 @@ from bone_age.training.precision import (
 from bone_age.training.results import FittedRun, ResultsCallback, RunResults
 from bone_age.training.resume import (
     ResumeError,
+    check_tested_checkpoint,
     checkpoint_to_resume,
+    finished_run,
     resume_hint,
-    settings_changed,
-    settings_now,
+    tested_checkpoint,
 )
 from bone_age.training.settings import check_output_folder, check_settings
 from bone_age.utils.cores import launched_as_extra_rank, thread_count
@@ -175,14 +176,8 @@ def _train(cfg: DictConfig, output_dir: Path) -> RunResults:
     # hardware without it.
     with open_dict(cfg):
         cfg.trainer.precision = supported_precision(cfg.trainer)
-    if cfg.get("resume") and RunResults(output_dir).metrics_file.exists():
-        metrics_file = RunResults(output_dir).metrics_file
-        try:
-            finished = RunResults.read(output_dir)
-        except (OSError, ValueError) as err:
-            raise ResumeError(f"{metrics_file}: not a readable metrics file ({brief(err)}); "
-                              "delete it to run again, or set resume=false") from None
-        settings_changed(finished.metrics.get("settings"), settings_now(cfg), metrics_file)
+    finished = finished_run(cfg, output_dir)  # checked: a finished run's figures, settings
+    if finished is not None:
         log.info("%s already finished; skipped (resume=true)", output_dir)
         return finished
     _use_threads(cfg.get("threads", "auto"), cfg.trainer)
@@ -218,6 +213,8 @@ def _train(cfg: DictConfig, output_dir: Path) -> RunResults:
         ckpt = cfg.get("test_ckpt", "best")
         if ckpt == "best" and not getattr(trainer.checkpoint_callback, "best_model_path", ""):
             ckpt = None  # no checkpoint callback: test the weights as they are
+        if resume_from is not None:  # a file an earlier process wrote: checked, one line
+            check_tested_checkpoint(tested_checkpoint(trainer, ckpt), module)
         # The one evaluation pass: inner validation and test, on the run's device and precision.
         trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False,
                      weights_only=True)

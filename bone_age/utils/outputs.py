@@ -6,9 +6,11 @@ written to a temporary name in its folder and renamed into place (atomic on POSI
 or a full disk never leaves a half-written file under the final name. Outputs are written only
 to regular files or new paths: a FIFO or device named as an output is refused, never replaced.
 
-Temporary names say whose they are (``.NAME.<host>-<pid>-<n>.tmp[.suffix]``), so that the next
-run can remove what a killed one left (``remove_stale_temps``) without touching another live
-process's files.
+Temporary names say whose they are (``.NAME.bone-age-tmp.<host>-<pid>-<n>[.suffix]``): the next
+run writing into a folder removes the temporary *files* a killed run of this host and user left
+there (``remove_stale_temps``), and nothing else: never a folder, a link, a live process's file,
+or a name without the ``bone-age-tmp`` marker (no user writes one; ``.thesis.docx.2024.tmp`` is
+a user's file).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -89,6 +92,29 @@ def check_not_input(path: Path, what: str, inputs: Sequence[str | Path],
                               "give another --out")
 
 
+def check_outside_scan_folders(path: str | Path, what: str,
+                               scans: Iterable[str | Path]) -> None:
+    """OutputError when ``path`` lies inside the folder of a DICOM file the command reads (a
+    single file given on the command line, or a manifest's studies): that folder is an export
+    as much as a folder given whole, and an output there could replace a scan or be read as one.
+
+    Both the folder the file is named in and the folder of the file it links to count. The
+    message names the output only: the scan's folder may name the patient.
+    """
+    target = Path(path).resolve()
+    seen: set[Path] = set()
+    for scan in scans:
+        scan = Path(scan)
+        for folder in (scan.absolute().parent, scan.resolve().parent):
+            if folder in seen:
+                continue
+            seen.add(folder)
+            if target.is_relative_to(folder.resolve()):
+                raise OutputError(f"{path}: the {what} would be written inside the folder of an "
+                                  "input DICOM file (outputs never go among the scans they are "
+                                  "made from); give a place outside it")
+
+
 def check_replaceable(path: str | Path, what: str = "output") -> None:
     """OutputError when ``path`` exists as anything but a regular file (a FIFO, a device, a
     socket; a link to one): replacing it by a file would destroy it, writing into it would
@@ -115,18 +141,28 @@ def check_output_dir(path: str | Path, what: str = "outputs") -> Path:
 
 _HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 _SERIAL = itertools.count()
-# Ours: ".NAME.<host>-<pid>-<n>.tmp[.suffix]"; also ".NAME.<pid>.tmp", the cache's and the
-# index's names before 2026-12-05 (a killed run of that code left them).
-_TEMP = re.compile(r"^\..+\.(?:(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-\d+|(?P<old>\d+))"
-                   r"\.tmp(?:\.[^.]+)?$")
+# The word in every temporary name this package makes, and in no name a user or another program
+# writes: the proof, with the host, the process and the owner, that a leftover file is ours.
+TEMP_MARK = "bone-age-tmp"
+# ".NAME.bone-age-tmp.<host>-<pid>-<n>[.suffix]"; ASCII digits only (\d takes other scripts').
+_TEMP = re.compile(r"\..+\." + TEMP_MARK + r"\.(?P<host>[0-9a-f]{8})-(?P<pid>[0-9]{1,10})-[0-9]+"
+                   r"(?:\.[^.]+)?")
 
 
 def temp_path(path: str | Path, keep_suffix: bool = True) -> Path:
-    """A temporary name beside ``path`` that says whose it is (host and process); with
-    ``keep_suffix`` it ends in ``path``'s suffix, for writers that go by it (matplotlib)."""
+    """A temporary name beside ``path`` that says whose it is (marker, host and process); with
+    ``keep_suffix`` it ends in ``path``'s suffix, for writers that go by it (matplotlib).
+
+    A name already taken (a folder a killed process of the same pid left, never removed) is
+    skipped, so creating the returned path exclusively does not collide with it.
+    """
     path = Path(path)
     suffix = path.suffix if keep_suffix else ""
-    return path.with_name(f".{path.name}.{_HOST}-{os.getpid()}-{next(_SERIAL)}.tmp{suffix}")
+    while True:
+        tmp = path.with_name(f".{path.name}.{TEMP_MARK}.{_HOST}-{os.getpid()}-{next(_SERIAL)}"
+                             f"{suffix}")
+        if not os.path.lexists(tmp):
+            return tmp
 
 
 def _alive(pid: int) -> bool:
@@ -136,35 +172,54 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except OSError:  # another user's process (EPERM): alive
-        return True
+    except (OSError, OverflowError):  # another user's process (EPERM), or no pid at all
+        return True  # either way: not provably a dead process of ours
     return True
 
 
 def remove_stale_temps(folder: str | Path) -> list[Path]:
-    """Remove the temporary files and folders in ``folder`` that a killed run of this host
-    left (named by ``temp_path``, their process gone); returns what was removed.
+    """Remove the temporary files in ``folder`` that a killed run left; returns what was removed.
 
-    Only names of this host are judged: on a shared file system a process of another host
-    cannot be checked, so its files are left alone.
+    Call it only on a folder the command itself writes into. A file is removed only when all of
+    this proves it ours: its name is one ``temp_path`` makes (with the ``bone-age-tmp`` marker),
+    for this host (another host's process cannot be checked on a shared file system), of a
+    process that is gone, and it is a regular file (not a link) owned by this user. Folders are
+    never removed, whatever their name: a user's folder cannot be told from ours, and what is in
+    it would go too.
     """
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(os.scandir(folder))
     except OSError:  # absent or unreadable: nothing of ours to clean
         return removed
     for entry in entries:
-        match = _TEMP.match(entry.name)
-        if not match or match["host"] not in (None, _HOST):
+        match = _TEMP.fullmatch(entry.name)
+        if not match or match["host"] != _HOST or _alive(int(match["pid"])):
             continue
-        if _alive(int(match["pid"] or match["old"])):
+        try:
+            info = entry.stat(follow_symlinks=False)
+        except OSError:
             continue
-        if entry.is_dir(follow_symlinks=False):
-            shutil.rmtree(entry.path, ignore_errors=True)
-        else:
-            Path(entry.path).unlink(missing_ok=True)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
+            continue
+        try:
+            os.unlink(entry.path)
+        except OSError:  # gone already, or not ours to remove after all
+            continue
         removed.append(Path(entry.path))
     return removed
+
+
+def stale_temp_folders(folder: str | Path) -> list[Path]:
+    """Folders in ``folder`` named as this host's temporaries whose process is gone: never
+    removed (``remove_stale_temps``), only listed, for a command to tell its user."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return []
+    return sorted(Path(e.path) for e in entries
+                  if (m := _TEMP.fullmatch(e.name)) and m["host"] == _HOST
+                  and e.is_dir(follow_symlinks=False) and not _alive(int(m["pid"])))
 
 
 def replace(tmp: str | Path, path: str | Path, what: str = "output") -> Path:

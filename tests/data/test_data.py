@@ -144,13 +144,15 @@ def test_cache_entries_are_whole_and_a_killed_builds_leftovers_go(cohort, tmp_pa
     import subprocess
 
     import bone_age.data.cache as cache_module
+    from bone_age.utils import outputs
 
     studies = read_manifest(cohort)[0][:2]
     cache = StudyCache(tmp_path / "c", Preprocess((32, 16)), ("anterior", "posterior"))
     keys = [cache.key(s) for s in studies]
     proc = subprocess.Popen(["true"])
     proc.wait()  # a build process that was killed: its half-written entry stays behind
-    leftover = cache.entry(keys[0]).with_name(f".{keys[0]}.npy.{proc.pid}.tmp")
+    leftover = cache.entry(keys[0]).with_name(
+        f".{keys[0]}.npy.{outputs.TEMP_MARK}.{outputs._HOST}-{proc.pid}-0")
     leftover.parent.mkdir(parents=True)
     leftover.write_bytes(b"half")
 

@@ -488,17 +488,28 @@ def test_a_fifo_or_device_is_never_replaced_by_an_output(tmp_path, capsys, optio
     assert not (tmp_path / "out").exists()
 
 
-def test_leftovers_of_a_killed_index_are_removed_by_the_next_run(tmp_path):
+def test_leftover_files_of_a_killed_index_go_and_users_files_stay(tmp_path, capsys):
     export, out = tmp_path / "export", tmp_path / "out"
     write(nm_dataset(), export / "a.dcm")
     proc = subprocess.Popen(["true"])
     proc.wait()  # a process that is gone, like a killed index
-    staged = out / f".links.{proc.pid}.tmp"  # links staged with full headers (older name)
+    tag = f"{outputs.TEMP_MARK}.{outputs._HOST}-{proc.pid}"
+    staged = out / f".links.{tag}-0"  # links staged with full headers: a folder, so told of
     staged.mkdir(parents=True)
     (staged / "BA-0123.dcm").write_bytes((export / "a.dcm").read_bytes())
-    (out / f".manifest.csv.{outputs._HOST}-{proc.pid}-0.tmp").write_text("half")
+    (out / f".manifest.csv.{tag}-1").write_text("half")
+    users = [".thesis.docx.2024.tmp", f".report.{proc.pid}.tmp",
+             f".notes.{outputs._HOST}-{proc.pid}-1.tmp"]
+    for name in users:
+        (out / name).write_text("a user's file")
+    (out / ".archive.2019.tmp").mkdir()
+    (out / ".archive.2019.tmp" / "x").write_text("a user's file")
     run_index(export, out)
-    assert sorted(p.name for p in out.iterdir()) == ["index_report.csv", "links", "manifest.csv"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [*users, ".archive.2019.tmp", staged.name, "index_report.csv", "links", "manifest.csv"])
+    assert (out / ".archive.2019.tmp" / "x").is_file()
+    notes = [line for line in capsys.readouterr().err.splitlines() if "note:" in line]
+    assert len(notes) == 1 and staged.name in notes[0], notes
 
 
 def test_a_file_name_that_is_not_utf8_is_reported_not_fatal(tmp_path):

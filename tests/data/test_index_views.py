@@ -295,3 +295,39 @@ def test_an_empty_view_code_item_leaves_the_text_headers_in_charge(tmp_path):
     write(post, tmp_path / "export" / "b")
     rows, report = run(tmp_path / "export", tmp_path / "out", code=0)
     assert len(rows) == 1 and report["a"]["view"] == "anterior"
+
+
+@pytest.mark.parametrize("views", [
+    ["ant/..=anterior"], [".=anterior"], ["=anterior"], ["EXPORT=anterior"], ["EXPORT/=anterior"],
+    ["../outside=anterior"], ["EXPORT/../outside=anterior"], ["ant/../..=anterior"],
+    [" =anterior"], ["ant/../post=anterior", "post=posterior"],
+    ["post=posterior", "./ant/../post/=anterior"], ["EXPORT/ant=anterior", "ant/=posterior"],
+])
+def test_a_view_folder_is_one_folder_below_the_export_or_refused(tmp_path, capsys, views):
+    """Issue 37, item 8: every spelling of a FOLDER is normalised to one key (two views for one
+    folder are refused, none dropped); the export itself or a place outside it is refused, never
+    taken as the whole export."""
+    export = tmp_path / "export"
+    for name in ("ant", "post"):
+        (export / name).mkdir(parents=True)
+    (tmp_path / "outside").mkdir()
+    args = [a for v in views for a in ("--view", v.replace("EXPORT", str(export)))]
+    rc = main([str(export), "--out", str(tmp_path / "o" / "m.csv"), "--key-file",
+               str(tmp_path / "k" / "k"), *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("bone-age index: --view"), err
+    assert ("given two views" if len(views) == 2 else "is not a folder below") in err[0], err
+    assert not (tmp_path / "o").exists()
+
+
+def test_spellings_of_a_view_folder_name_the_same_folder(tmp_path):
+    from bone_age.index import _stated_views
+
+    export = tmp_path / "export"
+    (export / "a" / "b").mkdir(parents=True)
+    spellings = ["a/b=anterior", "./a/b/=anterior", "a/../a/b=anterior", f"{export}/a/b=anterior",
+                 f"{export}/a/./b/=anterior"]
+    for text in spellings:
+        assert _stated_views([text], export) == {"a/b": "anterior"}, text
+    assert _stated_views(spellings + ["posterior"], export) == {"a/b": "anterior",
+                                                                "": "posterior"}

@@ -139,3 +139,21 @@ def test_hyphens_inside_and_numbers_are_plain_pseudonyms(scans):
     text = "\n".join([HEADER + ",site", "S-1,61,F,a.dcm,b.dcm,site-a", "-5,62,M,a.dcm,b.dcm,"])
     studies, problems = read_manifest(_write(scans, (text + "\n").encode()))
     assert problems == [] and [s.subject_id for s in studies] == ["S-1", "-5"]
+
+
+def test_a_view_path_that_is_not_a_regular_file_says_what_it_is(scans):
+    """Issue 37, item 10: /dev/zero or a FIFO exists: refused as what it is, not as missing."""
+    import os
+
+    os.mkfifo(scans / "fifo.dcm")
+    (scans / "folder.dcm").mkdir()
+    path = _write(scans, _rows("S1,61,F,/dev/zero,b.dcm", "S2,62,F,fifo.dcm,b.dcm",
+                               "S3,63,M,a.dcm,folder.dcm", "S4,64,M,a.dcm,gone.dcm").encode())
+    studies, problems = read_manifest(path)
+    assert studies == []
+    reasons = [p.reason for p in problems]
+    assert "column anterior: file /dev/zero is not a regular file (a character device)" in \
+        reasons[0]
+    assert "column anterior: file fifo.dcm is not a regular file (a FIFO)" in reasons[1]
+    assert "column posterior: file folder.dcm is a folder, not a file" in reasons[2]
+    assert "column posterior: file gone.dcm does not exist" in reasons[3]

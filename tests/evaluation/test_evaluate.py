@@ -189,3 +189,36 @@ def test_a_rerun_replaces_an_earlier_evaluation(cohort, trained, tmp_path):
     run_in_process([*tiny_overrides(cohort, tmp_path), "model=vgg16", "loss=mse"], mse_run)
     assert main([str(_tested_checkpoint(mse_run)), str(cohort), "--out", str(out)]) == 0
     assert not stale.exists()  # an MSE model has no intervals: no reliability plot left over
+
+
+def test_the_folder_around_the_evaluation_is_never_cleaned(cohort, trained, tmp_path):
+    """``--out HOME/eval``: HOME's files are the user's, whatever their names (issue 37)."""
+    import subprocess
+
+    from bone_age.utils import outputs
+
+    home = tmp_path / "home"
+    home.mkdir()
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    names = [".thesis.docx.2024.tmp", f".photos.{outputs._HOST}-{proc.pid}-1.tmp",
+             f".eval.{outputs.TEMP_MARK}.{outputs._HOST}-{proc.pid}-0"]
+    for name in names:
+        (home / name).write_text("a user's file")
+    (home / ".archive.2019.tmp").mkdir()
+    (home / ".archive.2019.tmp" / "x").write_text("a user's file")
+    assert main([str(_tested_checkpoint(trained)), str(cohort), "--out", str(home / "eval")]) == 0
+    assert sorted(p.name for p in home.iterdir()) == sorted([*names, ".archive.2019.tmp", "eval"])
+    assert (home / ".archive.2019.tmp" / "x").is_file()
+
+
+def test_an_evaluation_never_goes_into_the_folder_of_its_scan(tmp_path, capsys):
+    """Issue 37, item 7: one DICOM file's folder is an input folder (before any work)."""
+    scan = tmp_path / "scans" / "scan.dcm"
+    scan.parent.mkdir()
+    scan.write_bytes(b"DICM")
+    for out in (scan.parent, scan.parent / "eval"):
+        assert main([str(tmp_path / "m.ckpt"), str(scan), "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "inside the folder of an input DICOM file" in err[0], err
+    assert list(scan.parent.iterdir()) == [scan]

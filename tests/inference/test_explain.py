@@ -95,3 +95,32 @@ def test_single_file_gets_the_index_checks(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and words in err[0], err
         assert not list(out.glob("*.png")) if out.exists() else True
+
+
+def test_no_image_goes_into_the_folder_of_the_scan_explained(cohort, tmp_path, capsys):
+    """Issue 37, item 7: one DICOM file's folder is an input folder too, as is the folder of a
+    manifest study's files (and of the file a link leads to): refused in one line, nothing
+    written there."""
+    import os
+
+    from tests.conftest import cohort_rows, write_rows
+
+    ckpt = _checkpoint(tmp_path)
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    scan = scans / "scan.dcm"
+    scan.write_bytes((cohort.parent / cohort_rows(cohort)[0]["anterior"]).read_bytes())
+    links = tmp_path / "links"
+    links.mkdir()
+    os.symlink(scan, links / "BA-1.dcm")
+    manifest = write_rows(tmp_path / "m.csv", [dict(cohort_rows(cohort)[0],
+                                                    anterior=str(links / "BA-1.dcm"),
+                                                    posterior=str(links / "BA-1.dcm"))])
+    for source, out in [(scan, scans), (scan, scans / "sub"), (links / "BA-1.dcm", scans),
+                        (manifest, links), (manifest, scans / "x")]:
+        before = sorted(scans.rglob("*")) + sorted(links.rglob("*"))
+        assert explain.main([str(ckpt), str(source), "--out", str(out)]) == 2, (source, out)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "inside the folder of an input DICOM file" in err[0], err
+        assert sorted(scans.rglob("*")) + sorted(links.rglob("*")) == before
+    assert explain.main([str(ckpt), str(scan), "--out", str(tmp_path / "elsewhere")]) == 0

@@ -216,3 +216,19 @@ def test_refusals_on_the_real_export_name_its_files(runs, tmp_path, key_file, ca
     listing = (tmp_path / "p.csv.refused.csv").read_text()
     assert err.count("\n") == 1 and "p.csv.refused.csv" in err
     assert "NM1_UNC" in listing and PATIENT_PATH not in err + listing
+
+
+def test_predictions_never_go_into_the_folder_of_a_scan(cohort, tmp_path, capsys):
+    """Issue 37, item 7: ``predict CK DIR/scan.dcm --out DIR/p.csv`` is refused like a DICOM
+    folder given whole; so is an output among a manifest's scans."""
+    from tests.inference.test_explain import _checkpoint
+
+    ckpt = _checkpoint(tmp_path)
+    scan = _single(tmp_path / "in", "ok.dcm", view=False)
+    dicom = cohort.parent / "dicom"
+    for source, out in [(scan, scan.parent / "p.csv"), (scan, scan.parent / "a" / "p.csv"),
+                        (cohort, dicom / "p.csv")]:
+        assert main([str(ckpt), str(source), "--out", str(out), "--view", "anterior"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "inside the folder of an input DICOM file" in err[0], err
+        assert not out.exists() and not out.with_name("p.csv.refused.csv").exists()

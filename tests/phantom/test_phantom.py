@@ -457,7 +457,8 @@ def test_an_interrupted_phantom_leaves_no_truncated_scan_and_the_next_run_cleans
     proc = subprocess.Popen(["true"])
     proc.wait()  # a phantom run that was killed mid-file
     (tmp_path / "out" / "dicom").mkdir(parents=True)
-    left = tmp_path / "out" / "dicom" / f".PH000000.dcm.{outputs._HOST}-{proc.pid}-0.tmp.dcm"
+    name = f".PH000000.dcm.{outputs.TEMP_MARK}.{outputs._HOST}-{proc.pid}-0.dcm"
+    left = tmp_path / "out" / "dicom" / name
     left.write_bytes(b"DICM")
     generate_cohort(tmp_path / "out", subjects=2, seed=1, workers=1, progress=False)
     assert not left.exists()

@@ -73,20 +73,39 @@ def test_a_set_of_files_is_written_all_or_none(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png", "c.png"]
 
 
-def test_leftovers_of_a_killed_run_are_removed_and_nothing_else(tmp_path, monkeypatch):
+def test_leftovers_of_a_killed_run_are_removed_and_nothing_else(tmp_path):
     dead, alive = _dead_pid(), os.getpid()
-    host = outputs._HOST
-    stale = [f".preds.csv.{host}-{dead}-0.tmp", f".scatter.png.{host}-{dead}-3.tmp.png",
-             f".abc.npy.{dead}.tmp", f".links.{dead}.tmp"]  # the last two: the older names
-    kept = [f".preds.csv.{host}-{alive}-0.tmp",  # a live process's
-            f".preds.csv.0000abcd-{dead}-0.tmp",  # another host's: its process cannot be checked
-            ".hidden", "preds.csv", f"notes.{dead}.tmp"]
+    host, mark = outputs._HOST, outputs.TEMP_MARK
+    stale = [f".preds.csv.{mark}.{host}-{dead}-0", f".scatter.png.{mark}.{host}-{dead}-3.png"]
+    kept = [f".preds.csv.{mark}.{host}-{alive}-0",  # a live process's
+            f".preds.csv.{mark}.0000abcd-{dead}-0",  # another host's: its process cannot be checked
+            f".x.{mark}.{host}-{'9' * 30}-0",  # no pid at all
+            ".hidden", "preds.csv", f"notes.{dead}.tmp",
+            # users' names that the old patterns took for temporaries
+            ".thesis.docx.2024.tmp", f".abc.npy.{dead}.tmp", f".preds.csv.{host}-{dead}-0.tmp"]
     for name in stale + kept:
         (tmp_path / name).write_text("x")
-    (tmp_path / f".links.{dead}.tmp").unlink()
-    (tmp_path / f".links.{dead}.tmp").mkdir()
-    (tmp_path / f".links.{dead}.tmp" / "BA-1.dcm").write_text("full header")
+    # Folders, whatever their name, with what is in them: a user's cannot be told from ours.
+    folders = [".archive.2019.tmp", f".photos.{host}-{dead}-1.tmp", f".links.{dead}.tmp",
+               f".links.{mark}.{host}-{dead}-0"]
+    for name in folders:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "BA-1.dcm").write_text("a user's file")
+    # A link under our name: removing it is harmless, but nothing proves it ours either.
+    (tmp_path / f".l.{mark}.{host}-{dead}-0").symlink_to(tmp_path / "preds.csv")
+    kept += [*folders, f".l.{mark}.{host}-{dead}-0"]
     removed = remove_stale_temps(tmp_path)
     assert sorted(p.name for p in removed) == sorted(stale)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)
-    assert outputs._TEMP.match(temp_path(tmp_path / "x.png").name)
+    assert all((tmp_path / name / "BA-1.dcm").is_file() for name in folders)
+    assert outputs._TEMP.fullmatch(temp_path(tmp_path / "x.png").name)
+
+
+def test_a_temporary_name_never_collides_with_a_leftover(tmp_path):
+    """A folder a killed process of the same pid left stays: the next name skips it."""
+    first = temp_path(tmp_path / "out", keep_suffix=False)
+    serial = int(first.name.rsplit("-", 1)[1])
+    for n in range(serial + 1, serial + 4):
+        (tmp_path / f".out.{outputs.TEMP_MARK}.{outputs._HOST}-{os.getpid()}-{n}").mkdir()
+    nxt = temp_path(tmp_path / "out", keep_suffix=False)
+    assert not nxt.exists() and int(nxt.name.rsplit("-", 1)[1]) == serial + 4

@@ -18,7 +18,7 @@ from bone_age.data.anatomy import ViewDecision, decide_view
 from bone_age.data.dicom import VIEWS
 from bone_age.utils.arguments import MAX_REALISM_SUBJECTS, ArgumentParser, count
 from bone_age.utils.errors import command
-from bone_age.utils.outputs import check_output_dir
+from bone_age.utils.outputs import check_output_dir, check_outside_scan_folders
 
 from ..render import NCOLS, NROWS
 from .report import write_report
@@ -103,6 +103,7 @@ def load_reference(path: Path, view: str = "auto") -> tuple[np.ndarray, ViewDeci
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     check_output_dir(args.out, "realism report")
+    check_outside_scan_folders(args.out, "realism report", [args.ref])  # the scan's folder
     img, decision, how, source = load_reference(args.ref, args.view)
     rows = write_report(args.out, img, decision, how, args.subjects, args.seed, source)
     n_in = sum(r["inside"] for r in rows)
