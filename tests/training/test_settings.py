@@ -18,7 +18,8 @@ from tests.conftest import CONF_DIR, tiny_overrides
 
 def _cfg(overrides: list[str]):
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose("config", overrides=overrides)
+        # With Hydra's own node, as the run checks it (${hydra:...} values resolve).
+        return compose("config", overrides=overrides, return_hydra_config=True)
 
 
 BAD = {
@@ -38,7 +39,7 @@ BAD = {
     "test_ckpt=worst": "test_ckpt must be one of 'best', 'last', got 'worst'",
     "trainer.max_epochs=-5": "trainer.max_epochs must be a whole number >= 1, got -5",
     "trainer.precision=8-bit": "trainer.precision must be one of 64, 32, 16",
-    "data.val_fraction=1": "data.val_fraction must be a number > 0 and < 1, got 1",
+    "data.val_fraction=1": "data.val_fraction must be a number > 0 and < 0.5, got 1",
     "data.num_folds=1": "data.num_folds must be a whole number >= 2, got 1",
     "data.resize=crop": "data.resize must be one of 'stretch', 'pad', got 'crop'",
     "data.normalize=max": "data.normalize must be one of 'percentile', 'total'",
