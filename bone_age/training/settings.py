@@ -633,6 +633,14 @@ def _dry_build(cfg: DictConfig) -> None:
         for part in ("source", "preprocess", "normalization"):
             if isinstance(data.get(part), DictConfig) and "_target_" in data[part]:
                 _built(f"data.{part}", _plain(data[part]), instantiate)
+    model = cfg.get("model")
+    if isinstance(model, DictConfig) and isinstance(model.get("backbone"), str):
+        from bone_age.models.trunk import check_trunk_settings
+
+        try:  # the trunk's own check; the network itself is built by the run (seconds)
+            check_trunk_settings(model.backbone, model.get("weights"))
+        except (ValueError, BoneAgeError) as err:
+            raise SettingsError(str(err)) from None
     for group in ("augment", "loss"):
         if isinstance(cfg.get(group), DictConfig) and "_target_" in cfg[group]:
             _built(group, _plain(cfg[group]), instantiate)
