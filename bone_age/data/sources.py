@@ -6,6 +6,7 @@ been written. Everything after the manifest (reading, caching, folds) is the sam
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -64,6 +65,17 @@ class PhantomSource:
         if isinstance(self.subjects, bool) or not isinstance(self.subjects, int) \
                 or self.subjects < 1:
             raise ValueError(f"data.subjects must be a count >= 1, got {self.subjects!r}")
+        if not isinstance(self.options, Mapping):
+            raise ValueError(f"data.phantom_options must be a mapping {{option: value}}, got "
+                             f"{self.options!r}")
+        # The phantom's own check, here so that a run refuses a bad option before it makes
+        # any folder, instead of when the cohort is first generated.
+        from bone_age.phantom.cohort import cohort_options
+
+        try:
+            cohort_options(self.subjects, self.seed, **dict(self.options))
+        except ValueError as err:
+            raise ValueError(f"data.phantom_options: {err}") from None
 
     @property
     def folder(self) -> Path:

@@ -32,6 +32,20 @@ class Trunk(nn.Module):
         return self.pool(self.body(x)[-1]).flatten(1)
 
 
+def check_trunk_settings(backbone: str, weights: str | None = None) -> None:
+    """What ``create_trunk`` checks before building anything (a training run's settings check
+    calls it too, before its run folder exists: building a trunk there would cost seconds).
+
+    Raises:
+        ValueError: ``backbone`` is no timm architecture.
+        PretrainedWeightsError: ``weights`` is not a file.
+    """
+    if backbone not in timm.list_models():
+        raise ValueError(f"model.backbone: {backbone!r} is not a timm architecture")
+    if weights and not Path(weights).is_file():
+        raise PretrainedWeightsError(f"model.weights: file not found: {Path(weights)}")
+
+
 def create_trunk(
     backbone: str, pretrained: bool = False, weights: str | None = None
 ) -> Trunk:
@@ -41,14 +55,10 @@ def create_trunk(
     ``weights`` is a local file of timm/torchvision weights for the full model. With neither, the
     trunk starts from random initialisation.
     """
-    if backbone not in timm.list_models():
-        raise ValueError(f"model.backbone: {backbone!r} is not a timm architecture")
+    check_trunk_settings(backbone, weights)
     kwargs: dict = {"features_only": True, "out_indices": (-1,)}
     if weights:
-        path = Path(weights)
-        if not path.is_file():
-            raise PretrainedWeightsError(f"model.weights: file not found: {path}")
-        kwargs["pretrained_cfg_overlay"] = {"file": str(path)}
+        kwargs["pretrained_cfg_overlay"] = {"file": str(Path(weights))}
     try:
         body = timm.create_model(backbone, pretrained=bool(pretrained or weights), **kwargs)
     except (OSError, RuntimeError, ValueError) as err:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import json
+import math
 import multiprocessing as mp
 import numbers
 import os
@@ -17,6 +18,7 @@ import numpy as np
 from filelock import FileLock
 from threadpoolctl import threadpool_limits
 
+from bone_age.utils.arguments import MAX_SITES
 from bone_age.utils.console import heartbeat, say, size_text
 from bone_age.utils.console import progress as progress_display
 from bone_age.utils.cores import usable_cores
@@ -69,26 +71,43 @@ def keep_freed_memory() -> None:
     mallopt(_M_TRIM_THRESHOLD, 256 << 20)
 
 
-def _options(subjects: int, seed: int, **options: Any) -> dict[str, Any]:
+def cohort_options(subjects: int, seed: int, **options: Any) -> dict[str, Any]:
+    """The cohort's recorded options (phantom_info.json), every option checked first.
+
+    The one check of the phantom's options: ``generate_cohort`` and ``ensure_cohort`` call it,
+    and so does a training run's settings check (through ``PhantomSource``), before any folder
+    is made.
+
+    Raises:
+        ValueError: naming the option, its value and what it allows (unknown options: the
+            allowed names).
+    """
     sites = options.pop("sites", 1)
     unknown = set(options) - set(DEFAULTS)
     if unknown:
-        raise ValueError(f"unknown phantom option(s): {sorted(unknown)}")
+        allowed = ", ".join(sorted([*DEFAULTS, "sites"]))
+        raise ValueError(f"unknown phantom option(s) {', '.join(sorted(map(str, unknown)))}; "
+                         f"the options are {allowed}")
     opts = {**DEFAULTS, **options}
-    if subjects < 1:
-        raise ValueError(f"subjects must be >= 1, got {subjects}")
+    if isinstance(subjects, bool) or not isinstance(subjects, numbers.Integral) or subjects < 1:
+        raise ValueError(f"subjects must be >= 1, got {subjects!r}")
+    most = min(subjects, MAX_SITES)
     if isinstance(sites, bool) or not isinstance(sites, numbers.Integral) \
-            or not 1 <= sites <= subjects:
-        raise ValueError(f"sites must be a count from 1 to the number of subjects ({subjects}), "
-                         f"got {sites!r}")
+            or not 1 <= sites <= most:
+        raise ValueError(f"sites must be a whole number from 1 to {most} (at most {MAX_SITES} "
+                         f"and at most the number of subjects), got {sites!r}")
     if sites != 1:  # one site is recorded as before sites existed, so its cohorts stay valid
         opts["sites"] = int(sites)
     if opts["layout"] not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {opts['layout']!r}")
     if opts["transfer_syntax"] not in TRANSFER_SYNTAXES:
-        raise ValueError(f"transfer_syntax must be one of {sorted(TRANSFER_SYNTAXES)}")
-    if opts["sigma"] < 0 or opts["variability"] < 0:
-        raise ValueError("sigma and variability must be >= 0")
+        raise ValueError(f"transfer_syntax must be one of {sorted(TRANSFER_SYNTAXES)}, got "
+                         f"{opts['transfer_syntax']!r}")
+    for key in ("sigma", "variability"):  # NaN would pass a plain `< 0` test
+        value = opts[key]
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+                or not math.isfinite(value) or value < 0:
+            raise ValueError(f"{key} must be a finite number >= 0, got {value!r}")
     return {"version": VERSION, "subjects": int(subjects), "seed": int(seed), **opts}
 
 
@@ -206,7 +225,7 @@ def generate_cohort(
     population; default 1: the reference camera and population, see ``sites.py``). workers
     does not change the output.
     """
-    opts = _options(subjects, seed, **options)
+    opts = cohort_options(subjects, seed, **options)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a directory")
@@ -284,7 +303,7 @@ def ensure_cohort(out_dir: Path | str, subjects: int, seed: int, **options: Any)
     """
     out = Path(out_dir)
     run_kw = {k: options.pop(k) for k in ("workers", "progress") if k in options}
-    want = _options(subjects, seed, **options)
+    want = cohort_options(subjects, seed, **options)
     out.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(out.parent / f".{out.name}.lock")):
         info = out / "phantom_info.json"

@@ -9,6 +9,7 @@ This module imports nothing heavy: the DICOM indexer imports it without torch.
 from __future__ import annotations
 
 import functools
+import re
 import sys
 from collections.abc import Callable
 
@@ -52,12 +53,20 @@ def user_error_message(err: BaseException) -> str | None:
     hydra_errors = sys.modules.get("hydra.errors")
     if hydra_errors and isinstance(err, hydra_errors.InstantiationException):
         cause = err.__cause__
+        # Hydra ends its message with the node's key: the line names it, as every settings
+        # error does, unless the object's own message already does.
+        found = re.search(r"^full_key: (\S+)$", str(err), re.MULTILINE)
+        key = found.group(1) if found else ""
         if cause is not None and (isinstance(cause, (ValueError, TypeError))
                                   or user_error_message(cause) is not None):
-            return user_error_message(cause) or _one_line(str(cause))
-        # Never "Error in call to target ...:" cut off before the reason.
-        first = str(err).splitlines()[0] if str(err).strip() else type(err).__name__
-        return f"{first} {brief(cause)}" if cause is not None else first
+            message = user_error_message(cause) or _one_line(str(cause))
+        else:
+            # Never "Error in call to target ...:" cut off before the reason.
+            first = str(err).splitlines()[0] if str(err).strip() else type(err).__name__
+            message = f"{first} {brief(cause)}" if cause is not None else first
+        named = key and (re.search(rf"(?<![\w.]){re.escape(key)}(?![\w])", message)
+                         or re.match(r"[A-Za-z_]\w*\.[\w.]+[\s:=]", message))  # a key first
+        return message if not key or named else f"{key}: {message}"
     return None
 
 

@@ -235,7 +235,7 @@ def test_sensitivity_scales_the_count_level():
 
 @pytest.mark.parametrize("sites", [0, -1, 7, 1.5, True, "3"])
 def test_bad_sites_option(sites, tmp_path):
-    with pytest.raises(ValueError, match="sites must be a count from 1 to the number of subjects"):
+    with pytest.raises(ValueError, match="sites must be a whole number from 1 to 6"):
         generate_cohort(tmp_path / "c", 6, 0, progress=False, sites=sites)
     assert not (tmp_path / "c" / "manifest.csv").exists()
 

@@ -18,7 +18,8 @@ from tests.conftest import CONF_DIR, tiny_overrides
 
 def _cfg(overrides: list[str]):
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose("config", overrides=overrides)
+        # With Hydra's own node, as the run checks it (${hydra:...} values resolve).
+        return compose("config", overrides=overrides, return_hydra_config=True)
 
 
 BAD = {
@@ -38,7 +39,7 @@ BAD = {
     "test_ckpt=worst": "test_ckpt must be one of 'best', 'last', got 'worst'",
     "trainer.max_epochs=-5": "trainer.max_epochs must be a whole number >= 1, got -5",
     "trainer.precision=8-bit": "trainer.precision must be one of 64, 32, 16",
-    "data.val_fraction=1": "data.val_fraction must be a number > 0 and < 1, got 1",
+    "data.val_fraction=1": "data.val_fraction must be a number > 0 and < 0.5, got 1",
     "data.num_folds=1": "data.num_folds must be a whole number >= 2, got 1",
     "data.resize=crop": "data.resize must be one of 'stretch', 'pad', got 'crop'",
     "data.normalize=max": "data.normalize must be one of 'percentile', 'total'",
@@ -118,3 +119,109 @@ def test_the_command_ends_in_one_line_before_creating_the_run_folder(
     assert said_all.splitlines() == [said_all] and said_all.startswith("bone-age run: ")
     assert said in said_all and "HYDRA_FULL_ERROR" not in said_all
     assert not run.exists()
+
+
+# Settings outside the table: the libraries' own checks, run on throw-away objects before the
+# run folder exists (issue 37, item 4). Each was a traceback, silently taken, or refused only
+# after .hydra/, run.log and the lock existed.
+BUILT = {
+    "scheduler.mode=sideways": "scheduler.mode must be one of 'min', 'max'",
+    "scheduler=cosine scheduler.T_max=0": "scheduler.T_max=0 is refused by "
+                                          "torch.optim.lr_scheduler.CosineAnnealingLR",
+    "callbacks.progress.every_s=abc": "callbacks.progress.every_s must be a number > 0, got 'abc'",
+    "+data.phantom_options.sigma=-1": "data.phantom_options: sigma must be a finite number >= 0",
+    "+data.phantom_options.sites=0": "data.phantom_options: sites must be a whole number from 1",
+    "+data.phantom_options.bogus=1": "data.phantom_options: unknown phantom option(s) bogus; the "
+                                     "options are layout, sigma, sites, transfer_syntax",
+    "+module.optimizer.eps=-1": "module.optimizer.eps=-1 is refused by torch.optim.Adam "
+                                "(ValueError: Invalid epsilon value",
+    "+module.optimizer.betas=[2,2]": "module.optimizer.betas=[2, 2] is refused by torch.optim.Adam",
+    "+trainer.accumulate_grad_batches=0": "trainer.accumulate_grad_batches must be a whole "
+                                          "number >= 1, got 0",
+    "+trainer.check_val_every_n_epoch=0": "trainer.check_val_every_n_epoch must be null or a "
+                                          "whole number >= 1, got 0",
+    "+module.optimizer.amsgrad=maybe": "module.optimizer.amsgrad must be true or false",
+    "+trainer.gradient_clip_val=-1": "trainer.gradient_clip_val must be null or a number >= 0",
+    "+trainer.min_epochs=-1": "trainer.min_epochs must be null or a whole number >= 0, got -1",
+    "+callbacks.early_stopping.min_delta=nan": "callbacks.early_stopping.min_delta must be a "
+                                               "number >= 0, got nan",
+    "data.fold=7": "data.fold must be in 0..4, got 7",
+    "data.val_fraction=0.7": "data.val_fraction must be a number > 0 and < 0.5, got 0.7",
+    # more of the same causes
+    "+module.optimizer.bogus=1": "module.optimizer.bogus is not a setting of torch.optim.Adam "
+                                 "(its settings: amsgrad, betas",
+    "+trainer.bogus=1": "trainer.bogus is not a setting of pytorch_lightning.Trainer",
+    "+model.bogus=1": "model.bogus is not a setting of bone_age.models.BoneAgeNet",
+    "+trainer.gradient_clip_algorithm=sideways": "trainer.gradient_clip_algorithm='sideways' is "
+                                                 "refused by pytorch_lightning.Trainer",
+    "callbacks.early_stopping.mode=up": "callbacks.early_stopping.mode='up' is refused by "
+                                        "pytorch_lightning.callbacks.EarlyStopping",
+    "+callbacks.model_checkpoint.save_top_k=-5": "callbacks.model_checkpoint.save_top_k=-5 is "
+                                                 "refused by",
+    "+scheduler.threshold_mode=up": "scheduler.threshold_mode must be one of 'rel', 'abs'",
+    "scheduler=cosine +scheduler.eta_min=abc": "scheduler.eta_min must be a number",
+    "+scheduler.threshold=nan": "scheduler.threshold must be a number, got nan",
+    "+data.phantom_options.variability=inf": "data.phantom_options: variability must be a finite",
+    "+data.phantom_options.layout=sideways": "data.phantom_options: layout must be one of",
+    "data.split=site data.fold=-1": "data.fold must be a whole number >= 0, got -1",
+    "+trainer.max_steps=-2": "trainer.max_steps must be a whole number >= -1, got -2",
+    "+trainer.min_epochs=5 trainer.max_epochs=2": "trainer.min_epochs must be at most "
+                                                  "trainer.max_epochs (2), got 5",
+    "+trainer.detect_anomaly=maybe": "trainer.detect_anomaly must be true or false",
+    "model.backbone=no_such_net": "model.backbone: 'no_such_net' is not a timm architecture",
+    "model.weights=/no/such/weights.pth": "model.weights: file not found: /no/such/weights.pth",
+    "module.optimizer._target_=torch.optim.NoSuch": "module.optimizer._target_ must name a class",
+    "callbacks.divergence._target_=no.such.Callback": "callbacks.divergence._target_ must name",
+}
+
+
+@pytest.mark.parametrize("overrides", sorted(BUILT))
+def test_a_setting_outside_the_table_is_checked_by_its_library_in_one_line(overrides, tmp_path):
+    cfg = _cfg([*overrides.split(), f"hydra.run.dir={tmp_path / 'run'}",
+                f"paths.data_dir={tmp_path / 'data'}"])
+    with pytest.raises(SettingsError) as err:
+        check_settings(cfg)
+    assert BUILT[overrides] in str(err.value) and "\n" not in str(err.value)
+    assert not list(tmp_path.iterdir())  # the dry build makes no folder, no cache, no logs
+
+
+def test_the_dry_build_takes_every_preset_and_makes_nothing(tmp_path):
+    for extra in ([], ["scheduler=cosine"], ["scheduler=none"], ["trainer=ddp"],
+                  ["logger=tensorboard"], ["+trainer.gradient_clip_val=1.0",
+                                           "+trainer.accumulate_grad_batches=2",
+                                           "+data.phantom_options.sites=3",
+                                           "+module.optimizer.betas=[0.9,0.99]"]):
+        check_settings(_cfg([*extra, f"hydra.run.dir={tmp_path / 'run'}",
+                             f"paths.data_dir={tmp_path / 'data'}"]))
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("override, said", [
+    ("scheduler=cosine scheduler.T_max=0", "scheduler.T_max=0 is refused by"),
+    ("+module.optimizer.betas=[2,2]", "module.optimizer.betas=[2, 2] is refused by"),
+    ("+trainer.check_val_every_n_epoch=0", "trainer.check_val_every_n_epoch must be"),
+    ("data.fold=7", "data.fold must be in 0..4, got 7"),
+])
+def test_a_library_refusal_ends_the_command_in_one_line_before_the_run_folder(
+        tmp_path, override, said):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "bone_age.run", *tiny_overrides(tmp_path / "m.csv", tmp_path),
+           f"hydra.run.dir={run}", *override.split()]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    said_all = (done.stdout + done.stderr).strip()
+    assert done.returncode == 2, said_all
+    assert said_all.splitlines() == [said_all] and said_all.startswith("bone-age run: ")
+    assert said in said_all
+    assert not run.exists()
+
+
+def test_an_instantiation_error_names_the_node():
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    from bone_age.utils.errors import user_error_message
+
+    with pytest.raises(InstantiationException) as err:
+        instantiate({"callbacks": {"odd": {"_target_": "builtins.int", "bogus": 1}}})
+    message = user_error_message(err.value)
+    assert message.startswith("callbacks.odd: ") and "\n" not in message
