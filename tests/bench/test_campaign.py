@@ -301,6 +301,9 @@ def test_a_merge_of_several_archives_is_all_or_nothing(tmp_path, capsys):
     (campaign / "runs" / RUN / "history.csv").write_text("old")
     assert str(bad) in _refused([good, bad], campaign, capsys)
     assert (campaign / "runs" / RUN / "history.csv").read_text() == "old"
+    (campaign / "runs" / RUN / "notes.txt").write_text("mine")  # not a visit's: never deleted
+    assert "notes.txt" in _refused([good], campaign, capsys)
+    (campaign / "runs" / RUN / "notes.txt").unlink()
     assert main(["merge", "--campaign", str(campaign), str(good)]) == 0
     # The half-written folder was replaced whole by the archive's run.
     assert sorted(p.name for p in (campaign / "runs" / RUN).iterdir()) == [
@@ -311,6 +314,11 @@ def test_a_fifo_archive_is_refused_at_once(tmp_path, capsys):
     fifo = tmp_path / "visit.tar.gz"
     os.mkfifo(fifo)
     assert "FIFO" in _refused([fifo], tmp_path / "campaign", capsys)
+    campaign = tmp_path / "c"
+    campaign.mkdir()
+    os.mkfifo(campaign / "table1.md")  # an output that would block: refused before any write
+    good = _archive(tmp_path / "a.tar.gz", _good())
+    assert "table1.md" in _refused([good], campaign, capsys)
 
 
 @pytest.mark.parametrize("content", [b"\x00\xff binary", b"{}", b"[1]", b"[{}]",

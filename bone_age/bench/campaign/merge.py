@@ -34,7 +34,7 @@ from bone_age.bench.campaign.plan import (
 from bone_age.bench.campaign.visit import LOG_FILE
 from bone_age.utils.errors import brief
 from bone_age.utils.files import regular_file
-from bone_age.utils.outputs import write_text_atomic
+from bone_age.utils.outputs import check_replaceable, write_text_atomic
 
 MAX_MEMBER_BYTES = 64 * 2**20
 # visit.json and at most every file of all 60 runs: a longer archive is not a visit's.
@@ -184,6 +184,17 @@ def _place(campaign: Path, run: str) -> Path:
                             "merged there: move it away")
     if folder.exists() and folder.resolve() != runs_root / run:
         raise CampaignError(f"{folder}: lies outside {runs_root}; move it away")
+    if folder.is_dir() and not (folder / "metrics.json").exists():
+        # An unfinished run's folder (an older merge that stopped half-way) is replaced whole:
+        # only when it holds nothing but files a visit writes, so no other file is deleted.
+        ours = {*RUN_FILES, LOG_FILE}
+        for path in sorted(folder.rglob("*")):
+            name = path.relative_to(folder).as_posix()
+            if not (name == ".hydra" and path.is_dir() and not path.is_symlink()) and not (
+                    name in ours and path.is_file() and not path.is_symlink()):
+                raise CampaignError(f"{path}: not a file a visit writes, in the unfinished run "
+                                    f"folder {folder} that the merge would replace; move it "
+                                    "away")
     return folder
 
 
@@ -211,6 +222,8 @@ def merge_all(archives: list[Path], campaign: Path) -> list[dict[str, Any]]:
             plan.append((visit, run))
             added.append(run)
         summary.append({"visit": visit.record["id"], "added": added, "kept": kept})
+    for path in (campaign / "visits.json", campaign / "table1.md"):  # written at the end
+        check_replaceable(path, "campaign file")
     records = list(known)
     for visit in visits:
         if all(str(v.get("id")) != visit.record["id"] for v in records):
