@@ -272,7 +272,8 @@ def test_a_member_is_written_only_inside_the_campaigns_run_folder(tmp_path, caps
         {"name": RUN, "finished": True}]}).encode()}, "wall_s None"),
     ({**_good(), "visit.json": json.dumps({"id": "v1", "runs": ["x"]}).encode()}, "runs[0]"),
     ({**_good(), "visit.json": b"\xff\xfe"}, "visit.json is not JSON"),
-    ({**_good(), "visit.json": b"{}"}, "id None"),
+    ({**_good(), "visit.json": b"{}"}, "id 'None'"),
+    ({**_good(), "visit.json": _record((RUN,), id="a\nb")}, "is not a visit's id"),
     ({**_good(), "visit.json": _record(())}, "not record it as finished"),
     ({**_good(), "visit.json": _record((RUN, "vgg16_mse_fold0"))}, "vgg16_mse_fold0 has no"),
 ])

@@ -98,8 +98,11 @@ def check_visit(record: Any, where: str) -> dict[str, Any]:
         raise CampaignError(f"{where}: a visit's record is a JSON object, not a "
                             f"{type(record).__name__}")
     ident = record.get("id")
-    if isinstance(ident, bool) or not isinstance(ident, (str, int)) or not str(ident):
-        raise CampaignError(f"{where}: id {ident!r} is not a visit's id")
+    # The id is printed and compared: one short printable line, as visit writes it (a stamp).
+    if isinstance(ident, bool) or not isinstance(ident, (str, int)) or not (
+            0 < len(str(ident)) <= 64 and str(ident).isprintable()):
+        raise CampaignError(f"{where}: id {str(ident)[:70]!r} is not a visit's id (a short "
+                            "line of text)")
     where = f"{where} (visit {ident})"
     if not isinstance(record.get("dry_run", False), bool):
         raise CampaignError(f"{where}: dry_run {record['dry_run']!r} is not true or false")
