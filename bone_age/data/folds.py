@@ -22,8 +22,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import math
-from collections.abc import Sequence
+import re
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
@@ -32,6 +34,8 @@ from bone_age.utils.tables import write_csv
 
 AGE_BAND_YEARS = 10
 FOLDS_FILE = "folds.csv"
+FOLD_TEXT = re.compile(r"[0-9]{1,6}")  # a fold number as folds.csv holds it
+MAX_LINE_CHARS = 2**16  # a folds.csv line: a pseudonym and a fold number
 
 
 def strata(ages: Sequence[float | None], sexes: Sequence[str | None]) -> np.ndarray:
@@ -89,26 +93,53 @@ def write_folds(path: Path, assignment: dict[str, int]) -> Path:
     return write_csv(path, ["subject_id", "fold"], sorted(assignment.items()))
 
 
+class _LongLine(ValueError):
+    pass
+
+
+def _bounded_lines(f: TextIO, limit: int) -> Iterator[str]:
+    """``f``'s lines, each read with a bound: a file with no newline in a gigabyte (a sparse
+    file, a binary) ends at the first ``limit`` characters instead of being read whole."""
+    while line := f.readline(limit + 1):
+        if len(line) > limit:
+            raise _LongLine(f"a line longer than {limit:,} characters")
+        yield line
+
+
+def _shown(text: str) -> str:
+    """``repr`` of a field, cut to a readable length for the one-line message."""
+    return repr(text) if len(text) <= 40 else repr(text[:40]) + f"... ({len(text):,} characters)"
+
+
 def read_folds(path: Path, num_folds: int) -> dict[str, int]:
     """A saved assignment; ValueError naming the file, line and field that is wrong."""
     regular_file(path, "data.folds_file", ValueError)  # a FIFO would block the run
+    line = 1
     try:
         with Path(path).open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
+            reader = csv.DictReader(_bounded_lines(f, MAX_LINE_CHARS))
             if not {"subject_id", "fold"} <= set(reader.fieldnames or []):
                 raise ValueError(f"{path}: data.folds_file needs columns subject_id and fold, "
                                  f"has {', '.join(reader.fieldnames or []) or 'none'}")
             out: dict[str, int] = {}
-            for line, row in enumerate(reader, start=2):
+            for row in reader:
+                line = reader.line_num
                 subject, text = (row["subject_id"] or "").strip(), (row["fold"] or "").strip()
                 if not subject:
                     raise ValueError(f"{path}, line {line}: empty subject_id")
-                if not text.isdigit() or int(text) >= num_folds:
-                    raise ValueError(f"{path}, line {line}: fold {text!r} is not in "
+                # ASCII digits only: str.isdigit takes '²' and '٣', which int() refuses or
+                # reads; a few digits only: int() refuses over 4,300.
+                if not FOLD_TEXT.fullmatch(text) or int(text) >= num_folds:
+                    raise ValueError(f"{path}, line {line}: fold {_shown(text)} is not in "
                                      f"0..{num_folds - 1} (data.num_folds={num_folds})")
                 if subject in out and out[subject] != int(text):
-                    raise ValueError(f"{path}, line {line}: subject {subject!r} given two folds")
+                    raise ValueError(f"{path}, line {line}: subject {_shown(subject)} given "
+                                     "two folds")
                 out[subject] = int(text)
+                line += 1
+    except (csv.Error, _LongLine) as err:  # a field over csv's limit, a huge or sparse file
+        raise ValueError(f"{path}, line {line}: data.folds_file is not a subject_id,fold "
+                         f"table ({err})") from None
     except (OSError, UnicodeDecodeError) as err:
         raise ValueError(f"{path}: data.folds_file cannot be read ({err})") from None
     return out

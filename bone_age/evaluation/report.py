@@ -77,6 +77,7 @@ RUN_INFO_NAMES = {"backbone": "model.backbone", "loss": "loss.name", "use_sex": 
                   "resize": "data.resize"}
 UNSET = "(unset)"
 MAX_FOLD = 9999  # fold numbers a metrics.json may hold (a site fold per site at most)
+MAX_NESTING = 32  # levels of lists / objects in a metrics.json (a run writes 3 or 4)
 
 
 def _ignored(name: str) -> bool:
@@ -145,7 +146,8 @@ def run_settings(metrics: dict[str, Any], run_dir: Path) -> dict[str, Any]:
             early = OmegaConf.select(config, "callbacks.early_stopping")
             return experiment_settings({**{k: config[k] for k in config if k != "callbacks"},
                                         "early_stopping": early})
-        except (OmegaConfBaseException, yaml.YAMLError, UnicodeDecodeError, TypeError) as err:
+        except (OmegaConfBaseException, yaml.YAMLError, UnicodeDecodeError, TypeError,
+                RecursionError, ValueError) as err:  # RecursionError: nested too deep
             raise RunFileError(f"{hydra_config}: not a run's settings ({brief(err)})") from None
     return {RUN_INFO_NAMES.get(k, k): metrics[k] for k in RUN_INFO_KEYS if k in metrics}
 
@@ -188,14 +190,31 @@ def _prediction_columns(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.array(values["age"]), np.array(values["pred_age"])
 
 
+def _nesting(value: Any) -> int:
+    """How deep lists and objects nest in a JSON value (iterative: no recursion to exhaust)."""
+    deepest, todo = 0, [(value, 0)]
+    while todo:
+        item, depth = todo.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth + 1)
+            todo.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict)
+                                                 else item))
+    return deepest
+
+
 def _read_metrics(path: Path) -> dict[str, Any]:
     regular_file(path, "metrics file", RunFileError)  # a FIFO would block the report
     try:
         m = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as err:  # JSONDecodeError and UnicodeDecodeError
         raise RunFileError(f"{path}: not JSON ({err})") from None
+    except RecursionError:  # brackets nested deeper than the parser's stack (no run writes it)
+        raise RunFileError(f"{path}: not a run's metrics (JSON nested too deep)") from None
     if not isinstance(m, dict):
         raise RunFileError(f"{path}: not a JSON object")
+    if _nesting(m) > MAX_NESTING:  # would exhaust the stack of the comparisons below
+        raise RunFileError(f"{path}: not a run's metrics (JSON nested deeper than "
+                           f"{MAX_NESTING} levels)")
     fold = m.get("fold", 0)
     if isinstance(fold, bool) or not isinstance(fold, (int, float)) or not (
             math.isfinite(fold) and fold == int(fold) and 0 <= fold <= MAX_FOLD):
@@ -209,6 +228,16 @@ def _read_metrics(path: Path) -> dict[str, Any]:
         raise RunFileError(f"{path}: settings is a {type(m['settings']).__name__}, not a "
                            "mapping of setting names to values")
     return m
+
+
+def read_run(run_dir: Path) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray],
+                                     dict[str, Any]] | None:
+    """A finished run's metrics, (ages, predictions) and settings, each file checked
+    (RunFileError naming the file); None for an evaluation's folder (no training run)."""
+    m = _read_metrics(run_dir / "metrics.json")
+    if m.get("kind") == "evaluation":
+        return None
+    return m, _read_predictions(run_dir / "predictions.csv"), run_settings(m, run_dir)
 
 
 def collect_runs(root: Path, left_out: list[str] | None = None
@@ -228,13 +257,12 @@ def collect_runs(root: Path, left_out: list[str] | None = None
             left_out.append(str(metrics_file.parent))
             continue
         try:
-            m = _read_metrics(metrics_file)
-            if m.get("kind") == "evaluation":
+            read = read_run(metrics_file.parent)
+            if read is None:
                 log.info("%s: an evaluation of a trained model, not a training run; left out",
                          metrics_file.parent)
                 continue
-            age, pred = _read_predictions(preds_file)
-            settings = run_settings(m, metrics_file.parent)
+            m, (age, pred), settings = read
         except (RunFileError, OSError) as err:
             log.warning("%s; run left out", err)
             left_out.append(str(metrics_file.parent))

@@ -153,3 +153,217 @@ def test_claims_are_judged_on_the_numbers(tmp_path):
     partial = {k: v for k, v in paper_like.items() if k[0] != "inception"}
     verdicts = [v for _, _, v in claims(_fake_cells(tmp_path / "c", partial), {})]
     assert verdicts[1:] == ["pending: 3 of 12 cells have no run yet"] * 2
+
+
+# Hostile archives (issue 37): an archive is input from another machine.
+RUN = "vgg16_mv_fold0"
+PREDICTIONS = b"subject_id,age,pred_age\ns1,50.0,52.0\ns2,60.0,59.0\n"
+
+
+def _metrics(**change) -> bytes:
+    m = {"model": "vgg16", "backbone": "vgg16", "loss": "mv", "fold": 0, "mae": 1.5,
+         "pearson_r": 0.9, "train_mean_age": 55.0, "settings": {"seed": 42}}
+    return json.dumps({k: v for k, v in {**m, **change}.items() if v is not None}).encode()
+
+
+def _record(runs=(RUN,), **change) -> bytes:
+    record = {"id": "v1", "dry_run": True, "runs": [
+        {"name": r, "finished": True, "wall_s": 10.0, "gpu_busy": 0.5} for r in runs],
+        "phantom": {"version": 1, "subjects": 40, "bayes_mae_floor": 1.0, "oracle_mae": 1.2}}
+    return json.dumps({**record, **change}).encode()
+
+
+def _good(run: str = RUN, **files) -> dict[str, bytes]:
+    return {"visit.json": _record((run,)), f"runs/{run}/metrics.json": _metrics(),
+            f"runs/{run}/predictions.csv": PREDICTIONS, **files}
+
+
+def _tar_with(path: Path, members: list[tuple[str, bytes]]) -> Path:
+    """An archive whose members are given as a list (names may repeat)."""
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _refused(archives: list[Path], campaign: Path, capsys) -> str:
+    before = sorted(p.relative_to(campaign) for p in campaign.rglob("*")) \
+        if campaign.exists() else None
+    assert main(["merge", "--campaign", str(campaign), *map(str, archives)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("bone-age campaign: ") and "\n" not in err, err
+    after = sorted(p.relative_to(campaign) for p in campaign.rglob("*")) \
+        if campaign.exists() else None
+    assert after == before  # nothing written, not even a staging folder
+    return err
+
+
+def test_a_good_archive_merges(tmp_path, capsys):
+    campaign = tmp_path / "campaign"
+    archive = _archive(tmp_path / "a.tar.gz", _good(**{f"runs/{RUN}/run.log": b"log\n"}))
+    assert main(["merge", "--campaign", str(campaign), str(archive)]) == 0
+    assert "1 run(s) added" in capsys.readouterr().out
+    assert (campaign / "runs" / RUN / "run.log").read_bytes() == b"log\n"
+    assert [v["id"] for v in json.loads((campaign / "visits.json").read_text())] == ["v1"]
+    assert not list(campaign.glob(".merge-*"))
+
+
+@pytest.mark.parametrize("name", [
+    f"runs/{RUN}//run.log",  # PurePosixPath drops the empty part; the join did not
+    f"runs/{RUN}//.hydra/config.yaml",
+    f"runs/{RUN}/./run.log",
+    f"runs/{RUN}/.hydra/../run.log",
+    f"runs//{RUN}/run.log",
+    f"/runs/{RUN}/run.log",
+])
+def test_a_member_name_that_is_not_written_as_a_visit_writes_it_is_refused(
+        name, tmp_path, capsys):
+    archive = _archive(tmp_path / "a.tar.gz", _good(**{name: b"x"}))
+    err = _refused([archive], tmp_path / "campaign", capsys)
+    assert str(archive) in err and repr(name) in err
+
+
+def test_a_member_is_written_only_inside_the_campaigns_run_folder(tmp_path, capsys):
+    campaign, outside = tmp_path / "campaign", tmp_path / "outside"
+    (campaign / "runs").mkdir(parents=True)
+    outside.mkdir()
+    (campaign / "runs" / RUN).symlink_to(outside)  # a planted link: the run would land there
+    archive = _archive(tmp_path / "a.tar.gz", _good())
+    err = _refused([archive], campaign, capsys)
+    assert "outside" in err and not list(outside.iterdir())
+    (campaign / "runs" / RUN).unlink()
+    (campaign / "runs" / RUN).mkdir()
+    (campaign / "runs" / RUN / ".hydra").symlink_to(outside)
+    archive = _archive(tmp_path / "b.tar.gz", _good(**{
+        f"runs/{RUN}/.hydra/config.yaml": b"seed: 1\n"}))
+    err = _refused([archive], campaign, capsys)
+    assert ".hydra/config.yaml" in err and not list(outside.iterdir())
+
+
+@pytest.mark.parametrize(("members", "said"), [
+    (_good(**{f"runs/{RUN}/metrics.json": b"not json"}), "metrics.json: not JSON"),
+    (_good(**{f"runs/{RUN}/metrics.json": b"[1, 2]"}), "not a JSON object"),
+    (_good(**{f"runs/{RUN}/metrics.json": b"[" * 100_000 + b"]" * 100_000}), "nested"),
+    (_good(**{f"runs/{RUN}/metrics.json": _metrics(mae=float("nan"))}), "mae nan"),
+    (_good(**{f"runs/{RUN}/metrics.json": _metrics(mae="1")}), "mae '1'"),
+    (_good(**{f"runs/{RUN}/metrics.json": _metrics(model="resnet50")}), "names model"),
+    (_good(**{f"runs/{RUN}/metrics.json": _metrics(loss="mse")}), "names model"),
+    (_good(**{f"runs/{RUN}/metrics.json": _metrics(fold=3)}), "names model"),
+    (_good(**{f"runs/{RUN}/metrics.json": _metrics(kind="evaluation")}), "evaluation"),
+    (_good(**{f"runs/{RUN}/predictions.csv": b"subject_id,age,pred_age\ns1,NaN,50\n"}),
+     "not a finite number"),
+    (_good(**{f"runs/{RUN}/predictions.csv": b"subject_id,age,pred_age\n"}), "no predictions"),
+    (_good(**{f"runs/{RUN}/calibration.json": b"[]"}), "calibration.json"),
+    (_good(**{f"runs/{RUN}/.hydra/config.yaml": b"x"}), None),  # settings are in metrics
+    ({**_good(), f"runs/{RUN}/metrics.json": _metrics(settings=None),
+      f"runs/{RUN}/.hydra/config.yaml": b"[" * 100_000}, "config.yaml"),
+    ({"visit.json": _record(("vgg16_mv_fold\u0663",)),
+      "runs/vgg16_mv_fold\u0663/metrics.json": _metrics()}, "is not"),
+    ({"visit.json": _record(("vgg16_mv_fold0\n",)),
+      "runs/vgg16_mv_fold0\n/metrics.json": _metrics()}, "is not"),
+    ({**_good(), "visit.json": _record((RUN,), phantom={"version": 1})}, "phantom has no"),
+    ({**_good(), "visit.json": _record((RUN,), phantom={
+        "version": 1, "subjects": 4, "bayes_mae_floor": "x", "oracle_mae": 1})}, "bayes"),
+    ({**_good(), "visit.json": json.dumps({"id": "v1", "runs": [
+        {"name": RUN, "finished": True, "wall_s": "abc"}]}).encode()}, "wall_s 'abc'"),
+    ({**_good(), "visit.json": json.dumps({"id": "v1", "runs": [
+        {"name": RUN, "finished": True}]}).encode()}, "wall_s None"),
+    ({**_good(), "visit.json": json.dumps({"id": "v1", "runs": ["x"]}).encode()}, "runs[0]"),
+    ({**_good(), "visit.json": b"\xff\xfe"}, "visit.json is not JSON"),
+    ({**_good(), "visit.json": b"{}"}, "id 'None'"),
+    ({**_good(), "visit.json": _record((RUN,), id="a\nb")}, "is not a visit's id"),
+    ({**_good(), "visit.json": _record(())}, "not record it as finished"),
+    ({**_good(), "visit.json": _record((RUN, "vgg16_mse_fold0"))}, "vgg16_mse_fold0 has no"),
+])
+def test_a_run_that_table_could_not_use_is_refused_and_nothing_is_written(
+        members, said, tmp_path, capsys):
+    archive = _archive(tmp_path / "a.tar.gz", members)
+    if said is None:  # a control: accepted
+        assert main(["merge", "--campaign", str(tmp_path / "c"), str(archive)]) == 0
+        return
+    err = _refused([archive], tmp_path / "campaign", capsys)
+    assert str(archive) in err and said in err, err
+
+
+def test_two_members_of_one_name_are_refused(tmp_path, capsys):
+    archive = _tar_with(tmp_path / "a.tar.gz", [*_good().items(),
+                                                (f"runs/{RUN}/metrics.json", _metrics())])
+    assert "appears twice" in _refused([archive], tmp_path / "campaign", capsys)
+
+
+def test_a_merge_of_several_archives_is_all_or_nothing(tmp_path, capsys):
+    good = _archive(tmp_path / "good.tar.gz", _good())
+    bad = _archive(tmp_path / "bad.tar.gz", {
+        **_good("vgg16_mse_fold0"), "runs/vgg16_mse_fold0/metrics.json": b"{"})
+    campaign = tmp_path / "campaign"
+    (campaign / "runs" / RUN).mkdir(parents=True)  # a run folder a crash left half-written
+    (campaign / "runs" / RUN / "history.csv").write_text("old")
+    assert str(bad) in _refused([good, bad], campaign, capsys)
+    assert (campaign / "runs" / RUN / "history.csv").read_text() == "old"
+    (campaign / "runs" / RUN / "notes.txt").write_text("mine")  # not a visit's: never deleted
+    assert "notes.txt" in _refused([good], campaign, capsys)
+    (campaign / "runs" / RUN / "notes.txt").unlink()
+    assert main(["merge", "--campaign", str(campaign), str(good)]) == 0
+    # The half-written folder was replaced whole by the archive's run.
+    assert sorted(p.name for p in (campaign / "runs" / RUN).iterdir()) == [
+        "metrics.json", "predictions.csv"]
+
+
+def test_a_fifo_archive_is_refused_at_once(tmp_path, capsys):
+    fifo = tmp_path / "visit.tar.gz"
+    os.mkfifo(fifo)
+    assert "FIFO" in _refused([fifo], tmp_path / "campaign", capsys)
+    campaign = tmp_path / "c"
+    campaign.mkdir()
+    os.mkfifo(campaign / "table1.md")  # an output that would block: refused before any write
+    good = _archive(tmp_path / "a.tar.gz", _good())
+    assert "table1.md" in _refused([good], campaign, capsys)
+
+
+@pytest.mark.parametrize("content", [b"\x00\xff binary", b"{}", b"[1]", b"[{}]",
+                                     b"[" * 100_000, b'[{"id": "v", "runs": [{"name": 3}]}]'])
+@pytest.mark.parametrize("action", ["merge", "next", "table"])
+def test_a_damaged_visits_json_is_one_line(content, action, tmp_path, capsys):
+    campaign = tmp_path / "campaign"
+    campaign.mkdir()
+    (campaign / "visits.json").write_bytes(content)
+    args = [action, "--campaign", str(campaign)]
+    if action == "merge":
+        args.append(str(_archive(tmp_path / "a.tar.gz", _good())))
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("bone-age campaign: ") and "\n" not in err
+    assert "visits.json" in err
+    assert not (campaign / "runs").exists()
+
+
+def test_merge_and_table_exit_1_when_a_run_is_left_out_as_damaged(tmp_path, capsys):
+    campaign = tmp_path / "campaign"
+    damaged = campaign / "runs" / "vgg16_mse_fold0"
+    damaged.mkdir(parents=True)
+    (damaged / "metrics.json").write_bytes(_metrics(loss="mse"))
+    (damaged / "predictions.csv").write_bytes(b"subject_id,age,pred_age\ns1,nan,1\n")
+    archive = _archive(tmp_path / "a.tar.gz", _good())
+    assert main(["merge", "--campaign", str(campaign), str(archive)]) == 1
+    out, err = capsys.readouterr()
+    assert "1 run(s) added" in out and "1 damaged run(s) left out" in err
+    assert str(damaged) in err
+    assert main(["table", "--campaign", str(campaign)]) == 1
+    assert "1 damaged run(s) left out" in capsys.readouterr().err
+    (damaged / "predictions.csv").write_bytes(PREDICTIONS)
+    assert main(["table", "--campaign", str(campaign)]) == 0
+
+
+@pytest.mark.parametrize("args", [
+    ["--budget", "-1"], ["--budget", "nan"], ["--budget", "inf"], ["--budget", "0"],
+    ["--budget", "abc"], ["--budget", "1e12"], ["--started", "nan"], ["--started", "inf"],
+    ["--started", "-5"], ["--started", "1e12"], ["--max-runs", "-1"], ["--max-runs", "0"],
+    ["--max-runs", "61"], ["--max-runs", "x"]])
+def test_visit_numbers_are_checked_in_one_line(args, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["visit", "--out", str(out), "--dry-run", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("bone-age campaign: ") and "\n" not in err, err
+    assert args[0] in err and not out.exists()

@@ -198,11 +198,22 @@ def test_a_run_saves_its_folds_and_a_later_run_takes_them(cohort, tmp_path):
     ("subject_id,fold\nS1,0\n,1\n", "line 3: empty subject_id"),
     ("subject_id,fold\nS1,0\nS1,2\n", "line 3: subject 'S1' given two folds"),
     ("fifo", "is not a regular file"),
+    # Digits that str.isdigit takes and int() refuses or reads (issue 37).
+    ("subject_id,fold\nS1,0\nS2,\u00b2\n", "line 3: fold '\u00b2' is not in 0..4"),
+    ("subject_id,fold\nS1,\u0663\n", "line 2: fold '\u0663' is not in 0..4"),
+    ("subject_id,fold\nS1," + "0" * 5000 + "1\n", "line 2: fold '0000"),
+    # A field over csv's limit, a line with no end (a sparse or binary file).
+    ("subject_id,fold\nS1,0\n\"" + "x" * 140_000 + "\",1\n", "line 3: data.folds_file is not"),
+    ("subject_id,fold\nS1,0\nS" + "x" * 140_000 + ",1\n", "line 3: data.folds_file is not"),
+    ("sparse", "line 1: data.folds_file is not a subject_id,fold table"),
 ])
 def test_a_bad_folds_file_is_one_line_naming_file_and_line(cohort, tmp_path, text, message):
     path = tmp_path / "folds.csv"
     if text == "fifo":
         os.mkfifo(path)  # would block a reader forever
+    elif text == "sparse":
+        with path.open("wb") as f:
+            f.truncate(2**30)  # 1 GB of NUL bytes, no newline
     else:
         path.write_text(text)
     with pytest.raises(DataError, match=message) as err:

@@ -285,6 +285,12 @@ DAMAGED = {
     "inf": (_damage_prediction("-inf"), "pred_age '-inf' is not a finite number"),
     "header_only": (lambda run: (run / "predictions.csv").write_text(
         "subject_id,fold,sex,age,pred_age,pred_sd\n"), "no predictions in it"),
+    # Nested deeper than json's stack (RecursionError), or than any comparison should walk.
+    "brackets": (lambda run: (run / "metrics.json").write_text("[" * 100_000 + "]" * 100_000),
+                 "JSON nested too deep"),
+    "deep_settings": (_damage_metrics(settings={"seed": json.loads("[" * 900 + "]" * 900)}),
+                      "nested deeper than 32 levels"),
+    "yaml_brackets": (_hydra_settings(b"[" * 100_000), "config.yaml: not a run's settings"),
 }
 
 

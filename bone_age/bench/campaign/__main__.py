@@ -16,29 +16,57 @@ import sys
 import time
 from pathlib import Path
 
-from bone_age.bench.campaign.plan import expected_seconds, next_runs, read_visits, run_records
-from bone_age.utils.errors import EXIT_OK, command
+from bone_age.bench.campaign.plan import (
+    expected_seconds,
+    next_runs,
+    read_visits,
+    run_records,
+)
+from bone_age.utils.arguments import ArgumentParser, count, non_negative_float
+from bone_age.utils.errors import EXIT_OK, EXIT_PARTIAL, command
 
 CAMPAIGN = Path(__file__).resolve().parents[3] / "experiments" / "table1"
+MAX_BUDGET_S = 7 * 24 * 3600.0  # a visit is minutes; a week is a typo (or an endless visit)
+MAX_RUNS = 60  # the campaign's runs
+
+
+def budget(text: str) -> float:
+    """--budget: seconds, more than 0 and at most a week (NaN and infinities refused)."""
+    value = non_negative_float(text)
+    if not 0 < value <= MAX_BUDGET_S:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most {MAX_BUDGET_S:.0f} "
+                                         f"seconds, got {text}")
+    return value
+
+
+def started(text: str) -> float:
+    """--started: a time (seconds since the epoch) not later than now."""
+    value = non_negative_float(text)
+    if value > time.time() + 5:  # a second's rounding of `date +%s` aside
+        raise argparse.ArgumentTypeError(f"must not be later than now ({time.time():.0f}), "
+                                         f"got {text}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    # The project's parser: a bad command line is one line, exit 2 (subparsers inherit it).
+    common = ArgumentParser(add_help=False)
     common.add_argument("--campaign", type=Path, default=CAMPAIGN,
                         help="the campaign folder (default: experiments/table1)")
-    p = argparse.ArgumentParser(prog="python -m bone_age.bench.campaign", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m bone_age.bench.campaign", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="action", required=True)
     sub.add_parser("next", parents=[common],
                    help="the unfinished runs in order, with their expected times")
     v = sub.add_parser("visit", parents=[common],
                        help="one GPU visit: phantom, next runs, archive")
     v.add_argument("--out", type=Path, required=True, help="folder for the archive and work")
-    v.add_argument("--budget", type=float, default=540.0,
+    v.add_argument("--budget", type=budget, default=540.0,
                    help="seconds the visit may take from --started (default 540)")
-    v.add_argument("--started", type=float, default=None,
+    v.add_argument("--started", type=started, default=None,
                    help="when the visit began (seconds since the epoch; default now)")
-    v.add_argument("--max-runs", type=int, default=None, help="start at most this many runs")
+    v.add_argument("--max-runs", type=count(MAX_RUNS), default=None,
+                   help=f"start at most this many runs (1..{MAX_RUNS})")
     v.add_argument("--dry-run", action="store_true",
                    help="tiny settings on the CPU: every step, numbers meaningless")
     m = sub.add_parser("merge", parents=[common], help="merge visit archives, rewrite table1.md")
@@ -61,18 +89,25 @@ def main(argv: list[str] | None = None) -> int:
     elif args.action == "visit":
         from bone_age.bench.campaign.visit import visit
 
-        archive = visit(args.out, campaign, args.budget, args.started or time.time(),
+        archive = visit(args.out, campaign, args.budget,
+                        time.time() if args.started is None else args.started,
                         args.dry_run, args.max_runs)
         print(f"visit archive: {archive}")
     else:
-        from bone_age.bench.campaign.merge import merge
+        from bone_age.bench.campaign.merge import merge_all
         from bone_age.bench.campaign.table import write_table
 
-        for archive in getattr(args, "archives", []):
-            got = merge(archive, campaign)
-            print(f"{archive}: visit {got['visit']}, {len(got['added'])} run(s) added"
-                  + (f", {len(got['kept'])} already in (kept)" if got["kept"] else ""))
-        print(f"Table 1: {write_table(campaign)}")
+        if args.action == "merge":  # every archive checked before anything is written
+            for archive, got in zip(args.archives, merge_all(args.archives, campaign),
+                                    strict=True):
+                print(f"{archive}: visit {got['visit']}, {len(got['added'])} run(s) added"
+                      + (f", {len(got['kept'])} already in (kept)" if got["kept"] else ""))
+        left_out: list[str] = []
+        print(f"Table 1: {write_table(campaign, left_out)}")
+        if left_out:  # the table holds the other runs; the warnings above name these
+            print(f"bone-age campaign: {len(left_out)} damaged run(s) left out of the table: "
+                  f"{', '.join(left_out)}", file=sys.stderr)
+            return EXIT_PARTIAL
     return EXIT_OK
 
 

@@ -9,6 +9,8 @@ Table 1's order of models and losses.
 from __future__ import annotations
 
 import json
+import math
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -16,9 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from bone_age.evaluation.report import LOSS_ORDER, MODEL_ORDER
+from bone_age.utils.errors import BoneAgeError, brief
+from bone_age.utils.files import regular_file
 
 FOLDS = 5
-RUN_NAME = re.compile(r"^(?P<model>[a-z0-9_]+?)_(?P<loss>mse|softmax|mv)_fold(?P<fold>\d)$")
+# ASCII only and matched whole (fullmatch): ``\d`` would take Arabic-Indic digits, ``$`` a
+# trailing newline, and either would name a folder no run has.
+RUN_NAME = re.compile(r"(?P<model>[a-z0-9_]+?)_(?P<loss>mse|softmax|mv)_fold(?P<fold>[0-9])")
 # The small files of a run that a visit brings back (no checkpoints), and the run's config.
 RUN_FILES = ("metrics.json", "predictions.csv", "history.csv", "calibration.json",
              ".hydra/config.yaml", ".hydra/overrides.yaml")
@@ -44,7 +50,7 @@ class Run:
 
     @classmethod
     def parse(cls, name: str) -> Run | None:
-        m = RUN_NAME.match(name)
+        m = RUN_NAME.fullmatch(name) if isinstance(name, str) else None
         if m is None or m["model"] not in MODEL_ORDER or int(m["fold"]) >= FOLDS:
             return None
         return cls(m["model"], m["loss"], int(m["fold"]))
@@ -69,14 +75,86 @@ def next_runs(runs_dir: Path) -> list[Run]:
     return [r for r in all_runs() if r.name not in done]
 
 
+class CampaignError(BoneAgeError, ValueError):
+    """A campaign file (``visits.json``, a visit's record) that is not what a visit writes;
+    the message names the file and the field."""
+
+
+# A visit's phantom: what table1.md prints of it (empty before the phantom is built).
+PHANTOM_KEYS = ("version", "subjects", "bayes_mae_floor", "oracle_mae")
+
+
+def _number(value: Any, low: float = 0.0, high: float = math.inf) -> bool:
+    return (not isinstance(value, bool) and isinstance(value, (int, float))
+            and math.isfinite(value) and low <= value <= high)
+
+
+def check_visit(record: Any, where: str) -> dict[str, Any]:
+    """``record`` if it is a visit's record as ``visit`` writes it; else CampaignError naming
+    ``where`` (the file, and the visit) and the field. Every field the campaign reads later
+    (``next``, ``table``) is checked here, once, so that a damaged record never ends in a
+    traceback after something was written."""
+    if not isinstance(record, dict):
+        raise CampaignError(f"{where}: a visit's record is a JSON object, not a "
+                            f"{type(record).__name__}")
+    ident = record.get("id")
+    # The id is printed and compared: one short printable line, as visit writes it (a stamp).
+    if isinstance(ident, bool) or not isinstance(ident, (str, int)) or not (
+            0 < len(str(ident)) <= 64 and str(ident).isprintable()):
+        raise CampaignError(f"{where}: id {str(ident)[:70]!r} is not a visit's id (a short "
+                            "line of text)")
+    where = f"{where} (visit {ident})"
+    if not isinstance(record.get("dry_run", False), bool):
+        raise CampaignError(f"{where}: dry_run {record['dry_run']!r} is not true or false")
+    runs = record.get("runs", [])
+    if not isinstance(runs, list):
+        raise CampaignError(f"{where}: runs is a {type(runs).__name__}, not a list")
+    for i, run in enumerate(runs):
+        if not isinstance(run, dict):
+            raise CampaignError(f"{where}: runs[{i}] is a {type(run).__name__}, not an object")
+        name = run.get("name")
+        if Run.parse(name) is None:
+            raise CampaignError(f"{where}: runs[{i}].name {name!r} is not a campaign run")
+        if not isinstance(run.get("finished"), bool):
+            raise CampaignError(f"{where}: runs[{i}] ({name}).finished "
+                                f"{run.get('finished')!r} is not true or false")
+        if run["finished"] and not _number(run.get("wall_s"), 0.0, 1e9):
+            raise CampaignError(f"{where}: runs[{i}] ({name}).wall_s {run.get('wall_s')!r} is "
+                                "not a number of seconds")
+        if "gpu_busy" in run and not _number(run["gpu_busy"], 0.0, 1.0):
+            raise CampaignError(f"{where}: runs[{i}] ({name}).gpu_busy {run['gpu_busy']!r} "
+                                "is not a share from 0 to 1")
+    phantom = record.get("phantom", {})
+    if not isinstance(phantom, dict):
+        raise CampaignError(f"{where}: phantom is a {type(phantom).__name__}, not an object")
+    if phantom:
+        missing = [k for k in PHANTOM_KEYS if k not in phantom]
+        if missing:
+            raise CampaignError(f"{where}: phantom has no {', '.join(missing)}")
+        for key in ("bayes_mae_floor", "oracle_mae"):
+            if phantom[key] is not None and not _number(phantom[key]):
+                raise CampaignError(f"{where}: phantom.{key} {phantom[key]!r} is not a number "
+                                    ">= 0")
+    return record
+
+
 def read_visits(path: Path) -> list[dict[str, Any]]:
-    """The campaign's visit records (``visits.json``); empty before the first."""
-    if not path.is_file():
+    """The campaign's visit records (``visits.json``), each checked (``check_visit``); empty
+    before the first. CampaignError, one line naming the file, when it is damaged."""
+    if not os.path.lexists(path):
         return []
-    visits = json.loads(path.read_text(encoding="utf-8"))
+    regular_file(path, "campaign's visits file", CampaignError)  # a FIFO would block
+    try:
+        visits = json.loads(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise CampaignError(f"{path}: not UTF-8 (byte {err.start}); not the visits.json a "
+                            "merge writes") from None
+    except (ValueError, RecursionError) as err:  # RecursionError: brackets nested too deep
+        raise CampaignError(f"{path}: not JSON ({brief(err)})") from None
     if not isinstance(visits, list):
-        raise ValueError(f"{path}: not a list of visits")
-    return visits
+        raise CampaignError(f"{path}: a {type(visits).__name__}, not the list of visits a "
+                            "merge writes")
+    return [check_visit(v, f"{path}, visit {i + 1}") for i, v in enumerate(visits)]
 
 
 def run_records(visits: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:

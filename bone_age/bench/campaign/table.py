@@ -20,6 +20,7 @@ from scipy.stats import bootstrap
 from bone_age.bench.campaign.plan import FOLDS, read_visits, run_records
 from bone_age.evaluation.metrics import age_metrics
 from bone_age.evaluation.report import LOSS_ORDER, MODEL_ORDER, collect_runs, summarise
+from bone_age.utils.outputs import write_text_atomic
 
 PAPER_CELL = ("multi_vgg16", "mv")
 PAPER_MAE, PAPER_SD, PAPER_R = 3.40, 2.87, 0.91
@@ -103,13 +104,18 @@ def _hours(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds < 3600 else f"{seconds / 3600:.2f} h"
 
 
-def write_table(campaign: Path) -> Path:
-    """Rewrite ``campaign/table1.md`` from ``campaign/runs`` and ``campaign/visits.json``."""
+def write_table(campaign: Path, left_out: list[str] | None = None) -> Path:
+    """Rewrite ``campaign/table1.md`` from ``campaign/runs`` and ``campaign/visits.json``.
+
+    ``left_out`` receives the damaged runs (named in warnings, not in the table), as the
+    report's ``collect_runs`` finds them.
+    """
     visits = read_visits(campaign / "visits.json")
     records = run_records(visits)
     real = [v for v in visits if not v.get("dry_run")]
     phantom = (real or visits or [{}])[-1].get("phantom", {})
-    cells = collect_runs(campaign / "runs") if (campaign / "runs").is_dir() else {}
+    cells = (collect_runs(campaign / "runs", left_out) if (campaign / "runs").is_dir()
+             else {})
     rows = summarise(cells) if cells else []
     lines = ["# Table 1 at paper scale, on the 4,474-subject phantom", "",
              "Written by `python -m bone_age.bench.campaign merge` (do not edit): each cell pools "
@@ -143,5 +149,5 @@ def write_table(campaign: Path) -> Path:
               "| Claim (paper) | Phantom | Reproduced? |", "| --- | --- | --- |"]
     lines += [f"| {c} | {seen} | {verdict} |" for c, seen, verdict in claims(cells, phantom)]
     path = campaign / "table1.md"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_text_atomic(path, "\n".join(lines) + "\n")
     return path

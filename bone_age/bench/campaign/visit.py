@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import platform
 import signal
@@ -26,6 +27,7 @@ from typing import Any
 
 from bone_age.bench.campaign.plan import (
     RUN_FILES,
+    CampaignError,
     Run,
     expected_seconds,
     next_runs,
@@ -134,6 +136,12 @@ def visit(out: Path, campaign: Path, budget_s: float, started: float | None = No
         max_runs: start at most this many runs.
     """
     started = time.time() if started is None else started
+    # NaN would make every comparison with the deadline false (runs started without end).
+    if not (math.isfinite(budget_s) and budget_s > 0 and math.isfinite(started)):
+        raise CampaignError(f"visit: the budget {budget_s} s from {started} is not a finite "
+                            "time span from a finite start")
+    if max_runs is not None and max_runs < 1:
+        raise CampaignError(f"visit: max_runs must be at least 1, got {max_runs}")
     deadline = started + budget_s
     out.mkdir(parents=True, exist_ok=True)
     work = out / "work"
