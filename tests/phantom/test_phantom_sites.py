@@ -246,7 +246,7 @@ def test_cli_sites(tmp_path):
                               capture_output=True, text=True, timeout=300)  # fmt: skip
 
     bad = cli("--out", str(tmp_path / "bad"), "--subjects", "2", "--sites", "3", "--no-progress")
-    assert bad.returncode == 2 and "sites must be a count" in bad.stderr
+    assert bad.returncode == 2 and "sites must be a whole number from 1 to 2" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
     assert cli("--out", str(tmp_path / "x"), "--sites", "0").returncode == 2
     ok = cli("--out", str(tmp_path / "ok"), "--subjects", "2", "--sites", "2", "--seed", "9",
