@@ -120,6 +120,7 @@ RULES: dict[str, Rule] = {
     "seed": _SEED,
     "resume": flag,
     "verbose": flag,
+    "yes": flag,
     "threads": either(choice("auto"), _COUNT),
     "test_ckpt": choice("best", "last"),
     "speed.channels_last": flag,
