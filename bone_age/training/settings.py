@@ -386,6 +386,9 @@ def check_sweep(config: DictConfig) -> None:
         return
     loader = GlobalHydra.instance().config_loader()
     jobs = sweep_jobs(config)
+    if len(jobs) > 1:  # a second or so a job on a loaded machine: said, not silent
+        logging.getLogger("bone_age").info("sweep: checking the settings of its %d runs",
+                                           len(jobs))
     instance = HydraConfig.instance()
     saved = instance.cfg
     try:
