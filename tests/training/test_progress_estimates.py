@@ -124,3 +124,15 @@ def test_a_single_paper_size_cpu_run_says_so_with_its_estimate(tmp_path, caplog)
     with caplog.at_level(logging.INFO, logger="bone_age"):
         SweepProgress().on_run_start(config)
     assert caplog.text == ""
+
+
+def test_yes_is_a_setting_users_can_type():
+    """``yes=true`` on the command line reaches the question (a bare YAML ``yes:`` key would
+    be read as the boolean true, and the override refused)."""
+    from hydra import compose, initialize_config_dir
+
+    from tests.conftest import CONF_DIR
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        assert OmegaConf.select(compose("config"), "yes") is False
+        assert OmegaConf.select(compose("config", overrides=["yes=true"]), "yes") is True
