@@ -14,15 +14,13 @@ from omegaconf import DictConfig
 
 from bone_age.utils.configs import CONF_DIR
 from bone_age.utils.console import quiet_third_party, run_summary
-from bone_age.utils.errors import EXIT_BAD_INPUT, user_error_message
+from bone_age.utils.errors import EXIT_BAD_INPUT, interrupted, user_error_message
 
 log = logging.getLogger("bone_age")
 
 
-
-
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
-def main(cfg: DictConfig) -> float | None:
+def run(cfg: DictConfig) -> float | None:
     start = time.perf_counter()
     if not cfg.get("verbose"):
         quiet_third_party()
@@ -46,6 +44,16 @@ def main(cfg: DictConfig) -> float | None:
                  metrics["baseline_mae"], metrics["pearson_r"], metrics["n_test"],
                  cfg.paths.output_dir)
     return metrics["mae"]
+
+
+def main() -> None:
+    """``python -m bone_age.run`` / ``bone-age-run``: Hydra's entry, with Ctrl-C anywhere (the
+    sweep's question, a phantom or cache being built, between runs) ending in one line, not
+    in Hydra's or the workers' tracebacks."""
+    try:
+        run()
+    except KeyboardInterrupt:
+        sys.exit(interrupted("run"))
 
 
 if __name__ == "__main__":

@@ -24,9 +24,17 @@ from bone_age.data.manifest import Problem, Study
 from bone_age.data.preprocess import Preprocess
 from bone_age.utils.console import progress as progress_display
 from bone_age.utils.console import size_text
+from bone_age.utils.errors import quiet_on_ctrl_c, workers_starting
 from bone_age.utils.outputs import remove_stale_temps, write_atomic, write_text_atomic
 
 CACHE_VERSION = 3  # 3: count-exact box resampling
+
+
+def _start_worker() -> None:
+    """A cache worker: one torch thread (the workers already fill the cores), and Ctrl-C ends
+    it without a traceback of its own (its parent says so in one line)."""
+    torch.set_num_threads(1)
+    quiet_on_ctrl_c()
 
 
 def file_digest(path: Path) -> str:
@@ -100,10 +108,11 @@ class StudyCache:
                                    f"{size_text(size)})", unit="studies",
                                    enabled=progress)
             if workers > 1 and len(todo) > 8:
-                # One torch thread per worker: the workers already fill the cores.
-                with ProcessPoolExecutor(workers, initializer=torch.set_num_threads,
-                                         initargs=(1,)) as pool:
-                    for _ in pool.map(self._build_one, *zip(*todo, strict=True), chunksize=8):
+                with ProcessPoolExecutor(workers, initializer=_start_worker) as pool:
+                    with workers_starting():  # map hands out all work, starting the workers
+                        built = pool.map(self._build_one, *zip(*todo, strict=True),
+                                         chunksize=8)
+                    for _ in built:
                         bar.update()
             else:
                 for study, key in todo:

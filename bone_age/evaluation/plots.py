@@ -164,6 +164,11 @@ def mae_grid_plot(rows: Sequence[Mapping], path: str | Path) -> Path:
         sd = [cells[m].get("fold_mae_sd", 0.0) if m in cells else 0.0 for m in models]
         bars = ax.bar(x + (k - (len(losses) - 1) / 2) * width, np.nan_to_num(mae), width,
                       yerr=sd, capsize=3, label=loss)
+        # A cell not below the baseline (bootstrap interval, report.py) is hatched.
+        for rect, m in zip(bars, models, strict=True):
+            if m in cells and cells[m].get("below_baseline") is False:
+                rect.set_hatch("//")
+                rect.set_edgecolor("black")
         # Values at the foot of the bars, clear of the error bars.
         for rect, v in zip(bars, mae, strict=True):
             if np.isfinite(v):
@@ -173,6 +178,9 @@ def mae_grid_plot(rows: Sequence[Mapping], path: str | Path) -> Path:
     if np.isfinite(baseline):
         ax.axhline(baseline, color="grey", ls="--", lw=1,
                    label=f"baseline (training mean) {baseline:.2f} y")
+    if any(r.get("below_baseline") is False for r in rows):
+        ax.bar([0], [0], width=0, hatch="//", facecolor="white", edgecolor="black",
+               label="not below the baseline (95% bootstrap)")
     ax.set_xticks(x, [m.replace(" [", "\n[") for m in models], fontsize=8)
     ax.set(ylabel="MAE (years), pooled out-of-fold",
            title="Table 1: MAE by model and loss (error bars: SD over folds)")

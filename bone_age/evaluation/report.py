@@ -65,7 +65,7 @@ NOT_SETTINGS = (
     "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
     "trainer.default_root_dir", "trainer.deterministic", "trainer.benchmark",
     "trainer.plugins", "experiment", "paths", "logger", "hydra", "speed", "resume", "slurm",
-    "callbacks", "threads",
+    "callbacks", "threads", "yes",
 )
 # Settings that the rows' names show already (model, trunk, loss, sex input, 4:1 aspect).
 ROW_NAME_SETTINGS = frozenset({"model.views", "data.views", "model.backbone", "model.use_sex",
@@ -371,8 +371,47 @@ def summarise(cells: dict) -> list[dict[str, Any]]:
             "fold_r_sd": float(np.nanstd(fold_r, ddof=1)) if np.isfinite(fold_r).sum() > 1
             else 0.0,
             "baseline_mae": float(np.mean([_fold_baseline(f) for f in folds.values()])),
+            **_versus_baseline(folds),
         })
     return rows
+
+
+# A cell learned something only if its MAE is below the baseline's beyond chance: the 95%
+# percentile-bootstrap interval (subjects resampled, paired: each subject's error minus the
+# baseline's on the same subject) of MAE - baseline MAE lies wholly below 0. A seeded bootstrap,
+# so a table is the same every time it is written.
+BOOTSTRAP_RESAMPLES = 2000
+NOT_LEARNED_MARK = "†"
+
+
+def _versus_baseline(folds: dict[Any, dict[str, Any]]) -> dict[str, Any]:
+    """``vs_baseline_low`` / ``_high`` (years; the interval of MAE - baseline MAE) and
+    ``below_baseline`` (False: not below the baseline by that interval; the cell learned
+    nothing that can be told from predicting the training mean age)."""
+    from scipy.stats import bootstrap
+
+    gains = []
+    for fold in folds.values():
+        m = fold["metrics"]
+        if "train_mean_age" not in m:  # runs before train_mean_age was recorded
+            return {"vs_baseline_low": math.nan, "vs_baseline_high": math.nan,
+                    "below_baseline": ""}
+        gains.append(np.abs(fold["pred"] - fold["age"])
+                     - np.abs(float(m["train_mean_age"]) - fold["age"]))
+    diff = np.concatenate(gains)
+    if len(diff) < 2 or np.ptp(diff) == 0:
+        low = high = float(diff.mean()) if len(diff) else math.nan
+    else:
+        res = bootstrap((diff,), np.mean, confidence_level=0.95,
+                        n_resamples=BOOTSTRAP_RESAMPLES, method="percentile", random_state=0)
+        low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    return {"vs_baseline_low": low, "vs_baseline_high": high,
+            "below_baseline": bool(high < 0) if math.isfinite(high) else ""}
+
+
+def not_learned(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The cells whose MAE is not below the baseline by their bootstrap interval."""
+    return [r for r in rows if r.get("below_baseline") is False]
 
 
 def _fold_baseline(fold: dict[str, Any]) -> float:
@@ -431,13 +470,21 @@ def write_table(
         model = r["model"] if r["model"] != previous else ""
         previous = r["model"]
         method = r["loss"] + (f" ({r['settings']})" if r["settings"] else "")
+        mark = NOT_LEARNED_MARK if r.get("below_baseline") is False else ""
         lines.append(
-            f"| {model} | {method} | {r['mae']:.2f} ({r['mae_sd']:.2f}) | {r['r']:.2f} | "
+            f"| {model} | {method} | {r['mae']:.2f} ({r['mae_sd']:.2f}){mark} | {r['r']:.2f} | "
             f"{r['folds']} | {r['n']} | {r['fold_mae_mean']:.2f} ± {r['fold_mae_sd']:.2f} | "
             f"{r['fold_r_mean']:.2f} ± {r['fold_r_sd']:.2f} | {r['baseline_mae']:.2f} |"
         )
     note = ("\nMAE (SD) and r on the pooled out-of-fold predictions; per-fold values are mean ± "
             "SD over folds; baseline MAE predicts each fold's training mean age.\n")
+    unlearned = not_learned(rows)
+    if unlearned:
+        note += (f"\n{NOT_LEARNED_MARK} Not below the baseline: {len(unlearned)} of {len(rows)} "
+                 "cells. The 95% bootstrap interval of MAE - baseline MAE (subjects resampled, "
+                 f"paired, {BOOTSTRAP_RESAMPLES:,} resamples; `vs_baseline_low` / `_high` in "
+                 "table1.csv) does not lie below 0: such a cell learned nothing that can be told "
+                 "from predicting the training mean age. Do not read it as a result.\n")
     if mixed:
         note += ("\nNot one experiment: the runs differ in settings beyond model and loss, so "
                  "rows are kept apart and labelled with them.\n\n"
@@ -488,6 +535,15 @@ def report(root: str | Path, wandb_project: str | None = None,
         return None
     mixed = warn_mixed(root, cells)
     rows = summarise(cells)
+    unlearned = not_learned(rows)
+    if unlearned:  # a table that learned nothing must not look publishable
+        log.warning("%s: %d of %d Table 1 cells are not below the baseline (MAE %s vs "
+                    "baseline %.2f y; 95%% bootstrap interval of the difference reaches 0): "
+                    "they learned nothing measurable; marked %s in table1.md, below_baseline="
+                    "False in table1.csv, hatched in the figure", root, len(unlearned),
+                    len(rows), ", ".join(f"{r['mae']:.2f}" for r in unlearned[:6])
+                    + (", ..." if len(unlearned) > 6 else ""),
+                    float(np.mean([r["baseline_mae"] for r in unlearned])), NOT_LEARNED_MARK)
     md, _ = write_table(rows, root, mixed, site_rows(cells, rows))
     figures = write_figures(cells, rows, root / "figures")
     if wandb_project:

@@ -1,15 +1,21 @@
 """Weights & Biases: the run logger (grouped by sweep) and what runs and reports send to it.
 
 Works offline (``WANDB_MODE=offline``; sync later with ``wandb sync DIR/wandb/offline-run-*``)
-and without an account. Only pseudonymous values are sent: subject_id, sex, ages, predictions.
+and without an account. Only pseudonymous values are sent: subject_id, sex, ages, predictions,
+the run's settings without local paths, its metrics and figures. W&B's own capture of the
+machine (program, command line, executable, working folder, git commit, code, installed
+packages, console output, system metrics) is switched off with its own ``wandb.Settings``
+(``private_settings``): a path or a log line naming a hospital or a patient never travels.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from lightning_fabric.utilities.logger import _convert_params
 from pytorch_lightning.loggers import Logger, WandbLogger
 
 from bone_age.utils.extras import require
@@ -29,6 +35,49 @@ def sweep_group() -> str | None:
     return None
 
 
+# Keys whose values are local files or folders, whatever they look like (a relative
+# ``cohort/manifest.csv`` names a folder too); any other absolute or existing path is caught by
+# ``_is_local_path``.
+PATH_KEYS = frozenset({"manifest", "cache_dir", "folds_file", "weights", "path", "root",
+                       "save_dir", "default_root_dir", "dirpath"})
+
+
+def private_settings() -> Any:
+    """W&B settings that send nothing about the machine: no code, git state, program or
+    command line, executable, working folder, host, installed packages, console output or
+    system metrics (W&B's own switches; ``docs/dicom-and-privacy.md`` lists what is sent)."""
+    wandb = require("wandb", "logger=wandb")
+    return wandb.Settings(save_code=False, disable_code=True, disable_git=True,
+                          x_disable_meta=True, x_disable_machine_info=True,
+                          x_save_requirements=False, x_disable_stats=True, console="off",
+                          program="bone_age")
+
+
+def _is_local_path(key: str, value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    if key in PATH_KEYS or os.path.isabs(value) or value.startswith("~"):
+        return True
+    return os.sep in value and os.path.exists(value)  # "val/loss" is a metric, not a path
+
+
+def without_local_paths(config: Any) -> Any:
+    """``config`` with every value that is a local path left out (nested mappings and lists)."""
+    if isinstance(config, Mapping):
+        return {k: without_local_paths(v) for k, v in config.items()
+                if not _is_local_path(str(k), v)}
+    if isinstance(config, (list, tuple)):
+        return [without_local_paths(v) for v in config if not _is_local_path("", v)]
+    return config
+
+
+class PrivateWandbLogger(WandbLogger):
+    """Lightning's WandbLogger that sends its run's settings without local paths."""
+
+    def log_hyperparams(self, params: Any) -> None:
+        super().log_hyperparams(without_local_paths(_convert_params(params)))
+
+
 def wandb_logger(
     project: str, save_dir: str, name: str, group: str | None = None,
     tags: Sequence[str] = (), **kwargs: Any,
@@ -41,8 +90,9 @@ def wandb_logger(
     """
     require("wandb", "logger=wandb")
     Path(save_dir).mkdir(parents=True, exist_ok=True)
-    return WandbLogger(project=project, save_dir=save_dir, name=name,
-                       group=sweep_group() or group, tags=list(tags), **kwargs)
+    kwargs.setdefault("settings", private_settings())
+    return PrivateWandbLogger(project=project, save_dir=save_dir, name=name,
+                              group=sweep_group() or group, tags=list(tags), **kwargs)
 
 
 def tensorboard_logger(save_dir: str, **kwargs: Any) -> Logger:
@@ -90,7 +140,8 @@ def log_table1(
     wandb = require("wandb", "the report's W&B upload")
 
     with wandb.init(project=project, group=sweep_dir.name, name=f"table1-{sweep_dir.name}",
-                    job_type="report", dir=str(sweep_dir), **init_kwargs) as run:
+                    job_type="report", dir=str(sweep_dir),
+                    **{"settings": private_settings(), **init_kwargs}) as run:
         columns = list(rows[0]) if rows else []
         run.log({"table1": wandb.Table(columns=columns,
                                        data=[[r[c] for c in columns] for r in rows])})

@@ -22,7 +22,7 @@ from bone_age.utils.arguments import MAX_SITES
 from bone_age.utils.console import heartbeat, say, size_text
 from bone_age.utils.console import progress as progress_display
 from bone_age.utils.cores import usable_cores
-from bone_age.utils.errors import BoneAgeError
+from bone_age.utils.errors import BoneAgeError, quiet_on_ctrl_c, workers_starting
 from bone_age.utils.outputs import remove_stale_temps, temp_path, write_text_atomic
 from bone_age.utils.tables import write_csv
 
@@ -53,6 +53,12 @@ DEFAULTS: dict[str, Any] = {
 
 # glibc mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def _start_worker() -> None:
+    """A worker process: memory kept for reuse, and Ctrl-C ends it without a traceback."""
+    keep_freed_memory()
+    quiet_on_ctrl_c()
 
 
 def keep_freed_memory() -> None:
@@ -257,7 +263,9 @@ def generate_cohort(
         method = "forkserver" if "torch" in sys.modules else "fork"
         if method not in mp.get_all_start_methods():
             method = "spawn"
-        with mp.get_context(method).Pool(workers, initializer=keep_freed_memory) as pool:
+        with workers_starting():
+            pool = mp.get_context(method).Pool(workers, initializer=_start_worker)
+        with pool:
             for res in pool.imap(_work, jobs, chunksize=8):
                 results.append(res)
                 bar.update()

@@ -120,6 +120,7 @@ RULES: dict[str, Rule] = {
     "seed": _SEED,
     "resume": flag,
     "verbose": flag,
+    "yes": flag,
     "threads": either(choice("auto"), _COUNT),
     "test_ckpt": choice("best", "last"),
     "speed.channels_last": flag,
@@ -249,7 +250,48 @@ def check_settings(cfg: DictConfig) -> None:
         raise SettingsError(f"trainer.min_epochs must be at most trainer.max_epochs ({high}), "
                             f"got {low}")
     _check_devices(cfg)
+    _check_site_folds(cfg)
     check_construction(cfg)
+
+
+def _site_count(cfg: DictConfig) -> int | None:
+    """The cohort's number of sites, without generating or caching anything: a phantom's
+    ``sites`` option, a manifest's distinct ``site`` values; None where it cannot be read here
+    (the run's own reader reports an unreadable manifest)."""
+    source = str(_value(cfg, "data.source._target_"))
+    if source.endswith("PhantomSource"):
+        sites = (_resolved(cfg, "data.phantom_options") or {})
+        count = sites.get("sites", 1) if isinstance(sites, dict) else 1
+        return count if _is_int(count) else None  # a bad value: the phantom's own check
+    manifest = _resolved(cfg, "data.manifest")
+    if not isinstance(manifest, str) or not Path(manifest).expanduser().is_file():
+        return None
+    from bone_age.data.folds import site_order
+    from bone_age.data.manifest import read_cohort
+
+    try:
+        return len(site_order([m.site for m in read_cohort(Path(manifest).expanduser())]))
+    except (BoneAgeError, OSError):
+        return None
+
+
+def _check_site_folds(cfg: DictConfig) -> None:
+    """Leave-one-site-out has one fold per site: ``data.fold`` is checked against the cohort's
+    sites here, so that a sweep over folds the cohort does not have stops before its first
+    run, not at its fourth (issue 33)."""
+    fold = _resolved(cfg, "data.fold")
+    if _resolved(cfg, "data.split") != "site" or not _is_int(fold):
+        return
+    count = _site_count(cfg)
+    if count is None:
+        return
+    if count < 2:
+        raise SettingsError(f"data.split=site needs at least 2 sites; the cohort has {count} "
+                            "(a manifest's site column, or data.phantom_options.sites=K)")
+    if fold >= count:
+        raise SettingsError(f"data.fold must be in 0..{count - 1} (data.split=site: one fold "
+                            f"per site, {count} sites), got {fold}; sweep data.fold="
+                            f"{','.join(str(k) for k in range(count))}")
 
 
 def _check_devices(cfg: DictConfig) -> None:
@@ -304,8 +346,10 @@ class SettingsCheck(Callback):
                              check_not_in_use(config.hydra.run.dir)))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        # Each job's own settings are checked when it starts (train()).
-        self._check(lambda: check_output_folder("hydra.sweep.dir", config.hydra.sweep.dir))
+        # Every job's config, composed as the sweeper will compose it, is checked before the
+        # first job: a value no job can use stops the sweep now, not after hours of runs.
+        self._check(lambda: (check_output_folder("hydra.sweep.dir", config.hydra.sweep.dir),
+                             check_sweep(config)))
 
     @staticmethod
     def _check(check: Callable[[], Any]) -> None:
@@ -313,6 +357,56 @@ class SettingsCheck(Callback):
             check()
         except (SettingsError, OutputError) as err:  # Hydra would print several lines, exit 1
             sys.exit(fail("run", str(err)))
+
+
+def sweep_jobs(config: DictConfig) -> list[list[str]]:
+    """The overrides of each job of the sweep, as Hydra's basic sweeper combines them: the
+    config's ``hydra.sweeper.params`` then the command line's (the later wins for a key)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
+    parsed = OverridesParser.create().parse_overrides(
+        [*params, *(str(o) for o in config.hydra.overrides.task)])
+    batches = BasicSweeper.split_arguments(parsed, None)
+    return [list(job) for job in batches[0]] if batches else [[]]
+
+
+def check_sweep(config: DictConfig) -> None:
+    """``check_settings`` on every job's composed config, before the first job runs.
+
+    Raises:
+        SettingsError: the first job's setting outside what it allows, naming the key first,
+            then the job (its place and overrides).
+    """
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    if not GlobalHydra.instance().is_initialized():
+        return
+    loader = GlobalHydra.instance().config_loader()
+    jobs = sweep_jobs(config)
+    if len(jobs) > 1:  # a second or so a job on a loaded machine: said, not silent
+        logging.getLogger("bone_age").info("sweep: checking the settings of its %d runs",
+                                           len(jobs))
+    instance = HydraConfig.instance()
+    saved = instance.cfg
+    try:
+        for num, overrides in enumerate(jobs):
+            job = loader.load_sweep_config(config, list(overrides))
+            with read_write(job), open_dict(job):  # as the launcher sets them
+                job.hydra.job.num = num
+                job.hydra.runtime.output_dir = os.path.abspath(
+                    os.path.join(str(config.hydra.sweep.dir), str(num)))
+            instance.set_config(job)
+            try:
+                check_settings(job)
+            except SettingsError as err:
+                shown = " ".join(o for o in overrides if not o.startswith("hydra."))
+                raise SettingsError(f"{err} (sweep run {num + 1} of {len(jobs)}: {shown}); "
+                                    "nothing was run") from None
+    finally:
+        instance.cfg = saved  # type: ignore[assignment]
 
 
 # -- every other setting: the libraries' own checks, run on throw-away objects -------------------

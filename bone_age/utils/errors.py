@@ -8,14 +8,54 @@ This module imports nothing heavy: the DICOM indexer imports it without torch.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import re
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 
 EXIT_OK = 0
 EXIT_PARTIAL = 1  # finished, but some inputs were refused or nothing was found (reported)
 EXIT_BAD_INPUT = 2  # nothing done: bad input, config, file, checkpoint or output location
+EXIT_INTERRUPTED = 130  # ended by Ctrl-C (the shell's code for SIGINT)
+
+
+def interrupted(command: str) -> int:
+    """Ctrl-C's one line for ``command``; returns EXIT_INTERRUPTED. Outputs are written whole
+    or not at all, so nothing half-written is left to mistake for a result."""
+    print(f"bone-age {command}: interrupted (Ctrl-C); nothing half-written was kept",
+          file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
+def _leave_quietly(signum: int, frame: object) -> None:
+    os._exit(EXIT_INTERRUPTED)
+
+
+def quiet_on_ctrl_c() -> None:
+    """For a worker process's initializer: Ctrl-C (SIGINT to the terminal's whole process
+    group) ends the worker at once and silently, not with a traceback of its own; the parent
+    gets the same SIGINT and says so in one line. A temporary file the worker was writing is
+    removed by the next command that writes there (docs/errors.md)."""
+    signal.signal(signal.SIGINT, _leave_quietly)
+
+
+@contextlib.contextmanager
+def workers_starting() -> Iterator[None]:
+    """Around the start of worker processes: they inherit SIGINT ignored (across exec too)
+    until their initializer runs ``quiet_on_ctrl_c``, so a Ctrl-C while they start prints no
+    traceback either. The parent's own handler is back before any work is handed out."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may change signal handlers
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class BoneAgeError(Exception):
@@ -87,6 +127,8 @@ def command(name: str) -> Callable[[Callable[..., int]], Callable[..., int]]:
         def guarded(*args, **kwargs) -> int:
             try:
                 return main(*args, **kwargs)
+            except KeyboardInterrupt:
+                return interrupted(name)
             except Exception as err:
                 message = user_error_message(err)
                 if message is None:

@@ -309,3 +309,50 @@ def test_a_damaged_run_is_named_and_left_out(tmp_path, caplog, capsys, case):
     assert "1 damaged run(s) left out" in capsys.readouterr().err
     (row,) = read_rows(tmp_path / "table1.csv")
     assert int(row["folds"]) == 1 and int(row["n"]) == 12
+
+
+def _run_of(folder, loss, fold, age, pred):
+    folder.mkdir(parents=True)
+    metrics = {"model": "vgg16", "backbone": "vgg16", "loss": loss, "fold": fold,
+               "train_mean_age": 60.0, "baseline_mae": 0.0, "settings": {"loss.name": loss}}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    with (folder / "predictions.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["subject_id", "fold", "sex", "age", "pred_age", "pred_sd"])
+        w.writerows([f"S{fold}_{i}", fold, "F", exact(a), exact(p), ""]
+                    for i, (a, p) in enumerate(zip(age, pred, strict=True)))
+
+
+def test_cells_that_learned_nothing_are_marked(tmp_path, caplog, monkeypatch):
+    """Issue 33 item 6: a cell whose MAE is not below the baseline by its bootstrap interval
+    is marked in table1.md, table1.csv, the figure and the console; a cell that learned is
+    not."""
+    from bone_age.evaluation import plots
+
+    rng = np.random.default_rng(0)
+    for fold in range(3):
+        age = rng.uniform(40, 80, 40)
+        _run_of(tmp_path / f"mv{fold}", "mv", fold, age, age + rng.normal(0, 2, 40))
+        # Predicts about the training mean whatever the age: as good as the baseline, no better.
+        _run_of(tmp_path / f"mse{fold}", "mse", fold, age, 60 + rng.normal(0, 0.5, 40))
+    hatched = {}
+    real_save = plots._save
+
+    def spy(fig, path):
+        if path.name == "mae_by_cell.png":
+            hatched["bars"] = [p.get_hatch() for p in fig.axes[0].patches]
+        return real_save(fig, path)
+    monkeypatch.setattr(plots, "_save", spy)
+    with caplog.at_level(logging.WARNING, logger="bone_age.evaluation.report"):
+        md = report(tmp_path)
+    rows = {r["loss"]: r for r in read_rows(tmp_path / "table1.csv")}
+    unlearned, learned = rows["Mean squared loss"], rows["Softmax + Mean-Variance loss"]
+    assert unlearned["below_baseline"] == "False" and learned["below_baseline"] == "True"
+    assert float(unlearned["vs_baseline_high"]) >= 0 > float(learned["vs_baseline_high"])
+    text = md.read_text()
+    (mse_line,) = [line for line in text.splitlines() if "Mean squared loss" in line]
+    (mv_line,) = [line for line in text.splitlines() if "Mean-Variance" in line]
+    assert "†" in mse_line and "†" not in mv_line
+    assert "† Not below the baseline: 1 of 2 cells" in text
+    assert "1 of 2 Table 1 cells are not below the baseline" in caplog.text
+    assert hatched["bars"].count("//") == 2  # the cell's bar and its legend entry

@@ -94,3 +94,42 @@ def test_runs_of_a_sweep_are_grouped_by_its_folder():
                 cfg.hydra.mode = mode
             HydraConfig.instance().set_config(cfg)
             assert sweep_group() == group
+
+
+def test_no_local_path_program_or_git_state_is_sent(offline, monkeypatch):
+    """Issue 33 item 8: W&B's capture of the machine is off and the logged settings hold no
+    local path, so a folder naming a hospital or a patient never travels."""
+    import sys
+
+    import wandb
+
+    from bone_age.evaluation.tracking import log_table1, wandb_logger
+
+    private = offline / "St_Marys_Hospital" / "Doe_John_1931"
+    (private / "cohort").mkdir(parents=True)
+    (private / "cohort" / "manifest.csv").write_text("subject_id\n")
+    monkeypatch.chdir(private)
+    logger = wandb_logger(project="bone-age", save_dir=str(private / "run"), name="vgg16-mv-fold0")
+    logger.log_hyperparams({
+        "data": {"manifest": "cohort/manifest.csv", "cache_dir": str(private / "cache"),
+                 "folds_file": None, "image_size": [64, 32], "source": {"path": str(private)}},
+        "module": {"monitor": "val/loss"}, "model": {"backbone": "resnet10t"},
+        "extra": [str(private / "x.csv"), "kept"]})
+    logger.log_metrics({"train/loss": 1.0}, step=0)
+    print(f"console line naming {private}")  # console capture is off: never sent
+    wandb.finish()
+    log, _ = _offline_run(private / "run", b"train/loss")
+    assert b"resnet10t" in log and b"val/loss" in log and b"image_size" in log and b"kept" in log
+    for text in (b"Hospital", b"Doe_John", str(offline).encode(), sys.executable.encode(),
+                 b"manifest.csv", b"pytest", b"git"):
+        assert text not in log, text
+    assert not list((private / "run" / "wandb").glob("offline-run-*/files/requirements.txt"))
+    assert not list((private / "run" / "wandb").glob("offline-run-*/files/output.log"))
+
+    # The report's run: the same settings.
+    sweep = private / "sweep"
+    sweep.mkdir()
+    log_table1([{"model": "vgg16", "mae": 1.0}], {}, sweep, "bone-age")
+    log, _ = _offline_run(sweep, b"table1")
+    for text in (b"Hospital", b"Doe_John", sys.executable.encode(), b"pytest"):
+        assert text not in log, text

@@ -53,6 +53,9 @@ BAD = {
     "loss.min_age=80": "loss.max_age must be above loss.min_age (80), got 80",
     "augment.dose_min=0": "augment.dose_min must be a number > 0 and <= 1, got 0",
     "scheduler.factor=2": "scheduler.factor must be a number > 0 and < 1, got 2",
+    "yes=maybe": "yes must be true or false, got 'maybe'",
+    # Leave-one-site-out's folds checked against the cohort's sites (issue 33 item 5).
+    "data.split=site": "data.split=site needs at least 2 sites; the cohort has 1",
 }
 
 
@@ -74,6 +77,15 @@ def test_good_settings_pass(tmp_path):
             check_settings(_cfg([f"{group}={option.stem}"]))
     check_settings(_cfg(["experiment=ablation_sex", *tiny_overrides(tmp_path / "m.csv", tmp_path),
                          "data.subjects=null"]))
+
+
+def test_a_site_fold_the_cohort_lacks_is_refused_before_the_run():
+    with pytest.raises(SettingsError, match=r"^data.fold must be in 0..2 \(data.split=site: one "
+                                            r"fold per site, 3 sites\), got 3; sweep "
+                                            r"data.fold=0,1,2$"):
+        check_settings(_cfg(["data.split=site", "+data.phantom_options.sites=3",
+                             "data.fold=3"]))
+    check_settings(_cfg(["data.split=site", "+data.phantom_options.sites=3", "data.fold=2"]))
 
 
 def test_a_manifest_run_without_its_manifest_says_what_to_add():
