@@ -23,7 +23,6 @@ import os
 import platform
 import subprocess
 import sys
-
 import warnings
 
 import torch
