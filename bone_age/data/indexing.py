@@ -25,6 +25,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pydicom
 
 from bone_age.data.anatomy import (
@@ -35,6 +36,7 @@ from bone_age.data.anatomy import (
     decide_pair,
     decide_view,
 )
+from bone_age.data.contact_sheet import Tile, contact_sheet_png
 from bone_age.data.dicom import (
     VIEWS,
     DicomReadError,
@@ -57,6 +59,8 @@ from bone_age.utils.files import kind
 from bone_age.utils.outputs import remove_stale_temps, replace, temp_path
 from bone_age.utils.tables import csv_text
 
+# Beside the manifest: the studies whose view the anatomy decided, for a person to check.
+CONTACT_SHEET = "anatomy_views.png"
 MANIFEST_COLUMNS = [*REQUIRED_COLUMNS, "study", SITE_COLUMN]
 REPORT_COLUMNS = ["file", "status", "study", "subject_id", "view", "view_from", "view_margin",
                   "names_patient", "reason"]
@@ -595,6 +599,33 @@ def _place(src: Path, dst: Path, copy: bool, checker: PathChecker) -> str:
     return "copy"
 
 
+def anatomy_studies(result: IndexResult) -> list[StudyRow]:
+    """The written studies with a view decided from the anatomy (no view in their headers)."""
+    return [s for s in result.written if any(i.view_from == "anatomy" for i in s.files)]
+
+
+def _view_counts(row: StudyRow, view: View) -> np.ndarray | None:
+    """One view's counts read back for the contact sheet; None where that fails (the sheet
+    shows a grey box: it must never stop the index)."""
+    try:
+        inst = next(i for i in row.files if view in i.views)
+        if inst.side_by_side:
+            return read_view(row.views[view], view)
+        return pixel_counts(read_dataset(inst.path), inst.rel)[inst.views[view][0]]
+    except (DicomReadError, StopIteration, IndexError, OSError, ValueError):
+        return None
+
+
+def contact_sheet(result: IndexResult) -> bytes | None:
+    """The PNG of every study whose view the anatomy decided (pseudonym and views only), or
+    None when there is none."""
+    tiles = []
+    for row in anatomy_studies(result):
+        how = {v: next((i.view_from for i in row.files if v in i.views), "") for v in VIEWS}
+        tiles.append(Tile(row.subject_id, [(v, how[v], _view_counts(row, v)) for v in VIEWS]))
+    return contact_sheet_png(tiles) if tiles else None
+
+
 def write_outputs(result: IndexResult, manifest: Path, report: Path,
                   link_file: Path | None = None, copy_files: bool = False,
                   links_dir: Path | None = None) -> Counter:
@@ -640,6 +671,14 @@ def write_outputs(result: IndexResult, manifest: Path, report: Path,
             with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
                 f.write(text)
             staged.append((tmp, target))
+        sheet, png = base / CONTACT_SHEET, contact_sheet(result)
+        if png is not None:
+            tmp = temp_path(sheet, keep_suffix=False)
+            temps.append(tmp)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            with os.fdopen(fd, "wb") as f:
+                f.write(png)
+            staged.append((tmp, sheet))
         if os.path.lexists(links_dir):
             if not is_links_dir(links_dir):
                 raise OSError(errno.EEXIST, "holds files the index did not write", links_dir)
@@ -650,6 +689,8 @@ def write_outputs(result: IndexResult, manifest: Path, report: Path,
             os.replace(staged_links, links_dir)
         for tmp, target in staged:
             replace(tmp, target)
+        if png is None and sheet.is_file() and not sheet.is_symlink():
+            sheet.unlink()  # an earlier run's sheet would show studies this run did not decide
         return placed
     finally:
         for tmp in temps:
@@ -659,7 +700,9 @@ def write_outputs(result: IndexResult, manifest: Path, report: Path,
                 tmp.unlink()
 
 
-def summary(result: IndexResult) -> str:
+def summary(result: IndexResult, sheet: Path | None = None) -> str:
+    """What the index did, in a few lines; ``sheet``: where write_outputs put the contact sheet
+    (beside the manifest), named when the anatomy decided a view."""
     counts = Counter(i.status for i in result.instances)
     n = len(result.written)
     rate = n / result.seconds if result.seconds > 0 else float("inf")
@@ -671,6 +714,12 @@ def summary(result: IndexResult) -> str:
     if anatomy:
         lines.append(f"{len(anatomy)} written files had no view in their headers: decided from "
                      "the anatomy (index_report.csv: view, view_from, view_margin)")
+    studies = anatomy_studies(result)
+    if studies:
+        lines.append(f"{plural(len(studies), 'study')} with a view decided from the anatomy: "
+                     "check that no study's views are swapped at a glance in "
+                     f"{sheet if sheet is not None else CONTACT_SHEET} (its two views side by "
+                     "side, front view with the face, back view with the spine)")
     if result.patient_paths:
         lines.append(f"{len(result.patient_paths)} of {len(result.instances)} paths below the "
                      "export name a patient (column names_patient): the report is for the data "

@@ -331,3 +331,36 @@ def test_spellings_of_a_view_folder_name_the_same_folder(tmp_path):
         assert _stated_views([text], export) == {"a/b": "anterior"}, text
     assert _stated_views(spellings + ["posterior"], export) == {"a/b": "anterior",
                                                                 "": "posterior"}
+
+
+def test_anatomy_decisions_are_counted_and_shown_on_a_contact_sheet(phantom, tmp_path, capsys):
+    """Issue 32, item 2: when the anatomy decided a view, the summary says for how many studies
+    and names a contact sheet beside the manifest: one PNG, each such study's two views side by
+    side, labelled with its pseudonym only (no name, ID, date or path in it). A later run that
+    decides nothing from the anatomy leaves no stale sheet behind."""
+    from PIL import Image
+
+    export, truth = phantom
+    out = tmp_path / "out"
+    rows, _ = run(export, out, code=0)
+    text = capsys.readouterr().out
+    sheet = out / "anatomy_views.png"
+    assert sheet.is_file()
+    assert "4 studies with a view decided from the anatomy" in text and str(sheet) in text
+    img = Image.open(sheet)
+    assert img.format == "PNG" and img.width >= 4 * 2 * 56 and img.height >= 224
+    # Nothing identifying in the file: its text chunks and its bytes name no patient.
+    ds = pydicom.dcmread(next(iter(export.iterdir())))
+    raw = sheet.read_bytes()
+    for value in (ds.PatientID, str(ds.PatientName), ds.PatientBirthDate, ds.StudyDate,
+                  str(export)):
+        assert value.encode() not in raw
+    assert not img.info.get("Comment") and all(k in ("dpi",) for k in img.info)
+    # The same export with its views stated: nothing from the anatomy, no sheet, no line.
+    split = tmp_path / "split"
+    for name, view in truth.items():
+        (split / view[:3]).mkdir(parents=True, exist_ok=True)
+        shutil.copy(export / name, split / view[:3] / name)
+    run(split, out, "--view", "ant=anterior", "--view", "pos=posterior", code=0)
+    assert "decided from the anatomy" not in capsys.readouterr().out
+    assert not sheet.exists()

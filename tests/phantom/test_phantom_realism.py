@@ -63,8 +63,9 @@ def test_measures_are_label_free_and_normalised(ant_frames) -> None:
 
 
 def test_view_decision_on_phantom() -> None:
-    """The anatomy rule tells the phantom's views apart (measured 115 of 120 on seed 8; a
-    posterior view with a bright face and a faint spine can pass for anterior)."""
+    """The anatomy rule, fitted on real views, tells most single phantom frames apart (99 of 120
+    on seeds 3 and 8: some phantom anterior frames have a fainter face than real ones; their
+    pairs differ by 3.66 or more, so studies are decided)."""
     frames = phantom_frames("anterior", 10, seed=4), phantom_frames("posterior", 10, seed=4)
     right = 0
     for view, group in zip(("anterior", "posterior"), frames, strict=True):
@@ -148,11 +149,12 @@ def test_cli_bad_input(case: str, phantom_dicom: Path, tmp_path: Path) -> None:
 @pytest.mark.skipif(not REAL.exists(), reason="shared real scan absent")
 def test_real_scan_is_anterior() -> None:
     """The shared scan's header names no view; its anatomy says anterior (face hot, spine
-    faint), as a reader sees at once."""
+    fainter), as a reader sees at once. Measured: face rank 0.96, spine rank 0.82, score +3.1
+    (fitted on real renders only: NM1 is a check, not a training view)."""
     from bone_age.data.dicom import read_view
 
     d = decide_view(read_view(REAL, "anterior"))
-    assert d.view == "anterior" and d.face > 1.0
+    assert d.view == "anterior" and d.face > d.spine and d.score > 2.0
 
 
 @pytest.mark.skipif(not REAL.exists(), reason="shared real scan absent")
