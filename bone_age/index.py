@@ -15,8 +15,8 @@ from pathlib import Path
 
 from bone_age.data.dicom import VIEWS, View
 from bone_age.data.indexing import (
-    CONTACT_SHEET,
     LINKS_DIR,
+    contact_sheet_path,
     index_folder,
     is_links_dir,
     summary,
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                                args.links_dir)
     except OSError as err:
         return fail("index", f"cannot write the outputs ({err}); nothing written")
-    print(summary(result, out.parent / CONTACT_SHEET))
+    print(summary(result, contact_sheet_path(out)))
     if placed:
         print(f"{args.links_dir}: " + ", ".join(f"{how}: {n}" for how, n in sorted(placed.items()))
               + ". These are the export's files, DICOM headers (patient names, IDs, birth "

@@ -60,7 +60,14 @@ from bone_age.utils.outputs import remove_stale_temps, replace, temp_path
 from bone_age.utils.tables import csv_text
 
 # Beside the manifest: the studies whose view the anatomy decided, for a person to check.
-CONTACT_SHEET = "anatomy_views.png"
+CONTACT_SHEET = ".anatomy_views.png"  # after the manifest's name: M.csv -> M.anatomy_views.png
+
+
+def contact_sheet_path(manifest: Path) -> Path:
+    """The contact sheet of a manifest: named after it, so that the index replaces or removes
+    only a sheet of its own manifest, never a user's file."""
+    manifest = Path(manifest)
+    return manifest.with_name(manifest.stem + CONTACT_SHEET)
 MANIFEST_COLUMNS = [*REQUIRED_COLUMNS, "study", SITE_COLUMN]
 REPORT_COLUMNS = ["file", "status", "study", "subject_id", "view", "view_from", "view_margin",
                   "names_patient", "reason"]
@@ -671,7 +678,7 @@ def write_outputs(result: IndexResult, manifest: Path, report: Path,
             with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
                 f.write(text)
             staged.append((tmp, target))
-        sheet, png = base / CONTACT_SHEET, contact_sheet(result)
+        sheet, png = contact_sheet_path(manifest), contact_sheet(result)
         if png is not None:
             tmp = temp_path(sheet, keep_suffix=False)
             temps.append(tmp)
@@ -718,8 +725,8 @@ def summary(result: IndexResult, sheet: Path | None = None) -> str:
     if studies:
         lines.append(f"{plural(len(studies), 'study')} with a view decided from the anatomy: "
                      "check that no study's views are swapped at a glance in "
-                     f"{sheet if sheet is not None else CONTACT_SHEET} (its two views side by "
-                     "side, front view with the face, back view with the spine)")
+                     f"{sheet if sheet is not None else 'MANIFEST' + CONTACT_SHEET} (its two "
+                     "views side by side, front view with the face, back view with the spine)")
     if result.patient_paths:
         lines.append(f"{len(result.patient_paths)} of {len(result.instances)} paths below the "
                      "export name a patient (column names_patient): the report is for the data "

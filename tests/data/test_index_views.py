@@ -344,7 +344,7 @@ def test_anatomy_decisions_are_counted_and_shown_on_a_contact_sheet(phantom, tmp
     out = tmp_path / "out"
     rows, _ = run(export, out, code=0)
     text = capsys.readouterr().out
-    sheet = out / "anatomy_views.png"
+    sheet = out / "manifest.anatomy_views.png"  # named after the manifest
     assert sheet.is_file()
     assert "4 studies with a view decided from the anatomy" in text and str(sheet) in text
     img = Image.open(sheet)
