@@ -116,7 +116,9 @@ class BoneAgeModule(pl.LightningModule):
         n = min(studies, len(outputs))
         sex = batch["sex"][:n] if batch.get("sex") is not None else None
         with torch.autocast(device_type=outputs.device.type, enabled=False):
-            reference = net(batch["image"][:n].float(), sex).float()
+            # forward(), not __call__: eager even where speed.compile compiled the network (a
+            # float32 call of the compiled one would compile it again).
+            reference = net.forward(batch["image"][:n].float(), sex).float()
         gap = (self.loss.predict(outputs[:n])[0] - self.loss.predict(reference)[0]).abs()
         return torch.nan_to_num(gap.float(), nan=float("inf"))
 
