@@ -32,6 +32,7 @@ from bone_age.data.pseudonym import (
     load_or_create_key,
 )
 from bone_age.utils.arguments import ArgumentParser, finite_float
+from bone_age.utils.console import plural
 from bone_age.utils.errors import BoneAgeError, command, fail
 from bone_age.utils.outputs import (
     OutputError,
@@ -222,6 +223,10 @@ def main(argv: list[str] | None = None) -> int:
               "(staged links: scans with full headers); delete it if no run is using it",
               file=sys.stderr)
     print(f"manifest: {out}\nreport:   {report}")
+    if link_file:  # the one output that holds Patient IDs: never written without a word
+        print(f"link file: {link_file} (subject_id -> Patient ID of "
+              f"{plural(len(result.written), 'subject')}, owner-only: for the data owner, "
+              "never to be shared with the manifest)")
     return exit_code(result)
 
 

@@ -68,3 +68,14 @@ def test_assembling_studies_shows_progress(tmp_path, monkeypatch):
         write(nm_dataset(f"AB-000{n}"), export / f"IM{n}")
     assert run(export, tmp_path / "out")[0] == 0
     assert [k["enabled"] for k in shown] == [True] and shown[0]["total"] == 2
+
+
+def test_the_link_file_is_named_when_written(tmp_path, capsys):
+    """Issue 33, item 9: the file holding Patient IDs is never written without a word."""
+    export = tmp_path / "export"
+    write(nm_dataset("AB-0001"), export / "IM1")
+    link = tmp_path / "owner" / "links.csv"
+    assert main([str(export), "--out", str(tmp_path / "out" / "m.csv"), "--key-file",
+                 str(tmp_path / "secret" / "key"), "--link-file", str(link)]) == 0
+    said = [line for line in capsys.readouterr().out.splitlines() if str(link) in line]
+    assert len(said) == 1 and "Patient ID" in said[0] and "1 subject," in said[0]
