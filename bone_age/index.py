@@ -3,7 +3,8 @@
 Writes the manifest (pseudonymous subject ids, labels, paths of pseudonymous links in
 ``links/``), ``index_report.csv`` (every path below the export with a status and reason) beside
 it, and prints a summary. See bone_age/data/indexing.py (STATUSES) for the statuses. Exit codes:
-0 when studies were written, 1 when none could be, 2 for bad arguments (one line on stderr).
+0 when every study was written, 1 when any was left out (or none written; each file's reason
+is in the report), 2 for bad arguments (one line on stderr).
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from bone_age.data.dicom import VIEWS, View
 from bone_age.data.indexing import (
     LINKS_DIR,
     contact_sheet_path,
+    exit_code,
     index_folder,
     is_links_dir,
     summary,
@@ -29,13 +33,16 @@ from bone_age.data.pseudonym import (
     load_or_create_key,
 )
 from bone_age.utils.arguments import ArgumentParser, finite_float
-from bone_age.utils.errors import EXIT_OK, EXIT_PARTIAL, BoneAgeError, command, fail
+from bone_age.utils.console import plural
+from bone_age.utils.errors import BoneAgeError, command, fail
 from bone_age.utils.outputs import (
     OutputError,
     check_not_input,
     check_output_file,
     stale_temp_folders,
 )
+
+T = TypeVar("T")
 
 
 class UsageError(BoneAgeError):
@@ -69,10 +76,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "beside the manifest)")
     p.add_argument("--view", action="append", default=[], metavar="[FOLDER=]VIEW",
                    help="anterior or posterior: the view of every single-frame file whose "
-                        "headers name none (a folder of one view); FOLDER=VIEW (repeatable) "
+                        "headers name none (a folder of one view; two-frame files: --frames); "
+                        "FOLDER=VIEW (repeatable) "
                         "limits it to a folder below the export. Without it such files are "
                         "decided from their anatomy (see index_report.csv's view_from and "
                         "view_margin)")
+    p.add_argument("--frames", action="append", default=[], metavar="[FOLDER=]VIEW,VIEW",
+                   help="anterior,posterior or posterior,anterior: the views of the first and "
+                        "second frame of every two-frame file whose headers name none; "
+                        "FOLDER=VIEW,VIEW (repeatable) limits it to a folder below the export. "
+                        "Without it such files are decided from their anatomy (the two frames "
+                        "compared)")
     p.add_argument("--follow-links-outside", action="store_true",
                    help="follow symbolic links that lead outside the export folder (by "
                         "default they are reported as outside_export and not read)")
@@ -93,26 +107,49 @@ def _stated_views(given: list[str], root: Path) -> dict[str, View]:
     FOLDER that is the export itself (``.``, ``ant/..``, the export's path, empty) or lies
     outside it is refused, never taken as the whole export.
     """
-    stated: dict[str, View] = {}
+    def view_of(text: str) -> View | None:
+        view = text.strip().lower()
+        return view if view in VIEWS else None  # type: ignore[return-value]
+
+    return _by_folder("--view", given, root, view_of,
+                      "anterior or posterior, or FOLDER=anterior / FOLDER=posterior")
+
+
+def _stated_frames(given: list[str], root: Path) -> dict[str, tuple[View, View]]:
+    """--frames values as {folder relative to the export: (first frame's view, second's)},
+    folders as --view takes them."""
+    def frames_of(text: str) -> tuple[View, View] | None:
+        views = tuple(v.strip().lower() for v in text.split(","))
+        return views if sorted(views) == sorted(VIEWS) else None  # type: ignore[return-value]
+
+    return _by_folder("--frames", given, root, frames_of,
+                      "anterior,posterior or posterior,anterior (the first frame's view "
+                      "first), or FOLDER=anterior,posterior")
+
+
+def _by_folder(option: str, given: list[str], root: Path, parse: Callable[[str], T | None],
+               expected: str) -> dict[str, T]:
+    """[FOLDER=]VALUE options as {folder relative to the export ("" for all of it): value}."""
+    stated: dict[str, T] = {}
     base = root.resolve()
     for text in given:
-        folder, equals, view = text.rpartition("=")
-        view = view.strip().lower()
-        if view not in VIEWS:
-            raise UsageError(f"--view {text}: expected anterior or posterior, or "
-                             "FOLDER=anterior / FOLDER=posterior")
+        folder, equals, value = text.rpartition("=")
+        parsed = parse(value)
+        if parsed is None:
+            raise UsageError(f"{option} {text}: expected {expected}")
         if equals:
-            folder = _folder_below(text, folder, root, base)
-        if stated.get(folder, view) != view:
-            raise UsageError(f"--view {text}: {folder or 'the export'} given two views")
-        stated[folder] = view  # type: ignore[assignment]
+            folder = _folder_below(option, text, folder, root, base)
+        if stated.get(folder, parsed) != parsed:
+            raise UsageError(f"{option} {text}: {folder or 'the export'} given two "
+                             f"{'views' if option == '--view' else 'frame orders'}")
+        stated[folder] = parsed
     return stated
 
 
-def _folder_below(text: str, folder: str, root: Path, base: Path) -> str:
+def _folder_below(option: str, text: str, folder: str, root: Path, base: Path) -> str:
     """FOLDER of ``--view FOLDER=VIEW`` as a path relative to the export (``a/b``), the key
     the indexer matches files by; UsageError unless it is a folder strictly below the export."""
-    refused = UsageError(f"--view {text}: {folder!r} is not a folder below {root}")
+    refused = UsageError(f"{option} {text}: {folder!r} is not a folder below {root}")
     if not folder.strip():
         raise refused
     try:
@@ -159,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         return fail("index", f"--age-range {low:g} {high:g}: MIN and MAX must be ages in years "
                              "with 0 <= MIN < MAX <= 150, e.g. --age-range 40 80")
     stated = _stated_views(args.view, args.dicom_dir)
+    frames = _stated_frames(args.frames, args.dicom_dir)
     out, report, link_file = _outputs(args)
     outputs = [out.parent, args.dicom_dir, args.links_dir]
     key_file = check_secret_location(args.key_file, outputs, "pseudonym key file")
@@ -168,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     result = index_folder(args.dicom_dir, out, pseudo, args.split_side_by_side,
                           args.check_pixels, tuple(args.age_range), skip=[report],
                           stated_views=stated, links_dir=args.links_dir,
-                          follow_outside=args.follow_links_outside, secrets=[key_file])
+                          follow_outside=args.follow_links_outside, secrets=[key_file],
+                          stated_frames=frames, progress=True)
     try:
         placed = write_outputs(result, out, report, link_file, args.copy_files,
                                args.links_dir)
@@ -185,7 +224,11 @@ def main(argv: list[str] | None = None) -> int:
               "(staged links: scans with full headers); delete it if no run is using it",
               file=sys.stderr)
     print(f"manifest: {out}\nreport:   {report}")
-    return EXIT_OK if result.written else EXIT_PARTIAL
+    if link_file:  # the one output that holds Patient IDs: never written without a word
+        print(f"link file: {link_file} (subject_id -> Patient ID of "
+              f"{plural(len(result.written), 'subject')}, owner-only: for the data owner, "
+              "never to be shared with the manifest)")
+    return exit_code(result)
 
 
 if __name__ == "__main__":

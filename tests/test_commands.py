@@ -364,8 +364,12 @@ def test_empty_sex_is_refused_only_by_models_that_use_sex(tiny, tmp_path, capsys
     capsys.readouterr()
     sex_model = _sex_model(tiny, tmp_path / "sex.ckpt")
     assert predict.main([str(sex_model), str(manifest), "--out", str(out)]) == 1
-    refused = capsys.readouterr().err.strip().splitlines()
-    assert len(refused) == 2 and all("uses sex as an input" in line for line in refused)
+    captured = capsys.readouterr()  # one summary line; each refusal is in the listing
+    assert captured.err == "" and "2 refused" in captured.out
+    with out.with_name("p.csv.refused.csv").open() as f:
+        refused = list(csv.DictReader(f))
+    assert len(refused) == 2 and all("uses sex as an input" in r["reason"] for r in refused)
+    assert [r["subject_id"] for r in refused] == [rows[0]["subject_id"], rows[1]["subject_id"]]
 
 
 def _resume_cfg(tiny: dict, tmp_path: Path, change) -> tuple[Path, Path]:

@@ -24,6 +24,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pydicom
@@ -32,9 +33,7 @@ from bone_age.data.anatomy import (
     PAIR_MARGIN,
     SINGLE_MARGIN,
     ViewDecision,
-    body_problem,
     decide_pair,
-    decide_view,
 )
 from bone_age.data.contact_sheet import Tile, contact_sheet_png
 from bone_age.data.dicom import (
@@ -49,12 +48,14 @@ from bone_age.data.dicom import (
     values,
 )
 from bone_age.data.identifiers import PathChecker
-from bone_age.data.instances import Instance, classify
+from bone_age.data.instances import Instance, classify, decide_frames, frame_decision
 from bone_age.data.labels import study_age, study_sex, study_site, trainable_age
 from bone_age.data.manifest import REQUIRED_COLUMNS, SITE_COLUMN
 from bone_age.data.pseudonym import SUBJECT_PREFIX, KeyFileError, Pseudonymizer
 from bone_age.data.sidebyside import split_halves, write_view_file
 from bone_age.utils.console import plural
+from bone_age.utils.console import progress as progress_display
+from bone_age.utils.errors import EXIT_OK, EXIT_PARTIAL
 from bone_age.utils.files import kind
 from bone_age.utils.outputs import remove_stale_temps, replace, temp_path
 from bone_age.utils.tables import csv_text
@@ -75,6 +76,10 @@ WRITTEN = ("ok", "no_age", "age_out_of_range", "unknown_sex")
 SPLIT_DIR = "split"
 LINKS_DIR = "links"
 _SUFFIX = {"anterior": "ANT", "posterior": "POST"}
+T = TypeVar("T")
+# Studies from which the index shows progress: deciding views from the anatomy takes about a
+# quarter of a second per study (2 shared cores), so 120 studies would be 30 s of silence.
+PROGRESS_FROM = 20
 SEX_SHOWN = frozenset({"F", "M", "O"})  # Patient's Sex codes a reason may quote
 
 # Every status of the report, with its meaning (the README lists these).
@@ -105,7 +110,8 @@ STATUSES = {
     "unsupported_image": "a colour image, one larger than any whole-body scan, or one not "
                          "shaped like a whole-body view",
     "no_pixels": "no pixel data",
-    "view_unknown": "no anterior or posterior view named in its headers",
+    "view_unknown": "no anterior or posterior view named in its headers, none given with "
+                    "--view (one frame) or --frames (two frames), and the anatomy not sure",
     "not_side_by_side": "with --split-side-by-side: an image that is not NM or not shaped "
                         "like two whole-body views side by side, so not split",
     # a study that is not written (every file of it gets the status)
@@ -118,6 +124,24 @@ STATUSES = {
                        "with the wrong sign); refused rather than clipped",
     "repeat_study": "a later study of a subject already written (one study per subject)",
 }
+
+
+# Statuses of a path that holds no scan of its own (or one used through another path): leaving
+# it out loses no study. Every other status not WRITTEN is a study (or a file that may hold
+# one) left out, which makes every command that reads an export exit 1 (docs/errors.md).
+NO_STUDY = frozenset({"dicomdir", "not_dicom", "own_output", "duplicate", "link_loop",
+                      "not_a_file", "unsupported_modality"})
+
+
+@dataclass
+class LeftOut:
+    """A study left out, named by its pseudonyms (or a file that may hold a study, whose
+    header gave none: ``study`` empty), and why."""
+
+    subject_id: str  # BA-... where a Patient ID was read, else ""
+    study: str  # ST-... where a Study Instance UID was read, else ""
+    reason: str
+    files: int = 1
 
 
 @dataclass
@@ -142,6 +166,7 @@ class IndexResult:
     seconds: float
     patient_paths: set[str] = field(default_factory=set)  # relative paths naming a patient
     checker: PathChecker = field(default_factory=PathChecker)  # the export's identifiers
+    left_out: list[LeftOut] = field(default_factory=list)  # studies not written, and why
 
     @property
     def written(self) -> list[StudyRow]:
@@ -234,11 +259,12 @@ def _walk(root: Path, skip: Sequence[Path], follow_outside: bool = False,
         stack.extend(reversed(folders))  # popped in name order
 
 
-def stated_view(rel: str, stated: dict[str, View] | None) -> View | None:
-    """The view --view gives a path below the export: that of the deepest folder holding it."""
-    found = [(len(folder), view) for folder, view in (stated or {}).items()
+def stated_view(rel: str, stated: dict[str, T] | None) -> T | None:
+    """The view --view (or the frames' views --frames) gives a path below the export: that of
+    the deepest folder holding it."""
+    found = [(len(folder), n) for n, folder in enumerate(stated or {})
              if not folder or rel.startswith(folder.rstrip("/") + "/")]
-    return max(found)[1] if found else None
+    return list(stated.values())[max(found)[1]] if stated and found else None
 
 
 def _mark_duplicates(instances: list[Instance]) -> None:
@@ -253,22 +279,6 @@ def _mark_duplicates(instances: list[Instance]) -> None:
             first[inst.sop_uid] = inst
 
 
-def _frame_decision(inst: Instance) -> ViewDecision | str:
-    """The anatomy's view of an unlabelled single frame, or why it cannot be decided."""
-    try:
-        counts = pixel_counts(read_dataset(inst.path), inst.rel)[0]
-    except DicomReadError as err:
-        return err.reason
-    counted = count_problem(counts)
-    problem = counted[1] if counted else body_problem(counts)
-    if problem:
-        return f"its anatomy cannot tell the view: {problem}"
-    try:
-        return decide_view(counts)
-    except ValueError as err:
-        return f"its anatomy cannot tell the view: {err}"
-
-
 def _set_view(inst: Instance, view: View, margin: float) -> None:
     inst.views, inst.view_from, inst.view_margin, inst.unlabelled = \
         {view: [0]}, "anatomy", round(margin, 3), ""
@@ -278,10 +288,17 @@ def _anatomy_views(row: StudyRow) -> None:
     """Give each unlabelled single frame of a study its view from the anatomy, or fail it as
     ``view_unknown`` (and leave it out of the study) when the anatomy is not sure enough.
 
+    An unlabelled file of two frames holds the study's two views: its frames are compared with
+    each other (decide_frames), by the same rule as two single frames of one study.
     Two frames of one study are decided together (the higher score is the anterior, see
     data/anatomy.py); one unlabelled frame beside one whose header names its view is decided
     with it (and must agree with that header); a frame alone needs SINGLE_MARGIN.
     """
+    for inst in [i for i in row.files if i.unlabelled and i.frames == 2]:
+        why = decide_frames(inst)  # its two frames compared with each other
+        if why:
+            inst.fail("view_unknown", f"{inst.unlabelled}; {why}")
+    row.files = [i for i in row.files if not i.status]
     unlabelled = [i for i in row.files if i.unlabelled]
     if not unlabelled:
         return
@@ -293,7 +310,7 @@ def _anatomy_views(row: StudyRow) -> None:
     pool = unlabelled + (labelled if len(unlabelled) == 1 and len(labelled) == 1
                          and not others else [])
     for inst in pool:
-        found = _frame_decision(inst)
+        found = frame_decision(inst)
         (decided if isinstance(found, ViewDecision) else failed)[id(inst)] = found
     if len(pool) == 2 and not failed and not others:
         a, b = pool
@@ -354,14 +371,19 @@ def _assemble(row: StudyRow) -> dict[View, Instance] | None:
 
 
 def _pixels(row: StudyRow, chosen: dict[View, Instance], split_dir: Path, check: bool) -> bool:
-    """Decode the chosen views (always for a side-by-side image, which is split into files)."""
+    """Decode the chosen views (always for a side-by-side image or a two-frame file whose views
+    its headers do not name: each view is written as a file of its own, named in its header,
+    which every reader of the manifest understands)."""
     for inst in row.files:
-        if not (check or inst.side_by_side):
+        if not (check or inst.side_by_side or inst.split_frames):
             continue
         try:
             ds = read_dataset(inst.path)
             if inst.side_by_side:
                 views = split_halves(pixel_counts(ds, inst.rel)[0])
+            elif inst.split_frames:
+                frames = pixel_counts(ds, inst.rel)
+                views = {v: frames[f[0]] for v, f in inst.views.items()}
             else:
                 views = {v: read_view(inst.rel, v, ds) for v, i in chosen.items() if i is inst}
         except DicomReadError as err:
@@ -372,9 +394,12 @@ def _pixels(row: StudyRow, chosen: dict[View, Instance], split_dir: Path, check:
             if problem:
                 _fail_study(row, problem[0], f"the {view} view {problem[1]}")
                 return False
-            if inst.side_by_side:
+            if inst.side_by_side or inst.split_frames:
                 path = split_dir / f"{row.key}_{_SUFFIX[view]}.dcm"
-                write_view_file(counts, path, view, row.key)
+                write_view_file(counts, path, view, row.key,
+                                "half of a side-by-side image" if inst.side_by_side else
+                                f"frame {inst.views[view][0] + 1} of a two-frame image "
+                                f"(view from {inst.view_from})")
                 row.views[view] = path
     return True
 
@@ -458,12 +483,17 @@ def index_folder(
     links_dir: Path | None = None,
     follow_outside: bool = False,
     secrets: Sequence[Path] = (),
+    stated_frames: dict[str, tuple[View, View]] | None = None,
+    progress: bool = False,
 ) -> IndexResult:
     """Classify every path under ``root`` and assemble the studies (nothing written yet, except
     the split halves of side-by-side images, next to the manifest). Paths in ``skip`` (and the
     manifest, links and split folders) are reported as ``own_output``, not indexed: a re-run
     into the export sees only the export. ``stated_views`` maps folders below ``root`` (""
-    for all of it) to the view of their single frames whose headers name none (--view)."""
+    for all of it) to the view of their single frames whose headers name none (--view),
+    ``stated_frames`` to the views of the frames of their two-frame files (--frames).
+    ``progress`` shows the studies being assembled (deciding views from the anatomy and
+    checking pixels take seconds per study)."""
     start = time.perf_counter()
     root = Path(root).resolve()
     base = Path(manifest).resolve().parent
@@ -475,7 +505,8 @@ def index_folder(
         # pydicom warns about damaged files with their values; each file's status says it all.
         warnings.simplefilter("ignore")
         instances = [inst if inst.status else
-                     classify(inst, split_side_by_side, stated_view(inst.rel, stated_views))
+                     classify(inst, split_side_by_side, stated_view(inst.rel, stated_views),
+                              stated_view(inst.rel, stated_frames))
                      for inst in _walk(root, outputs, follow_outside, secrets)]
         instances.sort(key=lambda i: i.rel)
         _mark_duplicates(instances)
@@ -484,7 +515,11 @@ def index_folder(
             if not inst.status:
                 groups[inst.study_uid].append(inst)
         studies = [_safe_study(StudyRow(pseudo.study(uid), files), pseudo, split_dir,
-                               check_pixels, age_range) for uid, files in groups.items()]
+                               check_pixels, age_range)
+                   for uid, files in progress_display(
+                       groups.items(), total=len(groups), desc="index: assembling studies "
+                       "(views, pixels)", unit="studies",
+                       enabled=progress and len(groups) >= PROGRESS_FROM)]
         checker = _identifiers(instances)
     _one_study_per_subject(studies)
     for row in studies:
@@ -493,7 +528,45 @@ def index_folder(
                 views = "+".join(v for v in VIEWS if v in inst.views)
                 inst.fail(row.status, f"{inst.rel}: {views} of study {row.key}: {row.reason}")
     patient_paths = {i.rel for i in instances if checker.names_patient(i.rel)}
-    return IndexResult(instances, studies, time.perf_counter() - start, patient_paths, checker)
+    return IndexResult(instances, studies, time.perf_counter() - start, patient_paths, checker,
+                       _left_out(instances, studies, pseudo))
+
+
+def _left_out(instances: list[Instance], studies: list[StudyRow],
+              pseudo: Pseudonymizer) -> list[LeftOut]:
+    """Every study not written, by its pseudonyms: a study that failed as a whole, and the
+    studies whose files all failed on their own (e.g. view_unknown), so never assembled; a file
+    that may hold a study but gave no Study Instance UID (damaged, a broken link) is one entry
+    of its own. A file failing beside a written study leaves no study out."""
+    found: dict[str, LeftOut] = {}
+    for row in studies:
+        if row.status not in WRITTEN:
+            found[row.key] = LeftOut(row.subject_id, row.key, row.reason, len(row.files))
+    written = {row.key for row in studies if row.status in WRITTEN}
+    alone: list[LeftOut] = []
+    in_study = {id(i) for row in studies for i in row.files}
+    for inst in instances:
+        if inst.status in WRITTEN or inst.status in NO_STUDY or id(inst) in in_study:
+            continue
+        uid = inst.study_uid if inst.ds is not None else ""
+        if not uid:
+            alone.append(LeftOut("", "", inst.reason))
+            continue
+        key = pseudo.study(uid)
+        if key in written:
+            continue
+        patient = _text(inst, "PatientID")
+        entry = found.setdefault(key, LeftOut(pseudo.subject(patient) if patient else "", key,
+                                              "", 0))
+        entry.subject_id = entry.subject_id or (pseudo.subject(patient) if patient else "")
+        entry.reason = "; ".join(r for r in (entry.reason, inst.reason) if r)
+        entry.files += 1
+    return [*found.values(), *alone]
+
+
+def exit_code(result: IndexResult) -> int:
+    """One rule for every command: 1 when any study was left out (or none written), else 0."""
+    return EXIT_PARTIAL if result.left_out or not result.written else EXIT_OK
 
 
 def _identifiers(instances: list[Instance]) -> PathChecker:
@@ -717,6 +790,14 @@ def summary(result: IndexResult, sheet: Path | None = None) -> str:
              f"{result.seconds:.1f} s "
              f"({rate:.1f} studies/s)"]
     lines += [f"  {status:<22}{count:>7}" for status, count in sorted(counts.items())]
+    if result.left_out:
+        studies = [lo for lo in result.left_out if lo.study]
+        files = len(result.left_out) - len(studies)
+        parts = [f"{plural(len(studies), 'study')} left out"] if studies else []
+        if files:
+            parts.append(f"{plural(files, 'file')} that may hold a study left out")
+        lines.append(" and ".join(parts) + ": each file's status and reason are in the report "
+                                           "(exit 1)")
     anatomy = [i for i in result.instances if i.view_from == "anatomy" and i.status in WRITTEN]
     if anatomy:
         lines.append(f"{len(anatomy)} written files had no view in their headers: decided from "

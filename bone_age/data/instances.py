@@ -12,7 +12,14 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
-from bone_age.data.anatomy import body_problem, shape_problem
+from bone_age.data.anatomy import (
+    PAIR_MARGIN,
+    ViewDecision,
+    body_problem,
+    decide_pair,
+    decide_view,
+    shape_problem,
+)
 from bone_age.data.dicom import (
     PHOTOMETRIC,
     VIEWS,
@@ -62,7 +69,12 @@ class Instance:
     side_by_side: bool = False  # one frame holding both views, left and right
     view_from: str = ""  # where its view came from: header, option (--view) or anatomy
     view_margin: float | None = None  # the anatomy's margin, when it decided
-    unlabelled: str = ""  # a single frame whose headers name no view: why (until decided)
+    unlabelled: str = ""  # one or two frames whose headers name no view: why (until decided)
+    frames: int = 1  # Number of Frames (2: both views in one file)
+    # Its two frames get their views from the anatomy or --frames, not from its headers: the
+    # index writes each frame as its own file (readers take a multi-frame file's views only
+    # from its headers).
+    split_frames: bool = False
     status: str = ""
     reason: str = ""
 
@@ -162,15 +174,17 @@ def _looks_side_by_side(ds: Dataset, path: Path) -> bool:
 
 
 def classify(inst: Instance, split_side_by_side: bool = False,
-             stated: View | None = None) -> Instance:
+             stated: View | None = None,
+             stated_frames: tuple[View, View] | None = None) -> Instance:
     """Read one file's header and decide what it can contribute to a study.
 
     ``stated`` is the view the user gave (--view) for single frames whose headers name none;
-    without it such a frame is left ``unlabelled``, for the indexer to decide from its anatomy.
-    Never raises: whatever goes wrong with one file becomes its status.
+    ``stated_frames`` the views of the two frames of a file whose headers name none
+    (--frames). Without them such a file is left ``unlabelled``, for the indexer to decide
+    from its anatomy. Never raises: whatever goes wrong with one file becomes its status.
     """
     try:
-        return _classify(inst, split_side_by_side, stated)
+        return _classify(inst, split_side_by_side, stated, stated_frames)
     except DicomReadError as err:
         return inst.fail("unreadable", f"{inst.rel}: {err.reason}")
     except Exception as err:  # a damaged header can fail in any attribute; only the type:
@@ -179,7 +193,8 @@ def classify(inst: Instance, split_side_by_side: bool = False,
                                        f"({type(err).__name__})")
 
 
-def _classify(inst: Instance, split_side_by_side: bool, stated: View | None) -> Instance:
+def _classify(inst: Instance, split_side_by_side: bool, stated: View | None,
+              stated_frames: tuple[View, View] | None) -> Instance:
     path = inst.path
     if path.name.upper() == "DICOMDIR":
         return inst.fail("dicomdir", f"{inst.rel}: DICOMDIR index file, skipped")
@@ -231,8 +246,17 @@ def _classify(inst: Instance, split_side_by_side: bool, stated: View | None) -> 
                                              f"--split-side-by-side: {refusal}")
     why = (f"{rel}: no anterior or posterior view named in View Code Sequence, Image ID, "
            "descriptions or comments")
-    if number_of_frames(ds, path) != 1:
-        return inst.fail("view_unknown", why)
+    inst.frames = number_of_frames(ds, path)
+    if inst.frames == 2:  # both views in one file, in an order the headers do not say
+        if stated_frames:
+            inst.views = {stated_frames[0]: [0], stated_frames[1]: [1]}
+            inst.view_from, inst.split_frames = "option", True
+            return _shape_checked(inst)
+        inst.unlabelled = why  # the indexer decides its two frames from their anatomy
+        return inst
+    if inst.frames != 1:
+        return inst.fail("view_unknown", f"{why}; {inst.frames} frames (only a file of one or "
+                                         "two whole-body views can be told apart)")
     if stated:
         inst.views, inst.view_from = {stated: [0]}, "option"  # --view (no "-": CSV-safe)
         return _shape_checked(inst)
@@ -248,6 +272,55 @@ def _shape_checked(inst: Instance) -> Instance:
     return inst.fail("unsupported_image", f"{inst.rel}: {problem}") if problem else inst
 
 
+FRAMES_HINT = "state their order with --frames anterior,posterior (or posterior,anterior)"
+
+
+def counts_decision(counts) -> ViewDecision | str:
+    """The anatomy's view of one frame's counts, or why it cannot tell."""
+    counted = count_problem(counts)
+    problem = counted[1] if counted else body_problem(counts)
+    if problem:
+        return f"its anatomy cannot tell the view: {problem}"
+    try:
+        return decide_view(counts)
+    except ValueError as err:
+        return f"its anatomy cannot tell the view: {err}"
+
+
+def frame_decision(inst: Instance, frame: int = 0) -> ViewDecision | str:
+    """The anatomy's view of one frame of a file, or why it cannot be decided."""
+    try:
+        frames = pixel_counts(read_dataset(inst.path), inst.rel)
+    except DicomReadError as err:
+        return err.reason
+    if frame >= frames.shape[0]:
+        return f"frame {frame + 1} is missing from its pixel data"
+    return counts_decision(frames[frame])
+
+
+def decide_frames(inst: Instance) -> str | None:
+    """Give an unlabelled two-frame file its views from the anatomy (both frames of one study,
+    compared: the rule of data/anatomy.py's decide_pair), or return why it cannot."""
+    try:
+        frames = pixel_counts(read_dataset(inst.path), inst.rel)
+    except DicomReadError as err:
+        return err.reason
+    if frames.shape[0] != 2:
+        return f"{frames.shape[0]} frames in its pixel data where its header says 2"
+    found = [counts_decision(f) for f in frames]
+    for n, d in enumerate(found, 1):
+        if isinstance(d, str):
+            return f"frame {n}: {d}; {FRAMES_HINT}"
+    first, second, margin = decide_pair(*found)  # type: ignore[arg-type]
+    if margin < PAIR_MARGIN:
+        return (f"its anatomy cannot tell its two frames apart (score difference "
+                f"{margin:.2f} < {PAIR_MARGIN}); {FRAMES_HINT}")
+    inst.views = {first: [0], second: [1]}
+    inst.view_from, inst.view_margin = "anatomy", round(margin, 3)
+    inst.unlabelled, inst.split_frames = "", True
+    return None
+
+
 def single_file(path: Path, label: str, view: View | None = None) -> tuple[Dataset,
                                                                           dict[View, int]]:
     """The index's checks for one file given alone (predict, explain, evaluate): modality,
@@ -260,6 +333,13 @@ def single_file(path: Path, label: str, view: View | None = None) -> tuple[Datas
     inst = classify(Instance(Path(path), label), stated=view)
     if inst.status:
         raise DicomReadError(label, inst.reason.removeprefix(f"{label}: "))
+    if inst.unlabelled and inst.frames == 2:
+        # Its readers take a two-frame file's views from its headers only: the index writes
+        # each frame as a file of its own view (from the anatomy, or --frames).
+        raise DicomReadError(label, "two frames whose headers do not name their views; index "
+                                    "its folder with python -m bone_age.index (views from the "
+                                    "anatomy, or --frames anterior,posterior) and use the "
+                                    "manifest")
     if inst.unlabelled:
         raise DicomReadError(label, "a single frame whose headers do not name its view; state "
                                     "it with --view anterior or --view posterior")

@@ -40,8 +40,10 @@ def _store(counts: np.ndarray) -> tuple[np.ndarray, float, float]:
     return np.round((counts - low) / slope).astype("<u2"), slope, low
 
 
-def write_view_file(counts: np.ndarray, path: Path, view: View, study_key: str) -> None:
-    """A minimal single-frame DICOM file of one view's counts, with no identifying attribute."""
+def write_view_file(counts: np.ndarray, path: Path, view: View, study_key: str,
+                    source: str = "half of a side-by-side image") -> None:
+    """A minimal single-frame DICOM file of one view's counts, with no identifying attribute;
+    ``source`` says what it was cut from (its Derivation Description)."""
     # UIDs derived from the pseudonymous study key: re-running the index rewrites the same file.
     uid = generate_uid(entropy_srcs=["bone-age-split", study_key, view])
     ds = Dataset()
@@ -57,7 +59,7 @@ def write_view_file(counts: np.ndarray, path: Path, view: View, study_key: str) 
     item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = code, "SCT", meaning
     ds.ViewCodeSequence = Sequence([item])
     ds.ImageID = word
-    ds.DerivationDescription = f"{view} half of a side-by-side image"
+    ds.DerivationDescription = f"{view}: {source}"
     pixels, slope, intercept = _store(np.asarray(counts, dtype=np.float64))
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.Rows, ds.Columns = pixels.shape

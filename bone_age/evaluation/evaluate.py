@@ -48,6 +48,7 @@ from bone_age.inference.predict import (
     nothing_predicted,
     predict_studies,
     read_input,
+    write_refusals,
 )
 from bone_age.inference.run_metadata import RunMetadata
 from bone_age.utils.arguments import ArgumentParser
@@ -209,8 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     refused += more
     if not done:  # one line; the reasons go to a file
         raise nothing_predicted(args.cohort, refused, scrub, out)
-    for r in refused:
-        print(scrub(f"bone-age evaluate: refused {r.subject_id}: {r.reason}"), file=sys.stderr)
+    listed = write_refusals(refused, scrub, out)  # beside OUT, as when nothing is predicted
+    if refused:  # one line: each study's reason is in the listing
+        print(f"bone-age evaluate: {len(refused)} refused ({listed})", file=sys.stderr)
     out.parent.mkdir(parents=True, exist_ok=True)
     # Staged in a folder beside OUT; nothing else in OUT's parent (maybe HOME) is cleaned: a
     # folder a killed evaluation left there cannot be told from a user's (docs/errors.md).

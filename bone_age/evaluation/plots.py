@@ -15,6 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from bone_age.utils.console import plural
 from bone_age.utils.outputs import write_atomic  # noqa: E402
 
 DPI = 110
@@ -146,7 +147,7 @@ def cell_scatter_plot(
     age, pred = np.asarray(age, float), np.asarray(pred, float)
     mae = float(np.mean(np.abs(pred - age)))
     fig, ax = plt.subplots(figsize=(5, 5))
-    _scatter_axes(ax, age, pred, mae, f"{title}\n{folds} fold(s) pooled, n = {len(age)}")
+    _scatter_axes(ax, age, pred, mae, f"{title}\n{plural(folds, 'fold')} pooled, n = {len(age)}")
     ax.title.set_fontsize(10)
     return _save(fig, path)
 

@@ -37,6 +37,7 @@ from omegaconf.errors import OmegaConfBaseException
 from bone_age.evaluation import plots
 from bone_age.evaluation.metrics import age_metrics, baseline_mae
 from bone_age.utils.arguments import ArgumentParser
+from bone_age.utils.console import plural
 from bone_age.utils.errors import EXIT_OK, EXIT_PARTIAL, BoneAgeError, brief, command, fail
 from bone_age.utils.files import regular_file
 from bone_age.utils.outputs import write_text_atomic
@@ -332,7 +333,7 @@ def warn_mixed(root: Path, cells: dict) -> list[str]:
     if not differ:
         return []
     lines = [f"runs differ in {', '.join(differ)}; they are not pooled, one row per setting:"]
-    lines += [f"  {_cell_name(key)}: {labels[key]} ({len(cells[key])} fold(s))"
+    lines += [f"  {_cell_name(key)}: {labels[key]} ({plural(len(cells[key]), 'fold')})"
               for key in cells]
     log.warning("%s: %s", root, "\n".join(lines))
     return lines
@@ -438,7 +439,7 @@ def site_rows(cells: dict, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                         "mae": m["mae"], "mae_sd": m["mae_sd"], "r": m["pearson_r"],
                         "baseline_mae": _fold_baseline(fold)})
         out.append({"model": r["model"], "loss": r["loss"], "settings": r["settings"],
-                    "site": f"pooled ({len(folds)} sites)", "n": r["n"], "mae": r["mae"],
+                    "site": f"pooled ({plural(len(folds), 'site')})", "n": r["n"], "mae": r["mae"],
                     "mae_sd": r["mae_sd"], "r": r["r"], "baseline_mae": r["baseline_mae"]})
     return out
 
@@ -580,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_PARTIAL
     print(md.read_text())
     if left_out:  # the table holds the other runs; the warnings above name these
-        print(f"bone-age report: {len(left_out)} damaged run(s) left out of the table",
+        print(f"bone-age report: {plural(len(left_out), 'damaged run')} left out of the table",
               file=sys.stderr)
         return EXIT_PARTIAL
     return EXIT_OK

@@ -13,8 +13,9 @@ INPUT is one DICOM file (both views as frames, or one view with ``--view``) or a
 ``.csv`` (``--subject ID``, default its first study). Writes ``<name>_gradcam.png`` (both views:
 scan and overlay side by side, with the prediction) and ``<name>_<view>.png`` (the overlay at
 the model input size x ``--scale``). ``<name>`` is the manifest pseudonym, or for a DICOM file
-``study_<digest of the file>`` (each file its own images): nothing from the DICOM header's
-identity fields or the file's name is written.
+the subject's pseudonym as ``index`` and ``predict`` give it (``BA-...``, with ``--key-file``;
+``study_<digest of the file>`` for a file without a Patient ID): nothing from the DICOM
+header's identity fields or the file's name is written.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from bone_age.data.pseudonym import DEFAULT_KEY_FILE  # noqa: E402
 from bone_age.inference.checkpoint import load_checkpoint  # noqa: E402
 from bone_age.inference.run_metadata import RunMetadata  # noqa: E402
 from bone_age.models import BoneAgeNet  # noqa: E402
@@ -188,12 +190,16 @@ def _study(args: argparse.Namespace) -> tuple[dict[str, Path], str | None, str]:
                                f"{args.subject or ''} in the manifest")
         item = chosen[0]
         return item.files, args.sex or item.sex, item.subject_id
-    from bone_age.data.instances import single_file
-    from bone_age.data.labels import study_sex
+    from bone_age.data.pseudonym import SUBJECT_PREFIX
+    from bone_age.inference.predict import from_file
 
-    # The index's checks (modality, image, view, whole-body shape and counts), as predict does.
-    ds, views = single_file(args.input, str(args.input), args.view)
-    return dict.fromkeys(views, args.input), args.sex or study_sex(ds), _file_name(args.input)
+    # The index's checks (modality, image, view, whole-body shape and counts) and its
+    # pseudonym, as predict does: the images are named as index and predict name the subject
+    # (a path naming the patient is shown as <the input file of BA-...> in errors).
+    item, _ = from_file(args.input, args.view, args.key_file, args.out / "images")
+    name = item.subject_id if item.subject_id.startswith(SUBJECT_PREFIX) else \
+        _file_name(args.input)  # no Patient ID to derive a pseudonym from
+    return item.files, args.sex or item.sex, name
 
 
 def _file_name(path: Path) -> str:
@@ -223,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--view", choices=["anterior", "posterior"],
                    help="the view of a single-frame file whose headers do not name it")
     p.add_argument("--subject", help="manifest subject_id to explain (default: the first)")
+    p.add_argument("--key-file", type=Path, default=DEFAULT_KEY_FILE,
+                   help="pseudonym key for a DICOM file, as python -m bone_age.index uses: its "
+                        "images are named after the subject's pseudonym (BA-...)")
     p.add_argument("--sex", choices=["F", "M"], help="for models using sex, if not in the input")
     p.add_argument("--scale", type=_at_least_1, default=4,
                    help="enlargement of the per-view overlays (1..32)")

@@ -50,6 +50,11 @@ class Item:
 class Refused:
     subject_id: str
     reason: str
+    study: str = ""  # the study's pseudonym (ST-...), where a DICOM header gave one
+
+
+NO_STUDY = "(no study)"  # a refused file whose header names no study (damaged, a broken link)
+REFUSED_COLUMNS = ["subject_id", "study", "reason"]
 
 
 def from_manifest(path: Path) -> tuple[list[Item], list[Refused]]:
@@ -70,6 +75,7 @@ def _pseudonymizer(key_file: Path, outputs: list[Path]):
 
 
 PATIENT_PATH = "<a file whose path names the patient>"
+_WORK_DIRS: list[tempfile.TemporaryDirectory] = []  # folders of views cut out by the indexer
 
 
 def _scrubber(folder: Path, paths: set[str]) -> Callable[[str], str]:
@@ -94,16 +100,19 @@ def from_folder(
     from bone_age.data.indexing import WRITTEN, index_folder
 
     pseudo = _pseudonymizer(key_file, [out.resolve().parent, folder])
-    with tempfile.TemporaryDirectory() as tmp:  # the indexer's manifest location (unused)
-        result = index_folder(folder, Path(tmp) / "manifest.csv", pseudo, check_pixels=False)
-    items, refused = [], []
-    for s in result.studies:
-        if s.status in WRITTEN:
-            items.append(Item(s.subject_id, s.sex or None, s.age, dict(s.views), s.site))
-        else:
-            refused.append(Refused(s.subject_id or s.key, s.reason))
-    refused += [Refused(i.rel, i.reason) for i in result.instances
-                if i.status and not any(i in s.files for s in result.studies)]
+    # The indexer's manifest location: the manifest is not written, but the views it cuts out
+    # of files (two-frame files without view codes) are, and are read until the process ends
+    # (the folder is removed then, or when the last reference goes).
+    work = tempfile.TemporaryDirectory(prefix="bone-age-views-")
+    _WORK_DIRS.append(work)
+    result = index_folder(folder, Path(work.name) / "manifest.csv", pseudo, check_pixels=False,
+                          progress=True)
+    items = [Item(s.subject_id, s.sex or None, s.age, dict(s.views), s.site)
+             for s in result.studies if s.status in WRITTEN]
+    # One refusal per study left out, named by its pseudonyms (never by a path, which may name
+    # the patient); a file whose header gave no study is one refusal of its own.
+    refused = [Refused(lo.subject_id or lo.study or NO_STUDY, lo.reason, lo.study)
+               for lo in result.left_out]
     return items, refused, _scrubber(folder, result.patient_paths)
 
 
@@ -347,15 +356,23 @@ def nothing_predicted(source: Path, refused: list[Refused], scrub: Callable[[str
     if not refused:
         return NothingPredicted(f"{source}: no study found in it, nothing predicted")
     first = scrub(f"{refused[0].subject_id}: {refused[0].reason}")
-    listing = refusals_file(out)
-    try:
-        write_csv(listing, ["subject_id", "reason"],
-                  [[scrub(r.subject_id), scrub(r.reason)] for r in refused])
-        where = f"every reason in {listing}"
-    except OSError as err:
-        where = f"the reasons could not be written to {listing} ({err.strerror})"
     return NothingPredicted(f"{source}: no study could be predicted: {len(refused)} refused "
-                            f"(first {first}); {where}")
+                            f"(first {first}); {write_refusals(refused, scrub, out)}")
+
+
+def write_refusals(refused: list[Refused], scrub: Callable[[str], str], out: Path) -> str:
+    """List the refused studies (subject_id, study, reason) in ``refusals_file(out)``, and
+    return the words that point to it. Without refusals an earlier run's listing is emptied
+    (header only), never left to describe this run."""
+    listing = refusals_file(out)
+    if not refused and not listing.is_file():
+        return ""
+    try:
+        write_csv(listing, REFUSED_COLUMNS,
+                  [[scrub(r.subject_id), r.study, scrub(r.reason)] for r in refused])
+        return f"every reason in {listing}"
+    except OSError as err:
+        return f"the reasons could not be written to {listing} ({err.strerror})"
 
 
 @command("predict")
@@ -370,10 +387,10 @@ def main(argv: list[str] | None = None) -> int:
     refused += more
     if not rows:  # one line; the reasons go to a file
         raise nothing_predicted(args.input, refused, scrub, args.out)
-    for r in refused:
-        print(scrub(f"bone-age predict: refused {r.subject_id}: {r.reason}"), file=sys.stderr)
     write_rows(rows, args.out)
-    print(f"{plural(len(rows), 'study')} predicted, {len(refused)} refused -> {args.out}")
+    listed = write_refusals(refused, scrub, args.out)  # a line each would flood the terminal
+    print(f"{plural(len(rows), 'study')} predicted, {len(refused)} refused -> {args.out}"
+          + (f" ({listed})" if refused else ""))
     return EXIT_PARTIAL if refused else EXIT_OK
 
 

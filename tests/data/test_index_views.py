@@ -243,7 +243,8 @@ def test_links_leading_outside_the_export_are_reported_not_followed(tmp_path):
     (export / "to_folder").symlink_to(outside)
     (export / "to_file").symlink_to(outside / "deep" / "IM2")
     (export / "inside").symlink_to(export / "IM1")  # inside: followed (a duplicate of IM1)
-    rows, report = run(export, tmp_path / "out", code=0)
+    # A scan behind a link not followed is left out: exit 1 (issue 33, item 2).
+    rows, report = run(export, tmp_path / "out", code=1)
     assert set(report) == {"IM1", "to_folder", "to_file", "inside"}
     assert report["to_folder"]["status"] == report["to_file"]["status"] == "outside_export"
     assert "--follow-links-outside" in report["to_folder"]["reason"]

@@ -139,7 +139,7 @@ def test_runs_pool_only_when_every_setting_matches(tmp_path, seeds, caplog):
         assert [int(r["folds"]) for r in rows] == [3, 3]
         assert sorted(r["settings"] for r in rows) == ["seed=1", "seed=2"]
         assert "runs differ in seed;" in caplog.text
-        assert caplog.text.count("fold(s))") == 2  # a line per row
+        assert caplog.text.count(" folds)") == 2  # a line per row
 
 
 LOSS_SETTINGS = {"mse": {}, "softmax": {}, "mv": {"loss.lambda_mean": 0.2,
@@ -306,7 +306,7 @@ def test_a_damaged_run_is_named_and_left_out(tmp_path, caplog, capsys, case):
     with caplog.at_level(logging.WARNING, logger="bone_age.evaluation.report"):
         assert main([str(tmp_path)]) == 1
     assert "damaged" in caplog.text and said in caplog.text and "run left out" in caplog.text
-    assert "1 damaged run(s) left out" in capsys.readouterr().err
+    assert "1 damaged run left out" in capsys.readouterr().err  # issue 33: agreement
     (row,) = read_rows(tmp_path / "table1.csv")
     assert int(row["folds"]) == 1 and int(row["n"]) == 12
 
@@ -356,3 +356,14 @@ def test_cells_that_learned_nothing_are_marked(tmp_path, caplog, monkeypatch):
     assert "† Not below the baseline: 1 of 2 cells" in text
     assert "1 of 2 Table 1 cells are not below the baseline" in caplog.text
     assert hatched["bars"].count("//") == 2  # the cell's bar and its legend entry
+
+
+def test_a_pooled_row_of_one_site_says_site_not_sites():
+    """Issue 33, item 9: counts agree with their nouns ("pooled (1 site)")."""
+    from bone_age.evaluation.report import site_rows
+
+    fold = {"metrics": {"split": "site", "test_site": "SITE-a", "train_mean_age": 60.0},
+            "pred": np.array([60.0, 62.0]), "age": np.array([58.0, 64.0])}
+    row = {"key": "k", "model": "m", "loss": "mse", "settings": "", "n": 2, "mae": 2.0,
+           "mae_sd": 0.0, "r": 1.0, "baseline_mae": 3.0}
+    assert site_rows({"k": {0: fold}}, [row])[-1]["site"] == "pooled (1 site)"

@@ -5,11 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pydicom
+import pytest
 import torch
 from matplotlib.image import imread
 
 from bone_age.inference import explain
 from bone_age.models import BoneAgeNet
+
+
+@pytest.fixture(autouse=True)
+def key_file(tmp_path_factory, monkeypatch) -> Path:
+    """The pseudonym key explain uses for a DICOM file: never the user's own."""
+    key = tmp_path_factory.getbasetemp() / "explain-secret" / "pseudonym.key"
+    monkeypatch.setattr(explain, "DEFAULT_KEY_FILE", key)
+    return key
 
 
 def _checkpoint(tmp_path: Path, use_sex: bool = False) -> Path:
@@ -65,7 +75,7 @@ def test_gradcam_maps_are_normalised_and_per_view(tmp_path):
     assert finer.shape == (2, 64, 16)
 
 
-def test_a_second_dicom_file_gets_its_own_images(cohort, tmp_path):
+def test_a_second_dicom_file_gets_its_own_images(cohort, tmp_path, key_file):
     """Two single-file inputs into one folder: six images, none overwritten, no file name or
     header field in them; the same file again gives the same names."""
     from tests.conftest import cohort_rows
@@ -75,8 +85,14 @@ def test_a_second_dicom_file_gets_its_own_images(cohort, tmp_path):
     for f in files:
         assert explain.main([str(ckpt), str(cohort.parent / f), "--out", str(out)]) == 0
     names = sorted(p.name for p in out.glob("*.png"))
-    assert len(names) == 6 and len({n.split("_")[1] for n in names}) == 2, names
+    assert len(names) == 6 and len({n.split("_")[0] for n in names}) == 2, names
     assert not any(Path(f).stem in n for f in files for n in names)
+    # Issue 33, item 9: named by the subject's pseudonym, as index and predict name it.
+    from bone_age.data.pseudonym import Pseudonymizer, load_or_create_key
+
+    pseudo = Pseudonymizer(load_or_create_key(key_file))
+    ids = {pseudo.subject(str(pydicom.dcmread(cohort.parent / f).PatientID)) for f in files}
+    assert {n.split("_")[0] for n in names} == ids
     assert explain.main([str(ckpt), str(cohort.parent / files[0]), "--out", str(out)]) == 0
     assert sorted(p.name for p in out.glob("*.png")) == names
 

@@ -108,9 +108,44 @@ def test_refusals_of_a_folder_never_print_a_path_that_names_the_patient(runs, co
     out = tmp_path / "p.csv"
     assert main([str(runs["multi_vgg16"]), str(export), "--out", str(out),
                  "--key-file", str(key_file)]) == 1
-    err = capsys.readouterr().err
-    assert "refused" in err and "PH000001" not in err
+    captured = capsys.readouterr()
+    assert "PH000001" not in captured.out + captured.err
     assert len(read_rows(out)) == 2
+    # Issue 33, item 7: no line per refusal; one summary line names the listing, where each
+    # refusal names the study's pseudonyms.
+    assert captured.err == ""
+    summary = captured.out.strip().splitlines()
+    assert len(summary) == 1 and "1 refused" in summary[0] and "p.csv.refused.csv" in summary[0]
+    listing = read_rows(tmp_path / "p.csv.refused.csv")
+    assert len(listing) == 1 and listing[0]["subject_id"].startswith("BA-")
+    assert listing[0]["study"].startswith("ST-") and "truncated" in listing[0]["reason"]
+    assert "PH000001" not in (tmp_path / "p.csv.refused.csv").read_text()
+
+
+def test_a_folder_of_two_frame_files_without_view_codes_is_predicted(runs, cohort, tmp_path,
+                                                                     key_file, capsys):
+    """Issue 33, item 1: predict indexes a folder as the index does: a two-frame file whose
+    headers name no view gets its views from the anatomy, and its frames are read from the
+    files the indexer cuts out (kept while predicting)."""
+    import pydicom
+
+    from tests.data.test_index_views import strip_view
+
+    export = tmp_path / "export"
+    export.mkdir()
+    for i in range(2):
+        strip_view(pydicom.dcmread(cohort.parent / "dicom" / f"PH00000{i}.dcm")).save_as(
+            export / f"IM{i}")
+    out = tmp_path / "p.csv"
+    assert main([str(runs["multi_vgg16"]), str(export), "--out", str(out),
+                 "--key-file", str(key_file)]) == 0, capsys.readouterr()
+    labelled = tmp_path / "p2.csv"
+    assert main([str(runs["multi_vgg16"]), str(cohort.parent / "dicom"), "--out",
+                 str(labelled), "--key-file", str(key_file)]) in (0, 1)
+    got = {r["subject_id"]: r["pred_age"] for r in read_rows(out)}
+    want = {r["subject_id"]: r["pred_age"] for r in read_rows(labelled)}
+    # The same ages as from the labelled files (to rounding: batches of other sizes).
+    assert len(got) == 2 and all(abs(float(got[k]) - float(want[k])) < 0.01 for k in got)
 
 
 # Issue 27, item 7: a single file gets the index's checks; issue 26, item 7: no patient path --
