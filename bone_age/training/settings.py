@@ -267,10 +267,16 @@ def _site_count(cfg: DictConfig) -> int | None:
     if not isinstance(manifest, str) or not Path(manifest).expanduser().is_file():
         return None
     from bone_age.data.folds import site_order
-    from bone_age.data.manifest import read_cohort
+    from bone_age.data.manifest import SITE_COLUMN, manifest_columns, read_cohort
 
+    path = Path(manifest).expanduser()
     try:
-        return len(site_order([m.site for m in read_cohort(Path(manifest).expanduser())]))
+        if SITE_COLUMN not in manifest_columns(path):
+            raise SettingsError(f"{manifest}: data.split=site needs a {SITE_COLUMN} column; the "
+                                "manifest has none (python -m bone_age.index writes one)")
+        return len(site_order([m.site for m in read_cohort(path)]))
+    except SettingsError:
+        raise
     except (BoneAgeError, OSError):
         return None
 
@@ -286,8 +292,11 @@ def _check_site_folds(cfg: DictConfig) -> None:
     if count is None:
         return
     if count < 2:
-        raise SettingsError(f"data.split=site needs at least 2 sites; the cohort has {count} "
-                            "(a manifest's site column, or data.phantom_options.sites=K)")
+        manifest = _resolved(cfg, "data.manifest")
+        where = f"{manifest}: " if isinstance(manifest, str) and not str(
+            _value(cfg, "data.source._target_")).endswith("PhantomSource") else ""
+        raise SettingsError(f"{where}data.split=site needs at least 2 sites; the cohort has "
+                            f"{count} (a manifest's site column, or data.phantom_options.sites=K)")
     if fold >= count:
         raise SettingsError(f"data.fold must be in 0..{count - 1} (data.split=site: one fold "
                             f"per site, {count} sites), got {fold}; sweep data.fold="
