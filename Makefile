@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint setup clean bench bench-accuracy wheels gpu-check
+.PHONY: run test lint setup clean bench bench-accuracy wheels gpu-check rehearsal
 
 setup: $(STAMP)
 
@@ -46,6 +46,15 @@ gpu-check:
 		--no-cache-dir --upgrade --target $(GPU_SITE) $(WHEELS)/*.whl; fi
 	PYTHONPATH=$(GPU_SITE):$$PYTHONPATH PYTHONUNBUFFERED=1 $(PYTHON) -m bone_age.bench.gpu \
 		--out $(GPU_OUT)
+
+# Dress rehearsal of a GPU visit on this CPU under the GPU image's versions (never part of `make
+# test`; the first one installs torch 2.11.0, several GB, into .venv-gpu-image/):
+# experiments/table1/rehearsal.sh, experiments/table1/README.md.
+REHEARSAL_OUT ?= /tmp/bone_age_rehearsal
+
+rehearsal:
+	test -n "$$(ls $(WHEELS)/*.whl 2>/dev/null)" || $(MAKE) wheels
+	experiments/table1/rehearsal.sh $(REHEARSAL_OUT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check bone_age tests

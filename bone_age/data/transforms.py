@@ -32,7 +32,10 @@ def rowwise_quantile(x: torch.Tensor, q: float) -> torch.Tensor:
     if torch.compiler.is_compiling():
         # Traced (ONNX export, torch.compile): no shape-dependent chunking, which would put a
         # bound on the batch size into the graph; the exported graph has no such size limit.
-        return torch.quantile(x, q, dim=-1)
+        # Sorted order statistics, not torch.quantile: torch 2.11 (the GPU image's) cannot
+        # export quantile over a symbolic batch ("Cannot call numel() on tensor with symbolic
+        # sizes"); the row length (the pixels of a view) is fixed, so the indices are too.
+        return _sorted_quantile(x.reshape(-1, x.shape[-1]), q).reshape(x.shape[:-1])
     rows = x.reshape(-1, x.shape[-1])
     per_chunk = max(1, _QUANTILE_MAX_NUMEL // max(1, rows.shape[1]))
     if rows.shape[1] > _QUANTILE_MAX_NUMEL:  # one row past the limit: exact order statistics

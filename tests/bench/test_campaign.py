@@ -367,3 +367,89 @@ def test_visit_numbers_are_checked_in_one_line(args, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("bone-age campaign: ") and "\n" not in err, err
     assert args[0] in err and not out.exists()
+
+
+# The GPU check's results.json as it writes them (two models; a dry run's rate is ignored).
+def _rate(model: str, variant: str, value: float, first: float, dry: bool = False) -> dict:
+    return {"name": f"b {model} {variant}: training samples/s", "value": value,
+            "note": f"{model} + mv, {variant}, 224x224, batch 64; first step {first} s",
+            "machine": {"gpu": {"name": "NVIDIA H200"}}, "date": "2026-11-27T12:00:00+00:00",
+            "dry_run": dry}
+
+
+@pytest.fixture
+def gpu_results(tmp_path) -> Path:
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps([
+        _rate("resnet50", "bf16", 2000.0, 9.0), _rate("resnet50", "bf16+cl", 2670.0, 8.0),
+        _rate("vgg16", "bf16+cl", 1.0, 0.0, dry=True), _rate("vgg16", "bf16", 2000.0, 2.0),
+        {"name": "env bf16 matmul rate (the MFU denominator)", "value": 800.0}]))
+    return path
+
+
+def test_a_run_without_records_is_estimated_from_the_gpu_checks_rate(gpu_results):
+    from bone_age.bench.campaign.estimate import TRAIN, VAL, read_gpu_rates
+
+    rates = read_gpu_rates(gpu_results)
+    assert rates.samples_per_s == {"resnet50": 2670.0, "vgg16": 2000.0}  # bf16+cl preferred
+    seconds, basis = expected_seconds(Run("resnet50", "mv", 0), {}, rates)
+    epoch = (TRAIN + VAL / 3) / 2670.0
+    assert seconds == pytest.approx((100 * epoch + 8.0 + 30.0) * 1.15)
+    assert "GPU check (NVIDIA H200 2026-11-27)" in basis and "100 epochs" in basis
+    # No rate for the model: the first guess, as before.
+    assert "first guess" in expected_seconds(Run("inception", "mv", 0), {}, rates)[1]
+    assert read_gpu_rates(gpu_results.parent / "none.json") is None
+
+
+def test_records_replace_the_estimates_parts_as_they_come(gpu_results):
+    from bone_age.bench.campaign.estimate import TRAIN, VAL, read_gpu_rates
+    from bone_age.bench.campaign.plan import estimates
+
+    rates = read_gpu_rates(gpu_results)
+    epoch = (TRAIN + VAL / 3) / 2670.0
+    # A vgg16 + mv run stopped early after 40 epochs, 60 s outside training: resnet50 + mv
+    # takes its epochs (same loss) and its set-up, still at resnet50's rate.
+    records = {"vgg16_mv_fold0": {"wall_s": 100.0, "train_seconds": 40.0, "epochs": 40}}
+    seconds, basis = expected_seconds(Run("resnet50", "mv", 0), records, rates)
+    assert seconds == pytest.approx((40 * epoch + 60.0) * 1.15)
+    assert "40 epochs (most of 1 recorded mv run(s))" in basis
+    # Another loss: the configuration's max_epochs still.
+    assert "100 epochs" in expected_seconds(Run("resnet50", "mse", 0), records, rates)[1]
+    # Once a run of the model is in, its wall time is used, the GPU check's estimate second.
+    records["resnet50_mse_fold0"] = {"wall_s": 150.0, "train_seconds": 120.0, "epochs": 50}
+    (used, why), (gpu, gpu_why) = estimates(Run("resnet50", "mv", 1), records, rates)
+    assert used == pytest.approx(150.0 * 1.15) and "recorded resnet50" in why
+    assert gpu == pytest.approx((40 * epoch + 60.0) * 1.15) and "GPU check" in gpu_why
+
+
+def test_next_prints_the_estimate_and_its_source(gpu_results, tmp_path, capsys):
+    campaign = tmp_path / "campaign"
+    campaign.mkdir()
+    visit = {"id": "v1", "runs": [{"name": "resnet50_mse_fold0", "finished": True,
+                                   "wall_s": 150.0, "train_seconds": 120.0, "epochs": 50}]}
+    (campaign / "visits.json").write_text(json.dumps([visit]))
+    assert main(["next", "--campaign", str(campaign), "--gpu-results", str(gpu_results)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    resnet = out.index(next(x for x in out if x.startswith("resnet50_mse_fold0")))
+    assert "slowest of 1 recorded resnet50" in out[resnet]
+    assert "GPU check" in out[resnet + 1] and out[resnet + 1].lstrip().startswith("[")
+    assert any(x.startswith("vgg16_mse_fold0") and "GPU check" in x for x in out)
+    assert any(x.startswith("inception_mse_fold0") and "first guess" in x for x in out)
+
+
+@pytest.mark.parametrize("content", [b"\xff", b"{", b"{}", b"[1]",
+                                     json.dumps([_rate("vgg16", "bf16", -1.0, 0.0)]).encode()])
+def test_a_damaged_gpu_results_is_one_line(content, tmp_path, capsys):
+    bad = tmp_path / "results.json"
+    bad.write_bytes(content)
+    assert main(["next", "--campaign", str(tmp_path), "--gpu-results", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("bone-age campaign: ") and "\n" not in err and "results.json" in err
+
+
+def test_a_visit_record_with_bad_epochs_is_one_line(tmp_path, capsys):
+    visit = {"id": "v1", "runs": [{"name": "vgg16_mse_fold0", "finished": True,
+                                   "wall_s": 1.0, "epochs": "many"}]}
+    (tmp_path / "visits.json").write_text(json.dumps([visit]))
+    assert main(["next", "--campaign", str(tmp_path)]) == 2
+    assert "epochs 'many'" in capsys.readouterr().err

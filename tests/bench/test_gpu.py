@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -95,6 +96,55 @@ def test_rowwise_quantile_of_a_row_past_the_limit(monkeypatch):
     y = torch.rand(7, 300, generator=torch.Generator().manual_seed(2))  # several chunks
     np.testing.assert_allclose(rowwise_quantile(y, 0.5).numpy(),
                                np.percentile(y.numpy(), 50.0, axis=1), rtol=1e-5)
+
+
+def test_traced_rowwise_quantile_uses_no_torch_quantile(monkeypatch):
+    """Traced (ONNX export, torch.compile), the percentile comes from sorted order statistics:
+    torch 2.11 (the GPU image's) cannot export torch.quantile over a symbolic batch, found by
+    the GPU check and again by `make rehearsal` (experiments/table1/README.md)."""
+    import bone_age.data.transforms as tr
+
+    x = torch.rand(4, 2, 900, generator=torch.Generator().manual_seed(3))
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    monkeypatch.setattr(tr.torch, "quantile", lambda *a, **k: pytest.fail("torch.quantile"))
+    for q in (0.0, 0.5, 0.99, 1.0):
+        np.testing.assert_allclose(rowwise_quantile(x, q).numpy(),
+                                   np.quantile(x.numpy(), q, axis=-1), rtol=1e-6)
+
+
+def test_the_rehearsal_installs_the_gpu_images_versions_and_runs_a_dry_visit(tmp_path):
+    """`make rehearsal` in dry form (--print: no install, no network): the image's pinned
+    versions, bone-age's wheels by visit.sh, a dry visit, then ONNX export and predict."""
+    from bone_age.bench.gpu.wheels import MISSING_ON_GPU_MACHINE
+
+    reqs = (ROOT / "experiments" / "gpu" / "image-requirements.txt").read_text().splitlines()
+    pins = dict(r.split("==") for r in reqs if "==" in r and not r.startswith("#"))
+    assert {k: pins[k] for k in ("torch", "torchvision", "pytorch-lightning", "torchmetrics",
+                                 "onnx", "onnxruntime")} == {
+        "torch": "2.11.0", "torchvision": "0.26.0", "pytorch-lightning": "2.6.6",
+        "torchmetrics": "1.9.0", "onnx": "1.23.1", "onnxruntime": "1.30.0"}
+    names = {r.split("==")[0] for r in reqs if r and not r.startswith("#")}
+    assert not names & set(MISSING_ON_GPU_MACHINE)  # those come from the wheels, as there
+    venv = tmp_path / "venv"
+    env = {**os.environ, "REHEARSAL_VENV": str(venv), "REHEARSAL_PYTHON": sys.executable}
+    done = subprocess.run([str(ROOT / "experiments" / "table1" / "rehearsal.sh"),
+                           str(tmp_path / "out"), "--print"], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    py = f"{venv}/bin/python"
+    assert f"{sys.executable} -m venv {venv} " in lines
+    assert f"{py} -m pip install -q -r experiments/gpu/image-requirements.txt " in lines
+    visit = next(x for x in lines if "experiments/table1/visit.sh" in x)
+    assert f"PYTHON={py}" in visit and "--dry-run" in visit
+    export = lines.index(next(x for x in lines if "-m bone_age.export" in x))
+    assert lines.index(visit) < export and "-m bone_age.predict" in lines[export + 1]
+    assert not venv.exists() and not (tmp_path / "out").exists()  # nothing ran
+    make = subprocess.run(["make", "-n", "rehearsal"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert "experiments/table1/rehearsal.sh" in make.stdout
+    assert "rehearsal" not in subprocess.run(["make", "-n", "test"], cwd=ROOT,
+                                             capture_output=True, text=True).stdout
 
 
 def test_batches_are_normalised_on_the_device_they_arrive_on():

@@ -16,8 +16,9 @@ import sys
 import time
 from pathlib import Path
 
+from bone_age.bench.campaign.estimate import read_gpu_rates
 from bone_age.bench.campaign.plan import (
-    expected_seconds,
+    estimates,
     next_runs,
     read_visits,
     run_records,
@@ -26,6 +27,7 @@ from bone_age.utils.arguments import ArgumentParser, count, non_negative_float
 from bone_age.utils.errors import EXIT_OK, EXIT_PARTIAL, command
 
 CAMPAIGN = Path(__file__).resolve().parents[3] / "experiments" / "table1"
+GPU_RESULTS = CAMPAIGN.parent / "gpu" / "results.json"  # the GPU check's rates (estimate.py)
 MAX_BUDGET_S = 7 * 24 * 3600.0  # a visit is minutes; a week is a typo (or an endless visit)
 MAX_RUNS = 60  # the campaign's runs
 
@@ -53,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     common = ArgumentParser(add_help=False)
     common.add_argument("--campaign", type=Path, default=CAMPAIGN,
                         help="the campaign folder (default: experiments/table1)")
+    common.add_argument("--gpu-results", type=Path, default=GPU_RESULTS,
+                        help="the GPU check's results.json, whose rates estimate the runs not "
+                             "yet recorded (default: experiments/gpu/results.json)")
     p = ArgumentParser(prog="python -m bone_age.bench.campaign", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="action", required=True)
@@ -81,17 +86,20 @@ def main(argv: list[str] | None = None) -> int:
     campaign: Path = args.campaign
     if args.action == "next":
         records = run_records(read_visits(campaign / "visits.json"))
+        rates = read_gpu_rates(args.gpu_results)
         todo = next_runs(campaign / "runs")
         for run in todo:
-            seconds, basis = expected_seconds(run, records)
-            print(f"{run.name:28s} ~{seconds:4.0f} s  ({basis})")
+            (seconds, basis), *others = estimates(run, records, rates)
+            # The one a visit uses, then any other (the GPU check's, once records replace it).
+            print(f"{run.name:28s} ~{seconds:4.0f} s  ({basis})"
+                  + "".join(f"\n{'':28s} [{s:4.0f} s  {b}]" for s, b in others))
         print(f"{60 - len(todo)} of 60 runs done")
     elif args.action == "visit":
         from bone_age.bench.campaign.visit import visit
 
         archive = visit(args.out, campaign, args.budget,
                         time.time() if args.started is None else args.started,
-                        args.dry_run, args.max_runs)
+                        args.dry_run, args.max_runs, args.gpu_results)
         print(f"visit archive: {archive}")
     else:
         from bone_age.bench.campaign.merge import merge_all

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bone_age.bench.campaign.estimate import MARGIN, GpuRates, from_gpu_check
 from bone_age.evaluation.report import LOSS_ORDER, MODEL_ORDER
 from bone_age.utils.errors import BoneAgeError, brief
 from bone_age.utils.files import regular_file
@@ -28,12 +29,10 @@ RUN_NAME = re.compile(r"(?P<model>[a-z0-9_]+?)_(?P<loss>mse|softmax|mv)_fold(?P<
 # The small files of a run that a visit brings back (no checkpoints), and the run's config.
 RUN_FILES = ("metrics.json", "predictions.csv", "history.csv", "calibration.json",
              ".hydra/config.yaml", ".hydra/overrides.yaml")
-# Seconds a run is expected to take before any of its model has been run: the paper-scale
-# multi_vgg16 + mv cell took 420 s with the phantom built inside it (2026-11, one H200), of
-# which ~330 s without; the other models are taken as no slower (a guess, replaced by the
-# campaign's own records as soon as one run of the model is in).
+# Seconds a run is expected to take when neither the campaign's records nor the GPU check's
+# rates (estimate.py) say more: the paper-scale multi_vgg16 + mv cell took 420 s with the
+# phantom built inside it (2026-11, one H200), of which ~330 s without.
 FIRST_GUESS_S = 330.0
-MARGIN = 1.15  # a run's expected time: its model's slowest recorded run x this
 
 
 @dataclass(frozen=True)
@@ -121,6 +120,10 @@ def check_visit(record: Any, where: str) -> dict[str, Any]:
         if run["finished"] and not _number(run.get("wall_s"), 0.0, 1e9):
             raise CampaignError(f"{where}: runs[{i}] ({name}).wall_s {run.get('wall_s')!r} is "
                                 "not a number of seconds")
+        for key in ("epochs", "train_seconds"):  # the estimates read them (estimate.py)
+            if run.get(key) is not None and not _number(run[key], 0.0, 1e9):
+                raise CampaignError(f"{where}: runs[{i}] ({name}).{key} {run[key]!r} is not "
+                                    "a number >= 0")
         if "gpu_busy" in run and not _number(run["gpu_busy"], 0.0, 1.0):
             raise CampaignError(f"{where}: runs[{i}] ({name}).gpu_busy {run['gpu_busy']!r} "
                                 "is not a share from 0 to 1")
@@ -162,10 +165,26 @@ def run_records(visits: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {r["name"]: r for v in visits for r in v.get("runs", []) if r.get("finished")}
 
 
-def expected_seconds(run: Run, records: dict[str, dict[str, Any]]) -> tuple[float, str]:
-    """How long ``run`` is expected to take, and from what."""
+def expected_seconds(run: Run, records: dict[str, dict[str, Any]],
+                     rates: GpuRates | None = None) -> tuple[float, str]:
+    """How long ``run`` is expected to take, and from what: its model's slowest recorded run,
+    else the GPU check's rate (``estimate.from_gpu_check``), else a first guess."""
+    return estimates(run, records, rates)[0]
+
+
+def estimates(run: Run, records: dict[str, dict[str, Any]],
+              rates: GpuRates | None = None) -> list[tuple[float, str]]:
+    """Every estimate of ``run``'s time there is, the one a visit uses first."""
+    found: list[tuple[float, str]] = []
     same = [r["wall_s"] for name, r in records.items()
             if (p := Run.parse(name)) is not None and p.model == run.model]
     if same:
-        return max(same) * MARGIN, f"slowest of {len(same)} recorded {run.model} run(s) x {MARGIN}"
-    return FIRST_GUESS_S, "first guess (no run of this model recorded yet)"
+        found.append((max(same) * MARGIN,
+                      f"slowest of {len(same)} recorded {run.model} run(s) x {MARGIN}"))
+    gpu = from_gpu_check(run.model, run.loss, records, rates)
+    if gpu is not None:
+        found.append(gpu)
+    if not found:
+        found.append((FIRST_GUESS_S, "first guess (no run of this model recorded, no GPU check "
+                                     "rate)"))
+    return found

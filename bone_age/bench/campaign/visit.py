@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from bone_age.bench.campaign.estimate import read_gpu_rates
 from bone_age.bench.campaign.plan import (
     RUN_FILES,
     CampaignError,
@@ -122,7 +123,8 @@ def run_one(run: Run, work: Path, dry_run: bool, limit_s: float) -> dict[str, An
 
 
 def visit(out: Path, campaign: Path, budget_s: float, started: float | None = None,
-          dry_run: bool = False, max_runs: int | None = None) -> Path:
+          dry_run: bool = False, max_runs: int | None = None,
+          gpu_results: Path | None = None) -> Path:
     """Run the campaign's next runs within ``budget_s`` from ``started``; returns the archive.
 
     Args:
@@ -134,6 +136,8 @@ def visit(out: Path, campaign: Path, budget_s: float, started: float | None = No
             install counts); now if None.
         dry_run: tiny settings on the CPU (checks every step; numbers mean nothing).
         max_runs: start at most this many runs.
+        gpu_results: the GPU check's results.json (its rates estimate the runs of models not
+            yet recorded); none if None.
     """
     started = time.time() if started is None else started
     # NaN would make every comparison with the deadline false (runs started without end).
@@ -157,10 +161,11 @@ def visit(out: Path, campaign: Path, budget_s: float, started: float | None = No
     fonts.wait()
     record["prepare_s"] = round(time.time() - t, 1)
     records = run_records(read_visits(campaign / "visits.json"))
+    rates = read_gpu_rates(gpu_results) if gpu_results is not None else None
     for run in next_runs(campaign / "runs"):
         if max_runs is not None and len(record["runs"]) >= max_runs:
             break
-        expected, basis = expected_seconds(run, records)
+        expected, basis = expected_seconds(run, records, rates)
         left = deadline - time.time()
         if expected > left:
             record["not_started"].append({"name": run.name, "expected_s": round(expected),
