@@ -10,7 +10,7 @@
 set -uo pipefail
 OUT=${1:?usage: measure.sh OUTDIR [SEEDS] [QUICKSTART_SEEDS]}
 SEEDS=${2:-$(seq -s ' ' 1 20)}
-QSEEDS=${3:-0 1 2 3 4}
+QSEEDS=${3-0 1 2 3 4}
 PY=${PYTHON:-.venv/bin/python}
 mkdir -p "$OUT"
 CSV=$OUT/runs.csv
