@@ -158,8 +158,8 @@ def _check_cpu_bf16(cfg: DictConfig, net: torch.nn.Module, loss) -> None:
                             use_sex=bool(getattr(net, "use_sex", False)),
                             channels_last=bool((cfg.get("speed") or {}).get("channels_last")))
     if why:
-        log.warning("trainer.precision %s -> 32-true: on this CPU %s (a start-up check of "
-                    "this run's network; docs/performance.md)", trainer_cfg.precision, why)
+        log.warning("trainer.precision %s -> 32-true: %s (the start-up check of this run's "
+                    "network for CPU bf16; docs/performance.md)", trainer_cfg.precision, why)
         with open_dict(cfg):
             cfg.trainer.precision = "32-true"
 
