@@ -33,6 +33,14 @@ RUN_FILES = ("metrics.json", "predictions.csv", "history.csv", "calibration.json
 # rates (estimate.py) say more: the paper-scale multi_vgg16 + mv cell took 420 s with the
 # phantom built inside it (2026-11, one H200), of which ~330 s without.
 FIRST_GUESS_S = 330.0
+# Models whose runs may share the one GPU in a visit (``visit --jobs K``): ResNet50 and
+# InceptionV3 are launch-bound at batch 64 (8% and 3% MFU alone in the GPU check), so a second
+# run can fill the GPU's idle gaps. VGG16 and the multiple-input VGG16 are compute-bound: they
+# run alone (a run started beside one would only slow it), with compile if asked.
+SHARES_GPU = frozenset({"resnet50", "inception"})
+# Before the first visit measures it: each further run sharing the GPU adds this much of a
+# run's time to every run's expected time (1.0: the GPU serialises them, the worst case).
+SHARE_COST = 1.0
 
 
 @dataclass(frozen=True)
@@ -188,3 +196,20 @@ def estimates(run: Run, records: dict[str, dict[str, Any]],
         found.append((FIRST_GUESS_S, "first guess (no run of this model recorded, no GPU check "
                                      "rate)"))
     return found
+
+
+def may_share(run: Run, running: Iterable[Run]) -> bool:
+    """Whether ``run`` may start beside ``running``: an empty GPU takes any run; otherwise both
+    it and every running run must be of a launch-bound model (``SHARES_GPU``)."""
+    running = list(running)
+    return not running or (run.model in SHARES_GPU
+                           and all(r.model in SHARES_GPU for r in running))
+
+
+def shared_seconds(seconds: float, sharing: int, share_cost: float = SHARE_COST) -> float:
+    """A run's expected time while ``sharing`` runs (itself included) share the GPU."""
+    if sharing < 1 or not 0 <= share_cost <= 1:
+        raise CampaignError(f"sharing {sharing} runs at share cost {share_cost}: need at least "
+                            "1 run and a cost from 0 to 1")
+    return seconds * (1 + (sharing - 1) * share_cost)
+
