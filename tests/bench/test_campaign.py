@@ -536,3 +536,15 @@ def test_runs_going_at_the_deadline_are_stopped_and_the_rest_not_started(tmp_pat
     assert [r["name"] for r in runs] == [r.name for r in todo[:2]]
     assert all(not r["finished"] and r["exit"] is None and "budget" in r["why"] for r in runs)
     assert [n["name"] for n in not_started] == [todo[2].name]
+
+
+@pytest.mark.parametrize(("field", "value"), [("jobs", 0), ("jobs", 1.5), ("jobs", True),
+                                              ("overlapped", "vgg16_mv_fold0"),
+                                              ("overlapped", ["../x"])])
+def test_a_visit_record_with_bad_sharing_is_one_line(field, value, tmp_path, capsys):
+    visit = {"id": "v1", "runs": [{"name": "vgg16_mse_fold0", "finished": True,
+                                   "wall_s": 1.0, field: value}]}
+    (tmp_path / "visits.json").write_text(json.dumps([visit]))
+    assert main(["next", "--campaign", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f".{field} " in err and "\n" not in err, err

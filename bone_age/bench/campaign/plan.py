@@ -132,6 +132,15 @@ def check_visit(record: Any, where: str) -> dict[str, Any]:
             if run.get(key) is not None and not _number(run[key], 0.0, 1e9):
                 raise CampaignError(f"{where}: runs[{i}] ({name}).{key} {run[key]!r} is not "
                                     "a number >= 0")
+        # Sharing (visit --jobs): compared between visits to tell k runs at once from one.
+        jobs = run.get("jobs", 1)
+        if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+            raise CampaignError(f"{where}: runs[{i}] ({name}).jobs {jobs!r} is not a count of "
+                                "runs at once (>= 1)")
+        overlapped = run.get("overlapped", [])
+        if not isinstance(overlapped, list) or any(Run.parse(o) is None for o in overlapped):
+            raise CampaignError(f"{where}: runs[{i}] ({name}).overlapped {overlapped!r} is not "
+                                "a list of campaign runs")
         if "gpu_busy" in run and not _number(run["gpu_busy"], 0.0, 1.0):
             raise CampaignError(f"{where}: runs[{i}] ({name}).gpu_busy {run['gpu_busy']!r} "
                                 "is not a share from 0 to 1")
