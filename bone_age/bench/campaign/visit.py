@@ -157,18 +157,6 @@ def run_record(job: Job, work: Path, code: int | None, end: float) -> dict[str, 
     return record
 
 
-def run_one(run: Run, work: Path, dry_run: bool, limit_s: float) -> dict[str, Any]:
-    """Run ``run`` alone, stopped after ``limit_s``; its record."""
-    job = start_run(run, work, [sys.executable, "-m", "bone_age.run",
-                                *run_overrides(run, work, dry_run)])
-    try:
-        code: int | None = job.proc.wait(timeout=max(1.0, limit_s))
-    except subprocess.TimeoutExpired:
-        stop(job)
-        code = None
-    return run_record(job, work, code, time.time())
-
-
 def schedule(todo: list[Run], work: Path, command: Callable[[Run], list[str]],
              expect: Callable[[Run], tuple[float, str]], deadline: float, jobs: int = 1,
              share_cost: float = SHARE_COST, max_runs: int | None = None,
