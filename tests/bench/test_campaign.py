@@ -9,14 +9,23 @@ import os
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from bone_age.bench.campaign.__main__ import main
-from bone_age.bench.campaign.plan import Run, all_runs, expected_seconds, next_runs
+from bone_age.bench.campaign.plan import (
+    Run,
+    all_runs,
+    expected_seconds,
+    may_share,
+    next_runs,
+    shared_seconds,
+)
 from bone_age.bench.campaign.table import claims
+from bone_age.bench.campaign.visit import run_overrides, schedule
 from bone_age.evaluation.report import LOSS_ORDER, MODEL_ORDER, collect_runs
 from tests.conftest import read_rows
 
@@ -55,7 +64,7 @@ def visited(tmp_path_factory) -> tuple[Path, Path]:
            "WHEELS": str(tmp / "no_wheels")}
     done = subprocess.run([str(ROOT / "experiments" / "table1" / "visit.sh"), str(out),
                            "--campaign", str(campaign), "--dry-run", "--max-runs", "2",
-                           "--budget", "900"],
+                           "--jobs", "2", "--budget", "900"],
                           cwd=tmp, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     (archive,) = out.glob("table1_visit_*.tar.gz")
@@ -70,6 +79,10 @@ def test_a_dry_visit_packs_two_finished_runs(visited):
     first = [r.name for r in all_runs()[:2]]
     assert [r["name"] for r in record["runs"]] == first
     assert all(r["finished"] and r["wall_s"] > 0 for r in record["runs"])
+    # --jobs 2: the two inception runs (launch-bound) shared the one phantom, cache and GPU.
+    assert record["jobs"] == 2 and all(r["jobs"] == 2 for r in record["runs"])
+    assert record["runs"][0]["overlapped"] == [first[1]]
+    assert record["runs"][1]["overlapped"] == [first[0]]
     for run in first:
         for file in ("metrics.json", "predictions.csv", "history.csv", "calibration.json",
                      ".hydra/config.yaml", "run.log"):
@@ -360,7 +373,9 @@ def test_merge_and_table_exit_1_when_a_run_is_left_out_as_damaged(tmp_path, caps
     ["--budget", "-1"], ["--budget", "nan"], ["--budget", "inf"], ["--budget", "0"],
     ["--budget", "abc"], ["--budget", "1e12"], ["--started", "nan"], ["--started", "inf"],
     ["--started", "-5"], ["--started", "1e12"], ["--max-runs", "-1"], ["--max-runs", "0"],
-    ["--max-runs", "61"], ["--max-runs", "x"]])
+    ["--max-runs", "61"], ["--max-runs", "x"], ["--jobs", "0"], ["--jobs", "5"],
+    ["--jobs", "two"], ["--share-cost", "1.5"], ["--share-cost", "-0.1"],
+    ["--share-cost", "nan"], ["--compile", "vgg16,vgg19"], ["--compile", "VGG16"]])
 def test_visit_numbers_are_checked_in_one_line(args, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["visit", "--out", str(out), "--dry-run", *args]) == 2
@@ -453,3 +468,83 @@ def test_a_visit_record_with_bad_epochs_is_one_line(tmp_path, capsys):
     (tmp_path / "visits.json").write_text(json.dumps([visit]))
     assert main(["next", "--campaign", str(tmp_path)]) == 2
     assert "epochs 'many'" in capsys.readouterr().err
+
+
+def test_only_launch_bound_runs_share_the_gpu():
+    inception, resnet = Run("inception", "mse", 0), Run("resnet50", "mv", 0)
+    vgg, multi = Run("vgg16", "mse", 0), Run("multi_vgg16", "mv", 0)
+    assert may_share(vgg, []) and may_share(inception, [resnet])
+    assert not may_share(vgg, [inception]) and not may_share(inception, [multi])
+    assert not may_share(multi, [vgg])
+    assert shared_seconds(100.0, 1) == 100.0 and shared_seconds(100.0, 2) == 200.0
+    assert shared_seconds(100.0, 3, 0.25) == pytest.approx(150.0)
+
+
+def test_compile_is_asked_per_model(tmp_path):
+    compiled = frozenset({"vgg16", "multi_vgg16"})
+    assert "speed.compile=true" in run_overrides(Run("vgg16", "mse", 0), tmp_path, False,
+                                                 compiled)
+    assert "speed.compile=true" not in run_overrides(Run("resnet50", "mse", 0), tmp_path,
+                                                     False, compiled)
+    assert "speed.compile=true" not in run_overrides(Run("vgg16", "mse", 0), tmp_path, False)
+
+
+def _fake(seconds: float, work: Path):
+    """A run's command that takes ``seconds`` and leaves metrics.json, as a finished run does."""
+    def command(run: Run) -> list[str]:
+        out = work / "runs" / run.name / "metrics.json"
+        return [sys.executable, "-c", f"import time; time.sleep({seconds}); "
+                f"open({str(out)!r}, 'w').write('{{}}')"]
+    return command
+
+
+def test_schedule_packs_launch_bound_runs_and_records_the_overlap(tmp_path):
+    todo = [Run("inception", "mse", 0), Run("inception", "softmax", 0), Run("vgg16", "mse", 0)]
+    ended: list[str] = []
+    runs, not_started = schedule(todo, tmp_path, _fake(1.0, tmp_path), lambda r: (1.0, "t"),
+                                 time.time() + 60, jobs=2, done=lambda r: ended.append(r["name"]),
+                                 poll_s=0.05)
+    assert not not_started and [r["name"] for r in runs] == [r.name for r in todo]
+    assert all(r["finished"] for r in runs) and sorted(ended) == sorted(r.name for r in todo)
+    a, b, vgg = runs
+    assert a["overlapped"] == [b["name"]] and b["overlapped"] == [a["name"]]
+    assert a["jobs"] == b["jobs"] == 2
+    # The compute-bound run waited for an empty GPU, and ran alone.
+    assert vgg["start"] >= max(a["end"], b["end"]) and vgg["overlapped"] == []
+    assert vgg["jobs"] == 1
+
+
+@pytest.mark.parametrize(("share_cost", "together"), [(1.0, False), (0.4, True)])
+def test_a_run_starts_beside_another_only_if_its_shared_estimate_fits(share_cost, together,
+                                                                       tmp_path):
+    # Expected 10 s each with 15 s left: two at once fit only if sharing costs under half a run.
+    todo = [Run("resnet50", "mse", 0), Run("resnet50", "softmax", 0)]
+    runs, not_started = schedule(todo, tmp_path, _fake(0.5, tmp_path), lambda r: (10.0, "t"),
+                                 time.time() + 15, jobs=2, share_cost=share_cost, poll_s=0.05)
+    assert not not_started and all(r["finished"] for r in runs)
+    assert bool(runs[0]["overlapped"]) is together
+    assert runs[1]["jobs"] == (2 if together else 1)
+
+
+def test_runs_going_at_the_deadline_are_stopped_and_the_rest_not_started(tmp_path):
+    todo = [Run("inception", "mse", 0), Run("inception", "softmax", 0),
+            Run("inception", "mv", 0)]
+    t = time.time()
+    runs, not_started = schedule(todo, tmp_path, _fake(30, tmp_path), lambda r: (0.5, "t"),
+                                 t + 1.5, jobs=2, share_cost=0.0, poll_s=0.05)
+    assert time.time() - t < 10
+    assert [r["name"] for r in runs] == [r.name for r in todo[:2]]
+    assert all(not r["finished"] and r["exit"] is None and "budget" in r["why"] for r in runs)
+    assert [n["name"] for n in not_started] == [todo[2].name]
+
+
+@pytest.mark.parametrize(("field", "value"), [("jobs", 0), ("jobs", 1.5), ("jobs", True),
+                                              ("overlapped", "vgg16_mv_fold0"),
+                                              ("overlapped", ["../x"])])
+def test_a_visit_record_with_bad_sharing_is_one_line(field, value, tmp_path, capsys):
+    visit = {"id": "v1", "runs": [{"name": "vgg16_mse_fold0", "finished": True,
+                                   "wall_s": 1.0, field: value}]}
+    (tmp_path / "visits.json").write_text(json.dumps([visit]))
+    assert main(["next", "--campaign", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f".{field} " in err and "\n" not in err, err

@@ -18,11 +18,13 @@ from pathlib import Path
 
 from bone_age.bench.campaign.estimate import read_gpu_rates
 from bone_age.bench.campaign.plan import (
+    SHARE_COST,
     estimates,
     next_runs,
     read_visits,
     run_records,
 )
+from bone_age.evaluation.report import MODEL_ORDER
 from bone_age.utils.arguments import ArgumentParser, count, non_negative_float
 from bone_age.utils.errors import EXIT_OK, EXIT_PARTIAL, command
 
@@ -30,6 +32,7 @@ CAMPAIGN = Path(__file__).resolve().parents[3] / "experiments" / "table1"
 GPU_RESULTS = CAMPAIGN.parent / "gpu" / "results.json"  # the GPU check's rates (estimate.py)
 MAX_BUDGET_S = 7 * 24 * 3600.0  # a visit is minutes; a week is a typo (or an endless visit)
 MAX_RUNS = 60  # the campaign's runs
+MAX_JOBS = 4  # runs at once on the one GPU (visit.MAX_JOBS; visit.py imports torch, so not here)
 
 
 def budget(text: str) -> float:
@@ -48,6 +51,24 @@ def started(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must not be later than now ({time.time():.0f}), "
                                          f"got {text}")
     return value
+
+
+def share_cost(text: str) -> float:
+    """--share-cost: a number from 0 to 1."""
+    value = non_negative_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1, got {text}")
+    return value
+
+
+def models(text: str) -> frozenset[str]:
+    """--compile: campaign models, comma-separated (empty: none)."""
+    names = frozenset(n.strip() for n in text.split(",") if n.strip())
+    unknown = sorted(names - set(MODEL_ORDER))
+    if unknown:
+        raise argparse.ArgumentTypeError(f"{', '.join(unknown)} not among the campaign's "
+                                         f"models ({', '.join(MODEL_ORDER)})")
+    return names
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -72,6 +93,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="when the visit began (seconds since the epoch; default now)")
     v.add_argument("--max-runs", type=count(MAX_RUNS), default=None,
                    help=f"start at most this many runs (1..{MAX_RUNS})")
+    v.add_argument("--jobs", type=count(MAX_JOBS), default=1,
+                   help=f"run up to this many runs at once on the GPU (1..{MAX_JOBS}; only "
+                        "launch-bound models share it: resnet50, inception; default 1)")
+    v.add_argument("--share-cost", type=share_cost, default=SHARE_COST,
+                   help="each further run sharing the GPU adds this share of a run's expected "
+                        f"time, for the budget (0..1; default {SHARE_COST:g}: serialised)")
+    v.add_argument("--compile", type=models, default=frozenset(), metavar="MODELS",
+                   help="comma-separated models whose runs get speed.compile=true "
+                        "(e.g. vgg16,multi_vgg16)")
     v.add_argument("--dry-run", action="store_true",
                    help="tiny settings on the CPU: every step, numbers meaningless")
     m = sub.add_parser("merge", parents=[common], help="merge visit archives, rewrite table1.md")
@@ -99,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
 
         archive = visit(args.out, campaign, args.budget,
                         time.time() if args.started is None else args.started,
-                        args.dry_run, args.max_runs, args.gpu_results)
+                        args.dry_run, args.max_runs, args.gpu_results, args.jobs,
+                        args.share_cost, args.compile)
         print(f"visit archive: {archive}")
     else:
         from bone_age.bench.campaign.merge import merge_all

@@ -33,6 +33,14 @@ RUN_FILES = ("metrics.json", "predictions.csv", "history.csv", "calibration.json
 # rates (estimate.py) say more: the paper-scale multi_vgg16 + mv cell took 420 s with the
 # phantom built inside it (2026-11, one H200), of which ~330 s without.
 FIRST_GUESS_S = 330.0
+# Models whose runs may share the one GPU in a visit (``visit --jobs K``): ResNet50 and
+# InceptionV3 are launch-bound at batch 64 (8% and 3% MFU alone in the GPU check), so a second
+# run can fill the GPU's idle gaps. VGG16 and the multiple-input VGG16 are compute-bound: they
+# run alone (a run started beside one would only slow it), with compile if asked.
+SHARES_GPU = frozenset({"resnet50", "inception"})
+# Before the first visit measures it: each further run sharing the GPU adds this much of a
+# run's time to every run's expected time (1.0: the GPU serialises them, the worst case).
+SHARE_COST = 1.0
 
 
 @dataclass(frozen=True)
@@ -124,6 +132,15 @@ def check_visit(record: Any, where: str) -> dict[str, Any]:
             if run.get(key) is not None and not _number(run[key], 0.0, 1e9):
                 raise CampaignError(f"{where}: runs[{i}] ({name}).{key} {run[key]!r} is not "
                                     "a number >= 0")
+        # Sharing (visit --jobs): compared between visits to tell k runs at once from one.
+        jobs = run.get("jobs", 1)
+        if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+            raise CampaignError(f"{where}: runs[{i}] ({name}).jobs {jobs!r} is not a count of "
+                                "runs at once (>= 1)")
+        overlapped = run.get("overlapped", [])
+        if not isinstance(overlapped, list) or any(Run.parse(o) is None for o in overlapped):
+            raise CampaignError(f"{where}: runs[{i}] ({name}).overlapped {overlapped!r} is not "
+                                "a list of campaign runs")
         if "gpu_busy" in run and not _number(run["gpu_busy"], 0.0, 1.0):
             raise CampaignError(f"{where}: runs[{i}] ({name}).gpu_busy {run['gpu_busy']!r} "
                                 "is not a share from 0 to 1")
@@ -188,3 +205,20 @@ def estimates(run: Run, records: dict[str, dict[str, Any]],
         found.append((FIRST_GUESS_S, "first guess (no run of this model recorded, no GPU check "
                                      "rate)"))
     return found
+
+
+def may_share(run: Run, running: Iterable[Run]) -> bool:
+    """Whether ``run`` may start beside ``running``: an empty GPU takes any run; otherwise both
+    it and every running run must be of a launch-bound model (``SHARES_GPU``)."""
+    running = list(running)
+    return not running or (run.model in SHARES_GPU
+                           and all(r.model in SHARES_GPU for r in running))
+
+
+def shared_seconds(seconds: float, sharing: int, share_cost: float = SHARE_COST) -> float:
+    """A run's expected time while ``sharing`` runs (itself included) share the GPU."""
+    if sharing < 1 or not 0 <= share_cost <= 1:
+        raise CampaignError(f"sharing {sharing} runs at share cost {share_cost}: need at least "
+                            "1 run and a cost from 0 to 1")
+    return seconds * (1 + (sharing - 1) * share_cost)
+
