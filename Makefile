@@ -13,6 +13,7 @@ setup: $(STAMP)
 # PYTHONWARNINGS=ignore: setuptools' note on editable installs with a mapped package (conf/
 # travels as bone_age/conf) says nothing a user can act on.
 $(STAMP): pyproject.toml
+	@echo "make: setting up $(VENV) (first time only: pip installs torch, Lightning and the rest, about 3 minutes)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip 2>&1 | sed '/is ignored: it is neither/d'
 	PYTHONWARNINGS=ignore $(BIN)/python -m pip install -q -e '.[all,dev,scale]' 2>&1 | sed '/is ignored: it is neither/d'

@@ -54,3 +54,11 @@ def test_wheel_install_finds_its_configs(tmp_path):
                               capture_output=True, text=True)
     assert composed.returncode == 0, composed.stderr[-2000:]
     assert "backbone: resnet10t" in composed.stdout and "max_epochs: 20" in composed.stdout
+
+
+def test_make_says_what_it_installs_before_the_long_silent_part():
+    """The first `make run` / `make test` names its set-up before pip's quiet minutes."""
+    recipe = (ROOT / "Makefile").read_text().split("$(STAMP): pyproject.toml\n", 1)[1]
+    lines = recipe.split("\n\n", 1)[0].splitlines()
+    assert lines[0].lstrip().startswith("@echo") and "about 3 minutes" in lines[0]
+    assert any("pip install" in line for line in lines[1:])

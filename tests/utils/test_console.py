@@ -43,6 +43,8 @@ def test_quiet_drops_adverts_and_hardware_lines_but_keeps_actionable_ones():
         warnings.simplefilter("default")
         console.quiet_third_party()
         warnings.warn("LeafSpec is deprecated", FutureWarning, stacklevel=1)
+        warnings.warn("Precision bf16-mixed is not supported by the model summary.  Estimated "
+                      "model size in MB will not be accurate.", UserWarning, stacklevel=1)
         warnings.warn("data.manifest: 3 rows have no age", UserWarning, stacklevel=1)
     assert [str(w.message) for w in seen] == ["data.manifest: 3 rows have no age"]
 
