@@ -29,6 +29,7 @@ from typing import TextIO
 
 import numpy as np
 
+from bone_age.utils.errors import BoneAgeError
 from bone_age.utils.files import regular_file
 from bone_age.utils.tables import write_csv
 
@@ -93,8 +94,8 @@ def write_folds(path: Path, assignment: dict[str, int]) -> Path:
     return write_csv(path, ["subject_id", "fold"], sorted(assignment.items()))
 
 
-class _LongLine(ValueError):
-    pass
+class _LongLine(BoneAgeError, ValueError):
+    """A folds file line past the bound (caught here and named with its file and line)."""
 
 
 def _bounded_lines(f: TextIO, limit: int) -> Iterator[str]:
