@@ -58,8 +58,14 @@ def write_rows(path: Path, rows: list[dict[str, str]]) -> Path:
 
 
 def tiny_overrides(manifest: Path, tmp: Path) -> list[str]:
-    """Hydra overrides for a seconds-long run: tiny trunk, tiny images, one epoch."""
+    """Hydra overrides for a seconds-long run: tiny trunk, tiny images, one epoch.
+
+    ``threads=1``: ``threads=auto`` takes fewer threads when other jobs keep the cores busy,
+    and a CPU's float results change with the thread count; tests that compare two runs'
+    numbers must not depend on how busy the machine is.
+    """
     return [
+        "threads=1",
         "data=manifest", f"data.manifest={manifest}", "data.image_size=[32,16]",
         "data.batch_size=8", "data.cache_workers=0", "data.progress=false",
         "model.backbone=test_resnet", "trainer=cpu", "trainer.max_epochs=1",
