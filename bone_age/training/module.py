@@ -148,9 +148,8 @@ class BoneAgeModule(pl.LightningModule):
             return
         gaps = torch.cat(self._precision_gaps) if self._precision_gaps else torch.zeros(0)
         self._precision_gaps.clear()
-        device = self.device
         local = torch.tensor([len(gaps), float((gaps > AGE_TOLERANCE_Y).sum()),
-                              float(gaps.max()) if len(gaps) else 0.0], device=device)
+                              float(gaps.max()) if len(gaps) else 0.0], device=self.device)
         total = self.all_gather(local).reshape(-1, 3)
         self.precision_check = {"studies": int(total[:, 0].sum()),
                                 "off": int(total[:, 1].sum()),

@@ -11,6 +11,7 @@ warning line, and records 32-true as what ran.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import os
 import re
@@ -36,9 +37,7 @@ def cpu_has_bf16() -> bool:
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
 
 
-_ISA_SEEN: list[str] = []
-
-
+@functools.cache
 def onednn_bf16_kernel() -> str:
     """The oneDNN kernel that runs a bf16 convolution in this process and the instruction set
     oneDNN uses (e.g. ``jit_bf16:avx512_core_bf16 (Intel AVX-512 with Intel DL Boost and
@@ -46,7 +45,8 @@ def onednn_bf16_kernel() -> str:
 
     oneDNN's verbose mode is the only place that names the instruction set it really uses: its
     cap (``ONEDNN_MAX_CPU_ISA``) is read once, at the process's first primitive, so the
-    variable alone does not tell. The verbose lines go to file descriptor 1, captured here.
+    variable alone does not tell. The verbose lines go to file descriptor 1, captured here;
+    asked once a process (the cap, and so the kernel, cannot change after the first primitive).
     """
     if not torch.backends.mkldnn.is_available():
         return ""
@@ -65,10 +65,10 @@ def onednn_bf16_kernel() -> str:
             os.close(saved)
         sink.seek(0)
         text = sink.read().decode("ascii", errors="replace")
-    # The instruction set is named once a process, at oneDNN's first verbose output.
-    _ISA_SEEN.extend(re.findall(r"info,cpu,isa:([^\n]+)", text))
+    # The instruction set is named at oneDNN's first verbose output of the process.
+    isa = re.findall(r"info,cpu,isa:([^\n]+)", text)
     found = re.findall(r"exec,cpu,convolution,([^,]+),", text)
-    return " ".join([*(found[-1:]), *(f"({isa.strip()})" for isa in _ISA_SEEN[:1])])
+    return " ".join([*(found[-1:]), *(f"({name.strip()})" for name in isa[:1])])
 
 
 def on_cpu(trainer_cfg: DictConfig | dict) -> bool:
@@ -123,13 +123,12 @@ def bf16_disagreement(net: torch.nn.Module, decode: Callable[[torch.Tensor], tor
 
     A strided convolution over a feature map narrower than its kernel (tiny images through a
     deep trunk) is refused from the shapes alone, since there the fault came only some of the
-    time. Then a
-    copy of the network, at its initial weights, runs batches of the run's own image shape
-    (the faults seen depend on the feature maps' sizes) ``repeats`` times: a forward in float32
-    and under bf16 autocast, then a training step's forward and backward in both (the same
-    dropout draws). Refused: a non-finite output, loss or gradient, a decoded age more than
-    ``AGE_TOLERANCE_Y`` from float32's, or gradients ``GRAD_TOLERANCE`` times their norm
-    from float32's. The run's random state is left as it was.
+    time. Then a copy of the network, at its initial weights, runs batches of the run's own
+    image shape (the faults seen depend on the feature maps' sizes) ``repeats`` times: a forward
+    in float32 and under bf16 autocast, then a training step's forward and backward in both
+    (the same dropout draws). Refused: a non-finite output, loss or gradient, a decoded age
+    more than ``AGE_TOLERANCE_Y`` from float32's, or gradients ``GRAD_TOLERANCE`` times their
+    norm from float32's. The run's random state is left as it was.
 
     Args:
         net: the run's network (not modified).
@@ -154,14 +153,14 @@ def _disagreement(net: torch.nn.Module, decode: Callable[[torch.Tensor], torch.T
         probe = copy.deepcopy(net).float()
         if channels_last:
             probe.to(memory_format=torch.channels_last)
+        sex = (torch.arange(shape[0]) % 2).float() if use_sex else None
         torch.manual_seed(0)
-        small = _strided_conv_on_a_sliver(probe.eval(), torch.randn(*shape), use_sex)
+        small = _strided_conv_on_a_sliver(probe.eval(), torch.randn(*shape), sex)
         if small:
             return small
         for attempt in range(1, repeats + 1):
             torch.manual_seed(attempt)
             images = torch.randn(*shape)
-            sex = (torch.arange(shape[0]) % 2).float() if use_sex else None
             why = _forward_gap(probe.eval(), decode, images, sex) or \
                 _gradient_gap(probe.train(), images, sex, seed=attempt)
             if why:
@@ -176,7 +175,7 @@ GRAD_TOLERANCE = 10.0
 
 
 def _strided_conv_on_a_sliver(probe: torch.nn.Module, images: torch.Tensor,
-                              use_sex: bool) -> str | None:
+                              sex: torch.Tensor | None) -> str | None:
     """The first strided convolution whose input feature map is narrower than its kernel.
 
     There oneDNN's CPU bf16 kernels computed non-finite weight gradients (experiments/
@@ -204,7 +203,6 @@ def _strided_conv_on_a_sliver(probe: torch.nn.Module, images: torch.Tensor,
                if isinstance(m, torch.nn.modules.conv._ConvNd) and len(m.kernel_size) == 2]
     try:
         with torch.no_grad():
-            sex = (torch.arange(len(images)) % 2).float() if use_sex else None
             probe(images, sex)
     finally:
         for handle in handles:

@@ -143,17 +143,16 @@ def train(cfg: DictConfig) -> RunResults:
         return _train(cfg, output_dir)
 
 
-def _check_cpu_bf16(cfg: DictConfig, net: torch.nn.Module, loss) -> None:
+def _check_cpu_bf16(cfg: DictConfig, datamodule: BoneAgeDataModule, net: torch.nn.Module,
+                    loss) -> None:
     """bf16-mixed on the CPU only where the run's own network computes what float32 does;
     else the run is float32, said in one warning line and recorded as what ran."""
     trainer_cfg = cfg.trainer
     if not (str(trainer_cfg.precision).startswith("bf16") and on_cpu(trainer_cfg)):
         return
-    data = cfg.data
-    views = int(data.get("views", 2))
-    size = data.image_size
-    height, width = (int(size), int(size)) if isinstance(size, int) else (int(v) for v in size)
-    shape = (max(1, int(data.batch_size)), views, 3, height, width)
+    # A training batch as the data module builds it: (N, views, 3, H, W).
+    shape = (datamodule.batch_size, len(datamodule.view_names), 3,
+             *datamodule.cache.preprocess.image_size)
     why = bf16_disagreement(net, lambda out: loss.predict(out)[0], shape,
                             use_sex=bool(getattr(net, "use_sex", False)),
                             channels_last=bool((cfg.get("speed") or {}).get("channels_last")))
@@ -185,7 +184,7 @@ def _train(cfg: DictConfig, output_dir: Path) -> RunResults:
     datamodule = instantiate(cfg.data)
     loss = instantiate(cfg.loss)
     net = instantiate(cfg.model, num_outputs=loss.num_outputs)
-    _check_cpu_bf16(cfg, net, loss)
+    _check_cpu_bf16(cfg, datamodule, net, loss)
     # Built as a partial: Hydra would turn the (dataclass) loss passed as an argument into a config.
     module = instantiate(cfg.module, _partial_=True)(net=net, loss=loss)
     _apply_speed_switches(net, cfg.get("speed") or {})
