@@ -74,6 +74,13 @@ def without_local_paths(config: Any) -> Any:
 class PrivateWandbLogger(WandbLogger):
     """Lightning's WandbLogger that sends its run's settings without local paths."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Lightning always passes ``anonymous`` (None unless asked for); W&B warns about the
+        # deprecated setting whenever it is passed at all.
+        if self._wandb_init.get("anonymous") is None:
+            self._wandb_init.pop("anonymous", None)
+
     def log_hyperparams(self, params: Any) -> None:
         super().log_hyperparams(without_local_paths(_convert_params(params)))
 

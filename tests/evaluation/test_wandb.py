@@ -133,3 +133,18 @@ def test_no_local_path_program_or_git_state_is_sent(offline, monkeypatch):
     log, _ = _offline_run(sweep, b"table1")
     for text in (b"Hospital", b"Doe_John", sys.executable.encode(), b"pytest"):
         assert text not in log, text
+
+
+def test_a_run_gives_w_and_b_no_deprecated_setting_to_warn_about(offline, monkeypatch):
+    import wandb
+
+    from bone_age.evaluation.tracking import wandb_logger
+
+    warned: list[str] = []
+    monkeypatch.setattr(wandb, "termwarn", lambda message, *a, **k: warned.append(str(message)))
+    logger = wandb_logger("bone-age", str(offline / "run"), "vgg16-mv-fold0")
+    try:
+        assert logger.experiment is not None  # wandb.init with the logger's own arguments
+    finally:
+        wandb.finish()
+    assert not [m for m in warned if "anonymous" in m], warned
