@@ -2,7 +2,7 @@
 
 Writes the manifest (pseudonymous subject ids, labels, paths of pseudonymous links in
 ``links/``), ``index_report.csv`` (every path below the export with a status and reason) beside
-it, and prints a summary. See bone_age/data/indexing.py (STATUSES) for the statuses. Exit codes:
+it, and prints a summary. See bone_age/data/index_result.py (STATUSES) for the statuses. Exit codes:
 0 when every study was written, 1 when any was left out (or none written; each file's reason
 is in the report), 2 for bad arguments (one line on stderr).
 """
@@ -17,15 +17,15 @@ from pathlib import Path
 from typing import TypeVar
 
 from bone_age.data.dicom import VIEWS, View
-from bone_age.data.indexing import (
+from bone_age.data.index_outputs import (
     LINKS_DIR,
     contact_sheet_path,
-    exit_code,
-    index_folder,
     is_links_dir,
-    summary,
     write_outputs,
 )
+from bone_age.data.index_result import exit_code
+from bone_age.data.index_studies import index_folder
+from bone_age.data.index_summary import summary
 from bone_age.data.pseudonym import (
     DEFAULT_KEY_FILE,
     Pseudonymizer,

@@ -12,36 +12,70 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / "bone_age"
 COMMANDS = {"run", "index", "predict", "export", "explain", "report", "evaluate"}
 
-# package -> bone_age packages (and third-party roots) it must never import
-FORBIDDEN = {
-    "inference": {"bone_age.training", "bone_age.evaluation", "pytorch_lightning", "lightning",
-                  "wandb", "hydra"},
-    "models": {"bone_age.data", "bone_age.training", "bone_age.inference", "bone_age.evaluation",
-               "pydicom", "hydra", "omegaconf"},
-    "losses": {"bone_age.data", "bone_age.models", "bone_age.training", "bone_age.inference",
-               "bone_age.evaluation", "pydicom", "hydra", "omegaconf"},
-    "data": {"bone_age.models", "bone_age.training", "bone_age.inference",
-             "bone_age.evaluation"},
-    "phantom": {"bone_age.data", "bone_age.models", "bone_age.training", "bone_age.inference",
-                "bone_age.evaluation", "bone_age.losses"},
-    "evaluation": {"bone_age.training", "bone_age.phantom"},
-    "utils": {"bone_age.data", "bone_age.models", "bone_age.training", "bone_age.inference",
-              "bone_age.evaluation", "bone_age.losses", "bone_age.phantom"},
+# The layers, top to bottom (docs/architecture.md): a package imports only packages of the layers
+# below its own, never one beside it or above it. Command entries sit above them all (no
+# package imports one: tested below) and bench/ measures everything (it may import anything).
+LAYERS = [
+    ("training",),
+    ("evaluation",),
+    ("inference", "phantom"),  # the phantom's source implements data's; realism reads DICOM
+    ("data", "models", "losses"),
+    ("utils",),
+]
+UNLAYERED = {"bench"}
+
+# What a package must not import beyond the layer order: third-party roots, and what it must
+# not know although the order would allow it.
+ALSO_FORBIDDEN = {
+    "inference": {"pytorch_lightning", "lightning", "wandb", "hydra"},  # predicting stays light
+    "evaluation": {"bone_age.phantom"},  # metrics know no simulator (training adds its yardsticks)
+    "phantom": {"bone_age.models", "bone_age.losses"},  # the simulator knows no network or loss
+    "models": {"pydicom", "hydra", "omegaconf"},
+    "losses": {"pydicom", "hydra", "omegaconf"},
 }
 
-# Sub-packages allowed one import their package is not: the realism report reads a real scan
-# through the one DICOM reader.
-ALLOWED = {"phantom/realism": {"bone_age.data"}}
+
+def _forbidden() -> dict[str, set[str]]:
+    """Package -> the modules (bone_age packages, third-party roots) it must never import."""
+    forbidden = {}
+    for depth, layer in enumerate(LAYERS):
+        not_below = {f"bone_age.{p}" for upper in LAYERS[:depth + 1] for p in upper}
+        for package in layer:
+            forbidden[package] = (not_below - {f"bone_age.{package}"}) | \
+                ALSO_FORBIDDEN.get(package, set())
+    return forbidden
+
+
+FORBIDDEN = _forbidden()
+MAX_FILE_LINES = 500
+MAX_TRAIN_FUNCTION_LINES = 50
+SHARED_NAMES = {"__init__.py", "__main__.py"}  # every package has them
+
+
+def _module_name(path: Path) -> str:
+    """``bone_age/data/dicom.py`` -> ``bone_age.data.dicom``; a package's ``__init__.py`` is the
+    package."""
+    parts = path.relative_to(ROOT.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
 def _imports(path: Path) -> set[str]:
+    """Every module a file imports, anywhere in it (module level and inside functions), and
+    every ``module.name`` it imports from one; relative imports made absolute."""
+    package = _module_name(path) if path.name == "__init__.py" else \
+        _module_name(path).rpartition(".")[0]
     found = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            found.add(node.module)
-            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module
+            if node.level:  # relative: from .x import y (the package), from ..x import y (above)
+                base = package.split(".")[:len(package.split(".")) - (node.level - 1)]
+                module = ".".join(base + ([node.module] if node.module else []))
+            if module:
+                found.add(module)
+                found |= {f"{module}.{alias.name}" for alias in node.names}
     return found
 
 
@@ -54,15 +88,126 @@ def test_top_level_holds_only_command_entries():
     assert modules == COMMANDS
 
 
+def test_every_package_has_a_layer():
+    packages = {p.name for p in ROOT.iterdir() if (p / "__init__.py").is_file()}
+    layered = [p for layer in LAYERS for p in layer]
+    assert len(layered) == len(set(layered))
+    assert packages == set(layered) | UNLAYERED
+
+
+def test_data_never_imports_the_phantom():
+    # The one arrow that pointed up (the phantom's cohort source lived in data/): a phantom
+    # source is the phantom's (bone_age.phantom.source), data/ only defines what a source is.
+    assert "bone_age.phantom" in FORBIDDEN["data"]
+
+
 @pytest.mark.parametrize("package", sorted(FORBIDDEN))
 def test_packages_import_only_downwards(package):
     broken = {}
     for path in sorted((ROOT / package).rglob("*.py")):
-        where = str(path.parent.relative_to(ROOT))
-        hits = _hits(_imports(path), FORBIDDEN[package] - ALLOWED.get(where, set()))
+        hits = _hits(_imports(path), FORBIDDEN[package])
         if hits:
             broken[str(path.relative_to(ROOT))] = sorted(hits)
     assert not broken
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Module -> the bone_age modules it imports (``from pkg import name`` counts as importing
+    module ``pkg.name`` where that is a module, else ``pkg``)."""
+    modules = {_module_name(p): p for p in ROOT.rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        targets = set()
+        for imported in _imports(path):
+            while imported and imported not in modules:  # pkg.name (not a module) -> pkg
+                imported = imported.rpartition(".")[0]
+            if imported and imported != name:
+                targets.add(imported)
+        graph[name] = targets
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One shortest cycle through each group of modules that import each other, round or not."""
+    cycles, seen = [], set()
+    for start in sorted(graph):
+        if start in seen:
+            continue
+        # Breadth first from start: the first way back to it is a shortest cycle through it.
+        parents, frontier = {start: None}, [start]
+        back = None
+        while frontier and back is None:
+            following = []
+            for node in frontier:
+                for target in sorted(graph[node]):
+                    if target == start:
+                        back = node
+                        break
+                    if target not in parents:
+                        parents[target] = node
+                        following.append(target)
+                if back is not None:
+                    break
+            frontier = following
+        if back is None:
+            continue
+        cycle = [back]
+        while cycle[-1] != start:
+            cycle.append(parents[cycle[-1]])
+        cycle = [*reversed(cycle), start]
+        seen |= set(cycle)
+        cycles.append(cycle)
+    return cycles
+
+
+def test_cycle_finder_names_a_cycle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": set(), "e": {"d"}}
+    assert _cycles(graph) == [["a", "b", "c", "a"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycles():
+    cycles = [" -> ".join(cycle) for cycle in _cycles(_import_graph())]
+    assert not cycles, "modules that import each other:\n" + "\n".join(cycles)
+
+
+def test_no_file_over_500_lines():
+    long = {str(p.relative_to(ROOT)): n for p in sorted(ROOT.rglob("*.py"))
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_FILE_LINES}
+    assert not long, f"over {MAX_FILE_LINES} lines: " + ", ".join(f"{p} ({n})"
+                                                                for p, n in long.items())
+
+
+def test_no_function_in_train_over_50_lines():
+    tree = ast.parse((ROOT / "training" / "train.py").read_text(encoding="utf-8"))
+    long = {node.name: node.end_lineno - node.lineno + 1 for node in ast.walk(tree)
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+            and node.end_lineno - node.lineno + 1 > MAX_TRAIN_FUNCTION_LINES}
+    assert not long, f"training/train.py, over {MAX_TRAIN_FUNCTION_LINES} lines: " + \
+        ", ".join(f"{name} ({n})" for name, n in long.items())
+
+
+def _runs(entry: Path) -> set[Path]:
+    """The module of the same name a command entry runs (``bone_age/predict.py`` imports its
+    ``main`` from ``bone_age/inference/predict.py``)."""
+    files = {ROOT.parent.joinpath(*name.split(".")).with_suffix(".py")
+             for name in _imports(entry) if name.endswith(f".{entry.stem}")}
+    return {f for f in files if f.is_file()}
+
+
+def test_no_two_modules_share_a_name():
+    by_name: dict[str, list[Path]] = {}
+    for path in sorted(ROOT.rglob("*.py")):
+        if path.name not in SHARED_NAMES:
+            by_name.setdefault(path.name, []).append(path)
+    shared = {}
+    for name, paths in by_name.items():
+        entry = ROOT / name
+        if len(paths) > 1 and not (entry in paths and set(paths) == {entry} | _runs(entry)):
+            # Only a command entry and the one module it runs may share a name.
+            shared[name] = [str(p.relative_to(ROOT)) for p in paths]
+    assert not shared, "modules sharing a name:\n" + "\n".join(
+        f"{name}: {', '.join(paths)}" for name, paths in shared.items())
 
 
 def test_no_package_imports_a_command_entry():

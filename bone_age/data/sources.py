@@ -1,15 +1,16 @@
 """Where a cohort comes from (config node ``data.source``, picked by ``data=phantom|manifest``).
 
-A source names the manifest of its cohort; the phantom writes its cohort first if it has not yet
-been written. Everything after the manifest (reading, caching, folds) is the same for both.
+A source names the manifest of its cohort; the phantom's source
+(``bone_age.phantom.source.PhantomSource``, above data/ in the layers: data/ never imports the
+phantom) writes its cohort first if it has not yet been written. Everything after the manifest
+(reading, caching, folds) is the same for both.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 
 class CohortSource(Protocol):
@@ -42,64 +43,3 @@ class ManifestSource:
     def is_phantom(self) -> bool:
         # A phantom cohort given as a manifest has phantom_info.json beside it.
         return (Path(self.path).parent / "phantom_info.json").is_file()
-
-
-@dataclass(frozen=True)
-class PhantomSource:
-    """The built-in synthetic cohort (``data=phantom``), written once per size and seed.
-
-    Args:
-        subjects: number of studies.
-        seed: the cohort's seed.
-        root: folder that holds the cohorts (one ``n{subjects}_seed{seed}`` folder each;
-            ``..._sites{K}`` for a K-site cohort, so it never replaces the one-site cohort).
-        options: further ``bone_age.phantom.generate_cohort`` options (sigma, variability, ...).
-    """
-
-    subjects: int
-    seed: int = 0
-    root: str = "data/phantom"
-    options: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if isinstance(self.subjects, bool) or not isinstance(self.subjects, int) \
-                or self.subjects < 1:
-            raise ValueError(f"data.subjects must be a count >= 1, got {self.subjects!r}")
-        if not isinstance(self.options, Mapping):
-            raise ValueError(f"data.phantom_options must be a mapping {{option: value}}, got "
-                             f"{self.options!r}")
-        # The phantom's own check, here so that a run refuses a bad option before it makes
-        # any folder, instead of when the cohort is first generated.
-        from bone_age.phantom.cohort import cohort_options
-
-        try:
-            cohort_options(self.subjects, self.seed, **dict(self.options))
-        except ValueError as err:
-            raise ValueError(f"data.phantom_options: {err}") from None
-
-    @property
-    def folder(self) -> Path:
-        name = f"n{self.subjects}_seed{self.seed}"
-        sites = (self.options or {}).get("sites", 1)
-        if isinstance(sites, int) and not isinstance(sites, bool) and sites != 1:
-            name += f"_sites{sites}"  # any other value is refused by the phantom's options
-        return Path(self.root) / name
-
-    def manifest_path(self, generate: bool = False) -> Path:
-        if generate:
-            from bone_age.phantom import ensure_cohort
-
-            return Path(ensure_cohort(self.folder, self.subjects, self.seed, **dict(self.options)))
-        return self.folder / "manifest.csv"
-
-    @property
-    def is_phantom(self) -> bool:
-        return True
-
-
-def phantom_yardsticks(manifest: Path | str) -> dict[str, float]:
-    """A phantom cohort's floor and oracle MAE (``phantom_floor_mae``, ``phantom_oracle_mae``)
-    from its ``phantom_info.json``; empty for a cohort that is not a phantom."""
-    from bone_age.phantom.cohort import cohort_yardsticks  # the phantom's format, read lazily
-
-    return cohort_yardsticks(manifest)

@@ -97,7 +97,8 @@ def from_folder(
 ) -> tuple[list[Item], list[Refused], Callable[[str], str]]:
     """Studies of a DICOM folder, grouped, labelled and pseudonymised by bone_age's indexer,
     and the scrubber that keeps the export's identifying paths out of messages."""
-    from bone_age.data.indexing import WRITTEN, index_folder
+    from bone_age.data.index_result import WRITTEN
+    from bone_age.data.index_studies import index_folder
 
     pseudo = _pseudonymizer(key_file, [out.resolve().parent, folder])
     # The indexer's manifest location: the manifest is not written, but the views it cuts out

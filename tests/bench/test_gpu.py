@@ -151,7 +151,7 @@ def test_batches_are_normalised_on_the_device_they_arrive_on():
     """Lightning moves batches to the GPU but not a DataModule's modules (the first GPU run
     failed so: buffers on the CPU, batch on cuda:0). The meta device stands in for a GPU."""
     from bone_age.data.datamodule import BoneAgeDataModule
-    from bone_age.data.sources import PhantomSource
+    from bone_age.phantom.source import PhantomSource
 
     dm = BoneAgeDataModule(PhantomSource(40))
     batch = {"image": torch.rand(2, 2, 32, 16, device="meta")}

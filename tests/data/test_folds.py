@@ -9,7 +9,8 @@ import pytest
 from bone_age.data import BoneAgeDataModule, DataError
 from bone_age.data.folds import fold_indices, fold_parts
 from bone_age.data.preprocess import Preprocess
-from bone_age.data.sources import ManifestSource, PhantomSource
+from bone_age.data.sources import ManifestSource
+from bone_age.phantom.source import PhantomSource
 
 
 @pytest.fixture(scope="module")

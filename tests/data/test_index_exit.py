@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import bone_age.data.indexing as indexing
+import bone_age.data.index_studies as index_studies
 from bone_age.index import main
 from tests.nm_files import nm_dataset, write
 
@@ -61,8 +61,8 @@ def test_assembling_studies_shows_progress(tmp_path, monkeypatch):
         shown.append(kwargs)
         return iterable
 
-    monkeypatch.setattr(indexing, "progress_display", recording)
-    monkeypatch.setattr(indexing, "PROGRESS_FROM", 2)
+    monkeypatch.setattr(index_studies, "progress_display", recording)
+    monkeypatch.setattr(index_studies, "PROGRESS_FROM", 2)
     export = tmp_path / "export"
     for n in range(2):
         write(nm_dataset(f"AB-000{n}"), export / f"IM{n}")

@@ -36,7 +36,7 @@ from pydicom.uid import (
 )
 
 from bone_age.data.dicom import DicomReadError, read_study_views
-from bone_age.data.indexing import STATUSES, WRITTEN
+from bone_age.data.index_result import STATUSES, WRITTEN
 from bone_age.data.manifest import read_manifest
 from bone_age.index import main
 from tests.nm_files import nm_dataset

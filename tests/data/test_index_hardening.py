@@ -18,7 +18,9 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.uid import DeflatedExplicitVRLittleEndian, RLELossless
 
-import bone_age.data.indexing as indexing
+import bone_age.data.index_outputs as index_outputs
+import bone_age.data.index_studies as index_studies
+import bone_age.data.index_walk as index_walk
 import bone_age.data.instances as instances
 from bone_age.data.dicom import (
     DicomReadError,
@@ -130,14 +132,14 @@ def test_a_study_failing_in_any_way_fails_alone(tmp_path, monkeypatch):
     export = tmp_path / "export"
     write(nm_dataset("P0", seed=0), export / "a.dcm")
     write(nm_dataset("P1", seed=1), export / "b.dcm")
-    real = indexing.study_age
+    real = index_studies.study_age
 
     def flaky(ds):
         if ds.PatientID == "P1":
             raise KeyError("an unforeseen failure")
         return real(ds)
 
-    monkeypatch.setattr(indexing, "study_age", flaky)
+    monkeypatch.setattr(index_studies, "study_age", flaky)
     rows, _, report = run_index(export, tmp_path / "out")
     assert len(rows) == 1
     assert statuses(report) == {"a.dcm": "ok", "b.dcm": "unreadable"}
@@ -218,7 +220,7 @@ def test_every_path_below_the_export_is_one_row(tmp_path, monkeypatch):
             raise PermissionError(13, "Permission denied", os.fspath(path))
         return real(path)
 
-    monkeypatch.setattr(indexing.os, "scandir", scandir)
+    monkeypatch.setattr(index_walk.os, "scandir", scandir)
     try:
         rows, _, report = run_index(export, tmp_path / "out")
     finally:
@@ -321,7 +323,7 @@ def test_a_failed_write_leaves_no_output_behind(tmp_path, monkeypatch, capsys):
     def broken(result):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(indexing, "report_text", broken)
+    monkeypatch.setattr(index_outputs, "report_text", broken)
     assert run_index_rc(export, out) == 2
     assert "No space left on device" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
@@ -532,7 +534,7 @@ def test_without_hard_links_a_path_naming_the_patient_is_copied(tmp_path, monkey
     def no_hard_links(src, dst):
         raise OSError(18, "Invalid cross-device link")
 
-    monkeypatch.setattr(indexing.os, "link", no_hard_links)
+    monkeypatch.setattr(index_outputs.os, "link", no_hard_links)
     rows, _, _ = run_index(export, tmp_path / "out")
     link = tmp_path / "out" / rows[0]["anterior"]
     assert link.is_symlink() != identifying

@@ -17,11 +17,11 @@ import pytest
 from bone_age.data.dicom import read_view
 from bone_age.data.manifest import SITE_COLUMN
 from bone_age.data.preprocess import Preprocess
-from bone_age.data.sources import PhantomSource
 from bone_age.phantom import cohort as cohort_module
 from bone_age.phantom import ensure_cohort, generate_cohort
 from bone_age.phantom.render import PIXEL_MM, SIGMAS, Canvas, camera
 from bone_age.phantom.sites import make_sites, site_id
+from bone_age.phantom.source import PhantomSource
 from bone_age.phantom.subject import (
     FEMALE_TO_MALE,
     age_prior,
@@ -280,7 +280,7 @@ def test_phantom_config_passes_sites():
         cfg = compose("config", overrides=["data=phantom", "data.subjects=36",
                                            "+data.phantom_options.sites=3"])
     node = cfg.data.source
-    assert node._target_ == "bone_age.data.sources.PhantomSource"
+    assert node._target_ == "bone_age.phantom.source.PhantomSource"
     options = OmegaConf.to_container(node.options, resolve=True)
     assert options == {"sites": 3}
     assert PhantomSource(subjects=node.subjects, options=options).folder.name == \

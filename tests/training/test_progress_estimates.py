@@ -68,7 +68,7 @@ def _paper_sweep(tmp_path, **extra):
         "hydra": {"sweep": {"dir": str(tmp_path / "sweep")},
                   **_hydra(["model=vgg16,multi_vgg16", "loss=mse,mv"])},
         "data": {"image_size": [224, 224], "subjects": 4474,
-                 "source": {"_target_": "bone_age.data.sources.PhantomSource"}},
+                 "source": {"_target_": "bone_age.phantom.source.PhantomSource"}},
         "trainer": {"accelerator": "cpu", "max_epochs": 100}, "yes": False, **extra})
 
 

@@ -11,7 +11,6 @@ import numpy as np
 import pytorch_lightning as pl
 
 from bone_age.data.folds import FOLDS_FILE, write_folds
-from bone_age.data.sources import phantom_yardsticks
 from bone_age.evaluation import plots
 from bone_age.evaluation.results import (
     accuracy,
@@ -20,6 +19,7 @@ from bone_age.evaluation.results import (
     write_csv,
     write_figures,
 )
+from bone_age.phantom.source import phantom_yardsticks
 from bone_age.training.results import FittedRun, ResultsCallback, RunResults
 
 HISTORY_KEYS = ("train/loss", "val/loss", "val/mae")
