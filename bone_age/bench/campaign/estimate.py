@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bone_age.bench.campaign.runs import Run
 from bone_age.utils.errors import BoneAgeError, brief
 from bone_age.utils.files import regular_file
 
@@ -108,8 +109,6 @@ def epoch_seconds(samples_per_s: float) -> float:
 
 
 def _recorded(records: dict[str, dict[str, Any]], key: str, keep) -> list[float]:
-    from bone_age.bench.campaign.plan import Run
-
     return [float(r[key]) for name, r in records.items()
             if (p := Run.parse(name)) is not None and keep(p)
             and isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)]

@@ -11,21 +11,16 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bone_age.bench.campaign.estimate import MARGIN, GpuRates, from_gpu_check
+from bone_age.bench.campaign.runs import FOLDS, Run
 from bone_age.evaluation.report import LOSS_ORDER, MODEL_ORDER
 from bone_age.utils.errors import BoneAgeError, brief
 from bone_age.utils.files import regular_file
 
-FOLDS = 5
-# ASCII only and matched whole (fullmatch): ``\d`` would take Arabic-Indic digits, ``$`` a
-# trailing newline, and either would name a folder no run has.
-RUN_NAME = re.compile(r"(?P<model>[a-z0-9_]+?)_(?P<loss>mse|softmax|mv)_fold(?P<fold>[0-9])")
 # The small files of a run that a visit brings back (no checkpoints), and the run's config.
 RUN_FILES = ("metrics.json", "predictions.csv", "history.csv", "calibration.json",
              ".hydra/config.yaml", ".hydra/overrides.yaml")
@@ -41,26 +36,6 @@ SHARES_GPU = frozenset({"resnet50", "inception"})
 # Before the first visit measures it: each further run sharing the GPU adds this much of a
 # run's time to every run's expected time (1.0: the GPU serialises them, the worst case).
 SHARE_COST = 1.0
-
-
-@dataclass(frozen=True)
-class Run:
-    """One run of the campaign."""
-
-    model: str
-    loss: str
-    fold: int
-
-    @property
-    def name(self) -> str:
-        return f"{self.model}_{self.loss}_fold{self.fold}"
-
-    @classmethod
-    def parse(cls, name: str) -> Run | None:
-        m = RUN_NAME.fullmatch(name) if isinstance(name, str) else None
-        if m is None or m["model"] not in MODEL_ORDER or int(m["fold"]) >= FOLDS:
-            return None
-        return cls(m["model"], m["loss"], int(m["fold"]))
 
 
 def all_runs() -> list[Run]:
