@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from bone_age.data.cache import StudyCache
+from bone_age.data.fold_facts import FoldFacts
 from bone_age.data.folds import (
     assigned_fold_parts,
     check_fold_settings,
@@ -162,6 +163,7 @@ class BoneAgeDataModule(pl.LightningDataModule):
         self.studies: list[Study] = []
         self.problems: list[Problem] = []
         self.splits: dict[str, np.ndarray] = {}
+        self._facts: FoldFacts | None = None
 
     @classmethod
     def from_config(cls, **node) -> BoneAgeDataModule:
@@ -322,22 +324,23 @@ class BoneAgeDataModule(pl.LightningDataModule):
         batch["image"] = self.normalize(counts)
         return batch
 
-    # -- facts about the fold, for the results --------------------------------------------
-    def ages(self, split: str) -> np.ndarray:
-        return self.ages_of(self.splits[split])
+    # -- the fold's facts, for the evaluation pass, the results and the model's record --------
+    @property
+    def facts(self) -> FoldFacts:
+        """The fold as set up (``setup`` first), gathered once: every reader sees the same."""
+        if self._facts is None:
+            if not self.splits:
+                raise RuntimeError("the data module's facts are known once it is set up")
+            self._facts = FoldFacts(
+                fold=self.fold, num_folds=self.num_folds, studies=tuple(self.studies),
+                splits=dict(self.splits), problems=tuple(self.problems),
+                assignment=dict(self.fold_of), split_info=self._split_info(),
+                manifest=self.manifest_path(), is_phantom=bool(self.source.is_phantom))
+        return self._facts
 
-    def ages_of(self, index: Sequence[int]) -> np.ndarray:
-        """The manifest's ages (float64) of the studies at ``index``."""
-        return np.array([self.studies[int(i)].age for i in index], dtype=np.float64)
-
-    def train_mean_age(self) -> float:
-        """The mean age of the training split: the baseline predicts it for everyone."""
-        return float(np.mean(self.ages("train")))
-
-    def split_info(self) -> dict[str, str]:
+    def _split_info(self) -> dict[str, str]:
         """How the test fold was chosen, for metrics.json and the model's record: nothing for
         the default stratified folds, the split and the held-out site's pseudonym for
         leave-one-site-out."""
         return {} if self.split == "stratified" else {"split": self.split,
                                                       "test_site": self.test_site}
-

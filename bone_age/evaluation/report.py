@@ -66,7 +66,7 @@ NOT_SETTINGS = (
     "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
     "trainer.default_root_dir", "trainer.deterministic", "trainer.benchmark",
     "trainer.plugins", "experiment", "paths", "logger", "hydra", "speed", "resume", "slurm",
-    "callbacks", "threads", "yes",
+    "callbacks", "results", "threads", "yes",
 )
 # Settings that the rows' names show already (model, trunk, loss, sex input, 4:1 aspect).
 ROW_NAME_SETTINGS = frozenset({"model.views", "data.views", "model.backbone", "model.use_sex",

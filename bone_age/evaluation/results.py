@@ -1,5 +1,5 @@
 """The figures of a tested cohort, computed one way: a training run's test fold (its results
-callbacks) and ``python -m bone_age.evaluate`` on any cohort call these same functions.
+writers) and ``python -m bone_age.evaluate`` on any cohort call these same functions.
 
 Every figure is computed in float64 from exactly the values ``predictions.csv`` holds (the
 manifest's ages, the predictions as predicted), so it can be recomputed from the files.

@@ -11,7 +11,8 @@ packages, console output, system metrics) is switched off with its own ``wandb.S
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,30 @@ def tensorboard_logger(save_dir: str, **kwargs: Any) -> Logger:
 
 def wandb_loggers(loggers: Sequence[Logger]) -> list[WandbLogger]:
     return [lg for lg in loggers if isinstance(lg, WandbLogger)]
+
+
+@contextmanager
+def wandb_run_of_job(loggers: Sequence[Logger]) -> Iterator[None]:
+    """Ends this job's W&B run when the job ends, finished or failed (marked so): a sweep's
+    jobs share the process, and each must start a W&B run of its own."""
+    failed = True
+    try:
+        yield
+        failed = False
+    finally:
+        if wandb_loggers(loggers):
+            import wandb
+
+            wandb.finish(exit_code=1 if failed else None)
+
+
+def log_results(loggers: Sequence[Logger], metrics: dict[str, Any],
+                tables: Mapping[str, tuple[list[str], list[list[Any]]]],
+                figures: dict[str, Path]) -> None:
+    """A finished run's results to each W&B logger of ``loggers`` (the others keep theirs)."""
+    for logger in wandb_loggers(loggers):
+        columns, rows = tables.get("predictions", ([], []))
+        log_run_results(logger, metrics, columns, rows, figures)
 
 
 def log_run_results(

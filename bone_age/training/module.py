@@ -129,10 +129,9 @@ class BoneAgeModule(pl.LightningModule):
         self.evaluation = {}
         for idx, parts in sorted(self._test_outputs.items()):
             index, outputs = self._gathered(parts)
-            studies = [dm.studies[int(i)] for i in index]
-            self.evaluation[splits[idx]] = SplitOutputs.decode(
-                self.loss, outputs, dm.ages_of(index), [s.subject_id for s in studies],
-                [s.sex for s in studies])
+            ages, subject_ids, sexes = dm.facts.labels_of(index)
+            self.evaluation[splits[idx]] = SplitOutputs.decode(self.loss, outputs, ages,
+                                                               subject_ids, sexes)
         self._test_outputs.clear()
         self._reduce_precision_gaps()
         if "test" in self.evaluation:

@@ -1,10 +1,13 @@
-"""Resuming a run: which checkpoint to continue from, checked before Lightning touches it."""
+"""Resuming a run: skipping a finished one, which checkpoint to continue from (checked before
+Lightning touches it), a failure while Lightning restores it, and the checkpoint to test."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from bone_age.inference.checkpoint import CheckpointError, read_checkpoint, weights_mismatch
 from bone_age.training.cluster import hpc_checkpoints
-from bone_age.training.results import MetricsFileError, RunResults
-from bone_age.utils.errors import BoneAgeError, brief
+from bone_age.training.run_results import MetricsFileError, RunResults
+from bone_age.utils.errors import BoneAgeError, brief, user_error_message
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +217,25 @@ def finished_run(cfg: DictConfig, output_dir: Path) -> RunResults | None:
         raise ResumeError(f"{metrics_file}: not a readable metrics file ({brief(err)}); delete "
                           "it to run again, or set resume=false") from None
     settings_changed(finished.metrics.get("settings"), settings_now(cfg), metrics_file)
+    log.info("%s already finished; skipped (resume=true)", output_dir)
     return finished
+
+
+@contextmanager
+def restore_failures(resume_from: Path | None, started: Callable[[], bool]) -> Iterator[None]:
+    """A fit's failure before training began, as the checkpoint's it resumed from.
+
+    Lightning restores the loops, optimizer and callbacks before training begins: a failure in
+    between is the checkpoint's, whatever part of it was damaged. Said in one line with what to
+    do (``ResumeError``); a failure after ``started()``, or a user error, passes unchanged.
+    """
+    try:
+        yield
+    except Exception as err:
+        if resume_from is None or started() or user_error_message(err) is not None:
+            raise
+        raise ResumeError(f"{resume_from}: cannot resume from it ({brief(err)}); "
+                          f"{resume_hint(resume_from)}") from err
 
 
 def tested_checkpoint(trainer: pl.Trainer, ckpt: str | None) -> Path | None:
@@ -228,6 +249,18 @@ def tested_checkpoint(trainer: pl.Trainer, ckpt: str | None) -> Path | None:
         found = [p for p in found if p.exists()]
         return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
     return None
+
+
+def check_resumed_test(trainer: pl.Trainer, ckpt: str | None, module: pl.LightningModule,
+                       resumed_from: Path | None) -> None:
+    """A resumed run's checkpoint to test (``ckpt``: "best", "last" or None), checked: an
+    earlier process wrote it.
+
+    Raises:
+        ResumeError: it cannot be tested (``check_tested_checkpoint``).
+    """
+    if resumed_from is not None:
+        check_tested_checkpoint(tested_checkpoint(trainer, ckpt), module)
 
 
 def check_tested_checkpoint(path: Path | None, module: pl.LightningModule) -> None:

@@ -10,7 +10,7 @@ from scipy.stats import norm
 from bone_age.evaluation import calibration as cal
 from bone_age.evaluation.fold_outputs import FoldEvaluation, SplitOutputs
 from bone_age.losses import MeanVarianceLoss, MSELoss
-from bone_age.training.callbacks.calibration import CalibrationWriter
+from bone_age.training.writers.calibration_writer import CalibrationWriter
 
 AGES = np.arange(40, 81, dtype=float)
 

@@ -148,3 +148,22 @@ def test_a_run_gives_w_and_b_no_deprecated_setting_to_warn_about(offline, monkey
     finally:
         wandb.finish()
     assert not [m for m in warned if "anonymous" in m], warned
+
+
+def test_a_jobs_wandb_run_is_ended_also_when_the_job_fails(offline, monkeypatch):
+    """Issue 34: a sweep's jobs share the process; a failed job's W&B run is ended (marked
+    failed) so that the next job starts its own, and a finished one's is ended as before."""
+    import wandb
+
+    from bone_age.evaluation.tracking import wandb_logger, wandb_run_of_job
+
+    ended = []
+    monkeypatch.setattr(wandb, "finish", lambda exit_code=None: ended.append(exit_code))
+    loggers = [wandb_logger(project="bone-age", save_dir=str(offline / "run"), name="job")]
+    with wandb_run_of_job(loggers):
+        pass
+    with pytest.raises(RuntimeError), wandb_run_of_job(loggers):
+        raise RuntimeError("the job failed")
+    with wandb_run_of_job([]):  # no W&B logger: nothing to end
+        pass
+    assert ended == [None, 1]

@@ -64,7 +64,7 @@ def test_a_second_run_into_a_busy_run_folder_is_refused_and_a_killed_ones_lock_i
 
     import pytest
 
-    from bone_age.training import train as train_module
+    from bone_age.training import cluster
     from bone_age.utils.outputs import LOCK_FILE, OutputError
 
     run = tmp_path / "run"
@@ -89,7 +89,7 @@ def test_a_second_run_into_a_busy_run_folder_is_refused_and_a_killed_ones_lock_i
         assert sorted(os.listdir(run)) == [LOCK_FILE]
         # DDP ranks > 0 re-run the job in the same folder: they take no lock.
         monkeypatch.setenv("LOCAL_RANK", "1")
-        with train_module._run_folder_lock(run):  # not refused, though the folder is held
+        with cluster.run_folder_lock(run):  # not refused, though the folder is held
             pass
         monkeypatch.delenv("LOCAL_RANK")
     finally:

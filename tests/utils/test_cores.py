@@ -61,13 +61,13 @@ def test_busy_cores_sees_another_job():
 
 
 def test_a_run_uses_the_cores_it_may_use(monkeypatch, caplog):
-    from bone_age.training import train
+    from bone_age.training import cluster
 
     before = torch.get_num_threads()
     monkeypatch.setattr(cores, "usable_cores", lambda: 1)
     try:
         with caplog.at_level(logging.INFO, logger="bone_age"):
-            train._use_threads("auto", OmegaConf.create({"accelerator": "cpu", "devices": 1}))
+            cluster.use_threads("auto", OmegaConf.create({"accelerator": "cpu", "devices": 1}))
         assert torch.get_num_threads() == 1
         assert all(p["num_threads"] == 1 for p in threadpool_info())
     finally:

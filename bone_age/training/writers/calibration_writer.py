@@ -1,4 +1,4 @@
-"""Results callback: calibration of the predicted age distributions and the age gap.
+"""Results writer: calibration of the predicted age distributions and the age gap.
 
 Computed from the run's one evaluation pass (``bone_age.evaluation.fold_outputs``): the raw
 outputs (logits for temperature scaling and distribution quantiles) and decoded ages of the
@@ -28,14 +28,19 @@ from bone_age.evaluation.plots import reliability_plot
 from bone_age.evaluation.results import write_gaps
 from bone_age.inference.checkpoint import CheckpointError, read_checkpoint
 from bone_age.inference.run_metadata import METADATA_KEY, RunMetadata
-from bone_age.training.results import FittedRun, ResultsCallback, RunResults
+from bone_age.training.run_results import FittedRun, RunResults
 from bone_age.utils.outputs import write_atomic
 
 log = logging.getLogger(__name__)
 
 
-class CalibrationWriter(ResultsCallback):
-    """Coverage of the nominal intervals, reliability plot, temperature, age gaps."""
+class CalibrationWriter:
+    """Coverage of the nominal intervals, reliability plot, temperature, age gaps.
+
+    Args:
+        output_dir: the run's folder (its ``checkpoints/`` receive the fitted calibration).
+        temperature: also fit a temperature for the predicted distributions.
+    """
 
     def __init__(self, output_dir: str, temperature: bool = True) -> None:
         self.output_dir = Path(output_dir)

@@ -1,11 +1,12 @@
-"""One run's results: the object that results callbacks add sections to, written once.
+"""One run's results: the object that the results writers add sections to, written once.
 
 ``train()`` makes a ``RunResults`` after the evaluation pass and hands it, with the ``FittedRun``
-(that pass's outputs and the facts of the fit), in the configured order, to every callback that
-is a ``ResultsCallback``; each adds its keys to ``metrics`` (and its figures and tables); then
-``metrics.json`` is written once, the results go to W&B if that logger is used, and ``train()``
-returns the object. No callback reads another's files or state, and none runs the network: the
-results are functions of the evaluation pass's outputs.
+(that pass's outputs and the facts of the fit), to each writer of the ``results`` config group
+(``conf/results/``, ``bone_age.training.writers``) in the configured order; each adds its keys
+to ``metrics`` (and its figures and tables) and writes its files; then ``metrics.json`` is
+written once, the results go to W&B if that logger is used, and ``train()`` returns the object.
+No writer reads another's files or state, and none runs the network: the results are functions
+of the evaluation pass's outputs.
 """
 
 from __future__ import annotations
@@ -15,11 +16,9 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-import pytorch_lightning as pl
-
-from bone_age.data.manifest import Problem
+from bone_age.data.fold_facts import FoldFacts
 from bone_age.evaluation.fold_outputs import FoldEvaluation
 from bone_age.utils.errors import BoneAgeError
 from bone_age.utils.files import not_regular
@@ -116,41 +115,35 @@ class RunResults:
 
 @dataclass(frozen=True)
 class FittedRun:
-    """What the results callbacks are given: the evaluation pass and the facts of the fit.
+    """What the results writers are given: the evaluation pass and the facts of the fit.
 
     Args:
         evaluation: the tested weights' outputs on the inner-validation and test splits.
-        fold: the tested fold.
-        n_train: studies of the training split.
-        train_mean_age: their mean age (the baseline predicts it for everyone).
-        split_info: how the test fold was chosen (empty for stratified folds).
-        problems: the studies left out, with their reasons.
-        manifest: the cohort's manifest.
+        facts: the fold's facts, as the data module gathered them (``FoldFacts``).
+        settings: the run's settings as recorded (None: the run records none).
         num_params: the network's parameters.
         best_epoch, epochs: the tested epoch, counted from 1 as the log does (0: none), and the
             epochs run.
         tested_checkpoint: the checkpoint whose weights were tested (None: the final weights).
+        history: each epoch's losses and validation MAE (epochs counted from 1).
+        train_seconds: the fit's wall time.
         timing: seconds of the run's phases (``setup_seconds``, ``evaluation_seconds``).
-        folds: the cohort's fold assignment (subject_id -> test fold), for ``folds.csv``.
     """
 
     evaluation: FoldEvaluation
-    fold: int
-    n_train: int
-    train_mean_age: float
-    split_info: dict[str, str]
-    problems: list[Problem]
-    manifest: Path
+    facts: FoldFacts
+    settings: dict[str, Any] | None
     num_params: int
     best_epoch: int
     epochs: int
     tested_checkpoint: Path | None
+    history: list[dict[str, float]] = field(default_factory=list)
+    train_seconds: float = 0.0
     timing: dict[str, float] = field(default_factory=dict)
-    folds: dict[str, int] = field(default_factory=dict)
 
 
-class ResultsCallback(pl.Callback):
-    """A callback that contributes a section to the run's results after testing (rank 0)."""
+class ResultsWriter(Protocol):
+    """A writer of the ``results`` group: adds its section to the run's results (rank 0)."""
 
     def add_results(self, results: RunResults, run: FittedRun) -> None:
-        raise NotImplementedError
+        """Add keys, figures and tables to ``results`` and write this writer's files."""
