@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from bone_age.utils.config_keys import COUNT, key_problem
+
 
 class CohortSource(Protocol):
     """A cohort described by a manifest CSV."""
@@ -62,9 +64,10 @@ class PhantomSource:
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if isinstance(self.subjects, bool) or not isinstance(self.subjects, int) \
-                or self.subjects < 1:
-            raise ValueError(f"data.subjects must be a count >= 1, got {self.subjects!r}")
+        # The settings check's rule, without its null (null: not a phantom run).
+        problem = key_problem("data.subjects", self.subjects, COUNT)
+        if problem:
+            raise ValueError(problem)
         if not isinstance(self.options, Mapping):
             raise ValueError(f"data.phantom_options must be a mapping {{option: value}}, got "
                              f"{self.options!r}")

@@ -37,7 +37,7 @@ from bone_age.training.resume import (
     resume_hint,
     tested_checkpoint,
 )
-from bone_age.training.settings import check_output_folder, check_settings
+from bone_age.training.settings_check import check_output_folder, check_settings
 from bone_age.utils.cores import launched_as_extra_rank, thread_count
 from bone_age.utils.errors import brief, user_error_message
 from bone_age.utils.outputs import folder_lock, remove_stale_temps
