@@ -522,7 +522,7 @@ def test_run_reports_a_latin1_manifest_in_one_line(tiny, tmp_path):
 def test_every_command_ends_user_errors_in_one_line(tmp_path, capsys):
     from bone_age import index
     from bone_age.bench.__main__ import main as bench
-    from bone_age.evaluation import report
+    from bone_age.evaluation import table1 as report
     from bone_age.phantom.__main__ import main as phantom
 
     capsys.readouterr()  # warnings of the imports
@@ -648,7 +648,8 @@ def test_nothing_predicted_is_one_line_naming_the_file_of_reasons(tiny, tmp_path
 
 def test_a_bad_command_line_is_one_line(tmp_path, capsys):
     from bone_age import index
-    from bone_age.evaluation import evaluate, report
+    from bone_age.evaluation import evaluate
+    from bone_age.evaluation import table1 as report
     from bone_age.phantom.__main__ import main as phantom
 
     cases = {

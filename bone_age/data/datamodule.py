@@ -36,6 +36,7 @@ from bone_age.data.preprocess import Preprocess
 from bone_age.data.samplers import EpochShuffleSampler, ResumableLoader, step_seed_of
 from bone_age.data.sources import CohortSource, ManifestSource
 from bone_age.data.transforms import BatchAugment, CountNormalize
+from bone_age.utils.config_keys import key_problem
 from bone_age.utils.cores import usable_cores
 from bone_age.utils.errors import BoneAgeError
 
@@ -57,8 +58,9 @@ def loader_workers(num_workers: int | str) -> int:
     """
     if num_workers == "auto":
         return max(0, min(8, usable_cores() - 1))
-    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-        raise DataError(f"data.num_workers must be a count >= 0 or 'auto', got {num_workers!r}")
+    problem = key_problem("data.num_workers", num_workers)  # the settings check's own rule
+    if problem:
+        raise DataError(problem)
     return num_workers
 
 

@@ -34,8 +34,9 @@ class AgeLoss:
     predicts_distribution: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
-        if self.max_age <= self.min_age:
-            raise ValueError("loss.max_age must be greater than loss.min_age")
+        if self.max_age <= self.min_age:  # the one check of the range (the settings check's)
+            raise ValueError(f"loss.max_age must be above loss.min_age ({self.min_age}), got "
+                             f"{self.max_age}")
 
     @property
     def num_outputs(self) -> int:

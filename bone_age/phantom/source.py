@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bone_age.utils.config_keys import COUNT, key_problem
+
 from .cohort import cohort_options, cohort_yardsticks, ensure_cohort
 
 
@@ -34,9 +36,10 @@ class PhantomSource:
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if isinstance(self.subjects, bool) or not isinstance(self.subjects, int) \
-                or self.subjects < 1:
-            raise ValueError(f"data.subjects must be a count >= 1, got {self.subjects!r}")
+        # The settings check's rule, without its null (null: not a phantom run).
+        problem = key_problem("data.subjects", self.subjects, COUNT)
+        if problem:
+            raise ValueError(problem)
         if not isinstance(self.options, Mapping):
             raise ValueError(f"data.phantom_options must be a mapping {{option: value}}, got "
                              f"{self.options!r}")

@@ -3,7 +3,6 @@ Lightning touches it), a failure while Lightning restores it, and the checkpoint
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -16,6 +15,7 @@ import torch
 from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
+from bone_age.evaluation.run_settings import SETTINGS_KEY, settings_change, settings_now
 from bone_age.inference.checkpoint import CheckpointError, read_checkpoint, weights_mismatch
 from bone_age.training.cluster import hpc_checkpoints
 from bone_age.training.run_results import MetricsFileError, RunResults
@@ -32,10 +32,6 @@ def resume_hint(path: Path) -> str:
     return "delete it to start the run over" + (", or set resume=false"
                                                  if path.name == "last.ckpt" else "")
 
-
-# Entry of every checkpoint holding the run's settings (as metrics.json records them), which a
-# resume compares with the settings of the command that continues the run.
-SETTINGS_KEY = "bone_age_settings"
 
 # The paths a ModelCheckpoint state holds: Lightning tests, overwrites and deletes the files they
 # name, so a resumed run keeps only those inside its own checkpoint folder.
@@ -128,40 +124,6 @@ def _resume_problem(ckpt: dict, module: pl.LightningModule, folder: Path) -> str
     return _callbacks_problem(ckpt["callbacks"], folder)
 
 
-def settings_now(cfg: DictConfig) -> dict[str, Any] | None:
-    """The settings this run will record (None: no RunConfig callback records them)."""
-    from bone_age.evaluation.report import experiment_settings
-    from bone_age.training.callbacks.run_config import recorded_settings
-
-    config = OmegaConf.select(cfg, "callbacks.run_config.config", default=None)
-    if config is None:
-        return None
-    manifest = cfg.data.get("manifest")
-    try:
-        return recorded_settings(experiment_settings(config), Path(manifest) if manifest else None)
-    except OSError:  # a missing manifest: the run says so itself, once it reads it
-        return experiment_settings(config)
-
-
-def settings_changed(recorded: Any, now: dict[str, Any] | None, where: Path) -> None:
-    """Refuse to skip or continue a run recorded with other settings than the command's.
-
-    Raises:
-        ResumeError: naming the first keys that differ, their recorded and new values.
-    """
-    if not isinstance(recorded, dict) or now is None:
-        return  # recorded before settings were kept: nothing to compare
-    plain = json.loads(json.dumps(now, default=str))
-    differ = [k for k in sorted(set(recorded) | set(plain)) if recorded.get(k) != plain.get(k)]
-    if not differ:
-        return
-    shown = "; ".join(f"{k}: {recorded.get(k, '(unset)')!s} there, {plain.get(k, '(unset)')!s} "
-                      "now" for k in differ[:3]) + ("; ..." if len(differ) > 3 else "")
-    raise ResumeError(f"{where}: this run was started with other settings ({shown}); resume=true "
-                      "only skips or continues a run of the same settings: run the new settings "
-                      "in another hydra.run.dir (or hydra.sweep.dir)")
-
-
 def checkpoint_to_resume(
     cfg: DictConfig, output_dir: Path, module: pl.LightningModule
 ) -> Path | None:
@@ -191,7 +153,9 @@ def checkpoint_to_resume(
     problem = _resume_problem(ckpt, module, folder)
     if problem:
         raise ResumeError(f"{newest}: cannot resume from it: {problem}; {resume_hint(newest)}")
-    settings_changed(ckpt.get(SETTINGS_KEY), settings_now(cfg), newest)
+    changed = settings_change(ckpt.get(SETTINGS_KEY), settings_now(cfg), newest)
+    if changed:
+        raise ResumeError(changed)
     log.info("resuming from %s", newest)
     return newest
 
@@ -216,7 +180,9 @@ def finished_run(cfg: DictConfig, output_dir: Path) -> RunResults | None:
     except OSError as err:
         raise ResumeError(f"{metrics_file}: not a readable metrics file ({brief(err)}); delete "
                           "it to run again, or set resume=false") from None
-    settings_changed(finished.metrics.get("settings"), settings_now(cfg), metrics_file)
+    changed = settings_change(finished.metrics.get("settings"), settings_now(cfg), metrics_file)
+    if changed:
+        raise ResumeError(changed)
     log.info("%s already finished; skipped (resume=true)", output_dir)
     return finished
 

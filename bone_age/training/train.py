@@ -22,6 +22,7 @@ from omegaconf import DictConfig, open_dict
 
 from bone_age.data.datamodule import BoneAgeDataModule
 from bone_age.evaluation.fold_outputs import FoldEvaluation
+from bone_age.evaluation.run_settings import settings_now
 from bone_age.evaluation.tracking import log_results, wandb_run_of_job
 from bone_age.models import count_parameters
 from bone_age.training.callbacks.divergence import check_precision, check_predictions
@@ -40,10 +41,9 @@ from bone_age.training.resume import (
     checkpoint_to_resume,
     finished_run,
     restore_failures,
-    settings_now,
 )
 from bone_age.training.run_results import FittedRun, ResultsWriter, RunResults
-from bone_age.training.settings import check_output_folder, check_settings
+from bone_age.training.settings_check import check_output_folder, check_settings
 from bone_age.utils.outputs import remove_stale_temps
 
 log = logging.getLogger(__name__)

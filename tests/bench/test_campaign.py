@@ -26,7 +26,7 @@ from bone_age.bench.campaign.plan import (
 )
 from bone_age.bench.campaign.table import claims
 from bone_age.bench.campaign.visit import run_overrides, schedule
-from bone_age.evaluation.report import LOSS_ORDER, MODEL_ORDER, collect_runs
+from bone_age.evaluation.pooling import LOSS_ORDER, MODEL_ORDER, collect_runs
 from tests.conftest import read_rows
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ import pytest
 from bone_age.data.folds import site_fold_parts, site_order
 from bone_age.data.labels import study_site
 from bone_age.data.pseudonym import Pseudonymizer, load_or_create_key
-from bone_age.evaluation.report import report
+from bone_age.evaluation.table1 import report
 from bone_age.index import main as index_main
 from bone_age.inference.checkpoint import read_checkpoint
 from bone_age.phantom import generate_cohort

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bone_age.evaluation import plots
-from bone_age.evaluation.report import report
+from bone_age.evaluation.table1 import report
 from tests.conftest import run_in_process, tiny_overrides
 
 RUN_FIGURES = ("scatter.png", "bland_altman.png", "error_by_group.png", "learning_curves.png")

@@ -12,7 +12,7 @@ import pytest
 from scipy import stats
 
 from bone_age.evaluation.metrics import exact
-from bone_age.evaluation.report import report
+from bone_age.evaluation.table1 import report
 from tests.conftest import cohort_rows, read_rows, run_in_process, tiny_overrides, write_rows
 
 TOL = 1e-6
@@ -97,7 +97,7 @@ def test_report_keeps_runs_of_other_settings_apart(sweep, caplog):
     mixed.mkdir()
     for run in (sweep / "sweep" / "fold0", sweep / "sweep" / "fold1", sweep / "other" / "small"):
         shutil.copytree(run, mixed / f"{run.parent.name}_{run.name}")
-    with caplog.at_level(logging.WARNING, logger="bone_age.evaluation.report"):
+    with caplog.at_level(logging.WARNING, logger="bone_age.evaluation"):
         table = report(mixed).read_text()
     rows = read_rows(mixed / "table1.csv")
     assert sorted(int(r["folds"]) for r in rows) == [1, 2]
@@ -129,7 +129,7 @@ def test_runs_pool_only_when_every_setting_matches(tmp_path, seeds, caplog):
         for fold in range(3):
             _fake_run(tmp_path / f"seed{seed}_fold{fold}",
                       {**base, "seed": seed, "data.seed": seed}, fold, rng)
-    with caplog.at_level(logging.WARNING, logger="bone_age.evaluation.report"):
+    with caplog.at_level(logging.WARNING, logger="bone_age.evaluation"):
         report(tmp_path)
     rows = read_rows(tmp_path / "table1.csv")
     if seeds[0] == seeds[1]:  # one consistent sweep: all folds in one row, no word said
@@ -159,7 +159,7 @@ def test_a_losss_own_parameters_are_compared_within_that_loss(case, tmp_path, ca
                      "loss.max_age": 80}
         _fake_run(tmp_path / f"run{i}", {"seed": 1, "loss.name": loss, **age_range, **own}, 0,
                   rng, loss)
-    with caplog.at_level(logging.WARNING, logger="bone_age.evaluation.report"):
+    with caplog.at_level(logging.WARNING, logger="bone_age.evaluation"):
         table = report(tmp_path).read_text()
     labels = {(r["loss"], r["settings"]) for r in read_rows(tmp_path / "table1.csv")}
     if case == "sweep":
@@ -189,7 +189,7 @@ def test_settings_of_older_runs_come_from_hydra_config(tmp_path, caplog):
                 f"seed: 3\ndata:\n  fold: {fold}\n  seed: ${{seed}}\n  image_size: [{size}, {size}]"
                 f"\n  cache_dir: /somewhere/{fold}\npaths:\n  output_dir: ${{hydra:runtime.cwd}}\n"
                 "callbacks:\n  early_stopping:\n    patience: 30\n  results:\n    x: 1\n")
-    with caplog.at_level(logging.WARNING, logger="bone_age.evaluation.report"):
+    with caplog.at_level(logging.WARNING, logger="bone_age.evaluation"):
         report(tmp_path)
     rows = read_rows(tmp_path / "table1.csv")
     assert sorted(r["settings"] for r in rows) == ["data.image_size=[112, 112]",
@@ -199,7 +199,7 @@ def test_settings_of_older_runs_come_from_hydra_config(tmp_path, caplog):
 
 
 def test_unreadable_runs_are_left_out_by_name(tmp_path, caplog, capsys):
-    from bone_age.evaluation.report import main
+    from bone_age.evaluation.table1 import main
 
     rng = np.random.default_rng(2)
     _fake_run(tmp_path / "good", {"seed": 1}, 0, rng)
@@ -211,7 +211,7 @@ def test_unreadable_runs_are_left_out_by_name(tmp_path, caplog, capsys):
     _fake_run(tmp_path / "bad_fold", {"seed": 1}, 3, rng)
     metrics = json.loads((tmp_path / "bad_fold" / "metrics.json").read_text())
     (tmp_path / "bad_fold" / "metrics.json").write_text(json.dumps({**metrics, "fold": "x"}))
-    with caplog.at_level(logging.WARNING, logger="bone_age.evaluation.report"):
+    with caplog.at_level(logging.WARNING, logger="bone_age.evaluation"):
         assert main([str(tmp_path)]) == 1  # done, but runs were left out
     (row,) = read_rows(tmp_path / "table1.csv")
     assert int(row["folds"]) == 1
@@ -296,14 +296,14 @@ DAMAGED = {
 
 @pytest.mark.parametrize("case", sorted(DAMAGED))
 def test_a_damaged_run_is_named_and_left_out(tmp_path, caplog, capsys, case):
-    from bone_age.evaluation.report import main
+    from bone_age.evaluation.table1 import main
 
     damage, said = DAMAGED[case]
     rng = np.random.default_rng(3)
     _fake_run(tmp_path / "good", {"seed": 1}, 0, rng)
     _fake_run(tmp_path / "damaged", {"seed": 1}, 1, rng)
     damage(tmp_path / "damaged")
-    with caplog.at_level(logging.WARNING, logger="bone_age.evaluation.report"):
+    with caplog.at_level(logging.WARNING, logger="bone_age.evaluation"):
         assert main([str(tmp_path)]) == 1
     assert "damaged" in caplog.text and said in caplog.text and "run left out" in caplog.text
     assert "1 damaged run left out" in capsys.readouterr().err  # issue 33: agreement
@@ -343,7 +343,7 @@ def test_cells_that_learned_nothing_are_marked(tmp_path, caplog, monkeypatch):
             hatched["bars"] = [p.get_hatch() for p in fig.axes[0].patches]
         return real_save(fig, path)
     monkeypatch.setattr(plots, "_save", spy)
-    with caplog.at_level(logging.WARNING, logger="bone_age.evaluation.report"):
+    with caplog.at_level(logging.WARNING, logger="bone_age.evaluation"):
         md = report(tmp_path)
     rows = {r["loss"]: r for r in read_rows(tmp_path / "table1.csv")}
     unlearned, learned = rows["Mean squared loss"], rows["Softmax + Mean-Variance loss"]
@@ -360,10 +360,14 @@ def test_cells_that_learned_nothing_are_marked(tmp_path, caplog, monkeypatch):
 
 def test_a_pooled_row_of_one_site_says_site_not_sites():
     """Issue 33, item 9: counts agree with their nouns ("pooled (1 site)")."""
-    from bone_age.evaluation.report import site_rows
+    from pathlib import Path
 
-    fold = {"metrics": {"split": "site", "test_site": "SITE-a", "train_mean_age": 60.0},
-            "pred": np.array([60.0, 62.0]), "age": np.array([58.0, 64.0])}
+    from bone_age.evaluation.pooling import site_rows
+    from bone_age.evaluation.run_files import FinishedRun
+
+    fold = FinishedRun(Path("run"), {"split": "site", "test_site": "SITE-a",
+                                     "train_mean_age": 60.0},
+                       pred=np.array([60.0, 62.0]), age=np.array([58.0, 64.0]), settings={})
     row = {"key": "k", "model": "m", "loss": "mse", "settings": "", "n": 2, "mae": 2.0,
            "mae_sd": 0.0, "r": 1.0, "baseline_mae": 3.0}
     assert site_rows({"k": {0: fold}}, [row])[-1]["site"] == "pooled (1 site)"

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from bone_age.evaluation.report import report
+from bone_age.evaluation.table1 import report
 from tests.conftest import run_in_process, tiny_overrides
 
 pytest.importorskip("wandb")

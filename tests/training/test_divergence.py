@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from bone_age.evaluation.fold_outputs import SplitOutputs
-from bone_age.evaluation.report import report
+from bone_age.evaluation.table1 import report
 from bone_age.losses import MSELoss
 from bone_age.training.callbacks.divergence import TrainingDiverged, check_predictions
 from tests.conftest import tiny_overrides

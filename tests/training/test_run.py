@@ -87,7 +87,7 @@ def test_channels_last_switch_trains(cohort, tmp_path):
 
 
 def test_report_gives_variants_their_own_rows(tmp_path):
-    from bone_age.evaluation.report import report
+    from bone_age.evaluation.table1 import report
 
     for name, extra in (("base", {}), ("sex", {"use_sex": True}), ("pad", {"resize": "pad"})):
         run_dir = tmp_path / name

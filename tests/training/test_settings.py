@@ -12,7 +12,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from bone_age.training.settings import SettingsError, check_output_folder, check_settings
+from bone_age.training.settings_check import SettingsError, check_output_folder, check_settings
 from tests.conftest import CONF_DIR, tiny_overrides
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from hydra import initialize_config_dir
 
-from bone_age.training.settings import SettingsCheck, SettingsError, check_sweep, sweep_jobs
+from bone_age.training.settings_check import SettingsCheck, SettingsError, check_sweep, sweep_jobs
 from tests.conftest import CONF_DIR, cohort_rows, write_rows
 
 

@@ -6,8 +6,8 @@ import csv
 
 import numpy as np
 
-from bone_age.evaluation.report import write_table
 from bone_age.evaluation.results import prediction_table, write_csv, write_gaps
+from bone_age.evaluation.table1_files import write_table
 from bone_age.utils.tables import csv_text, formula_like, safe_cell
 
 FORMULAS = ["=1+1", "+cmd", "-1+2", "@SUM(A1)", "\tx", "\r=x", '=HYPERLINK("http://x")']

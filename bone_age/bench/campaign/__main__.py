@@ -24,7 +24,7 @@ from bone_age.bench.campaign.plan import (
     read_visits,
     run_records,
 )
-from bone_age.evaluation.report import MODEL_ORDER
+from bone_age.evaluation.pooling import MODEL_ORDER
 from bone_age.utils.arguments import ArgumentParser, count, non_negative_float
 from bone_age.utils.errors import EXIT_OK, EXIT_PARTIAL, command
 

@@ -142,14 +142,14 @@ def _write_files(folder: Path, files: dict[str, bytes]) -> None:
 
 def _check_run(visit: Visit, run: str, folder: Path) -> None:
     """The staged run ``folder`` read as ``table`` reads it; ArchiveError naming the member."""
-    from bone_age.evaluation.report import RunFileError, read_run
+    from bone_age.evaluation.run_files import RunFileError, read_run
 
     where = f"{visit.archive}: runs/{run}"
     try:
         read = read_run(folder)
         if read is None:
             raise RunFileError("metrics.json: an evaluation of a trained model, not a run")
-        metrics = read[0]
+        metrics = read.metrics
     except (RunFileError, OSError) as err:
         # The report's message names the staged file; the user knows the archive's member.
         raise ArchiveError(f"{where}: {str(err).replace(str(folder) + os.sep, '')}") from None

@@ -17,7 +17,7 @@ from typing import Any
 
 from bone_age.bench.campaign.estimate import MARGIN, GpuRates, from_gpu_check
 from bone_age.bench.campaign.runs import FOLDS, Run
-from bone_age.evaluation.report import LOSS_ORDER, MODEL_ORDER
+from bone_age.evaluation.pooling import LOSS_ORDER, MODEL_ORDER
 from bone_age.utils.errors import BoneAgeError, brief
 from bone_age.utils.files import regular_file
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from bone_age.evaluation.report import MODEL_ORDER
+from bone_age.evaluation.pooling import MODEL_ORDER
 
 FOLDS = 5
 # ASCII only and matched whole (fullmatch): ``\d`` would take Arabic-Indic digits, ``$`` a

@@ -1,6 +1,6 @@
 """``experiments/table1/table1.md``: the campaign's Table 1 as it stands, beside the paper's claims.
 
-Cells are pooled by the Table 1 report's own code (``bone_age.evaluation.report``: runs pooled
+Cells are pooled by the Table 1 report's own code (``bone_age.evaluation.pooling``: runs pooled
 only when their settings match); this adds what a campaign needs: folds done of 5, a 95%
 bootstrap interval of the pooled MAE (scipy.stats.bootstrap over subjects), the wall and GPU
 time the cell took, the phantom's floor and oracle, and each of the paper's claims with whether
@@ -19,7 +19,8 @@ from scipy.stats import bootstrap
 
 from bone_age.bench.campaign.plan import FOLDS, read_visits, run_records
 from bone_age.evaluation.metrics import age_metrics
-from bone_age.evaluation.report import LOSS_ORDER, MODEL_ORDER, collect_runs, summarise
+from bone_age.evaluation.pooling import LOSS_ORDER, MODEL_ORDER, collect_runs, summarise
+from bone_age.evaluation.run_files import FinishedRun
 from bone_age.utils.outputs import write_text_atomic
 
 PAPER_CELL = ("multi_vgg16", "mv")
@@ -36,10 +37,10 @@ def mae_interval(age: np.ndarray, pred: np.ndarray, seed: int = 0) -> tuple[floa
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
-def _pooled(folds: dict[int, dict[str, Any]], keep: set[int] | None = None):
+def _pooled(folds: dict[int, FinishedRun], keep: set[int] | None = None):
     chosen = [f for k, f in sorted(folds.items()) if keep is None or k in keep]
-    return (np.concatenate([f["age"] for f in chosen]),
-            np.concatenate([f["pred"] for f in chosen]))
+    return (np.concatenate([f.age for f in chosen]),
+            np.concatenate([f.pred for f in chosen]))
 
 
 def _cells_by_name(cells: dict) -> dict[tuple[str, str], list[tuple]]:
@@ -133,7 +134,7 @@ def write_table(campaign: Path, left_out: list[str] | None = None) -> Path:
     for row in rows:
         folds = cells[row["key"]]
         low, high = mae_interval(*_pooled(folds))
-        recs = [records.get(f["dir"].name, {}) for f in folds.values()]
+        recs = [records.get(f.dir.name, {}) for f in folds.values()]
         wall = sum(r.get("wall_s", 0.0) for r in recs)
         gpu = sum(r.get("wall_s", 0.0) * r["gpu_busy"] for r in recs if "gpu_busy" in r)
         total_wall, total_gpu = total_wall + wall, total_gpu + gpu

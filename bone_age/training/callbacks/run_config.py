@@ -10,25 +10,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
-from bone_age.data.cache import file_digest
-from bone_age.evaluation.report import experiment_settings
+from bone_age.evaluation.run_settings import SETTINGS_KEY, experiment_settings, recorded_settings
 from bone_age.inference.run_metadata import METADATA_KEY, RunMetadata
-from bone_age.training.resume import SETTINGS_KEY
-
-
-def recorded_settings(settings: dict[str, Any], manifest: Path | None) -> dict[str, Any]:
-    """``settings`` as recorded: the cohort named by its manifest's content, not its path."""
-    settings = dict(settings)
-    if settings.get("data.manifest") and manifest is not None:
-        settings["data.manifest"] = "blake2b:" + file_digest(manifest)
-    return settings
 
 
 def _plain(node: Any) -> Any:
