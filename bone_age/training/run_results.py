@@ -13,24 +13,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from bone_age.data.fold_facts import FoldFacts
 from bone_age.evaluation.fold_outputs import FoldEvaluation
-from bone_age.utils.errors import BoneAgeError
-from bone_age.utils.files import not_regular
+from bone_age.evaluation.run_files import MetricsFileError, read_metrics
 from bone_age.utils.outputs import write_text_atomic
 
 METRICS_FILE = "metrics.json"
-# A run's metrics.json is a few kB; anything far larger is not one (and is not read whole).
-MAX_METRICS_BYTES = 16 * 2**20
-
-
-class MetricsFileError(BoneAgeError, ValueError):
-    """A metrics.json that is not a finished run's (the message says why, not where)."""
 
 
 def _number(value: Any) -> bool:
@@ -91,22 +83,11 @@ class RunResults:
         """A finished run's results, from its ``metrics.json``.
 
         Raises:
-            MetricsFileError: not a regular file (a FIFO would block the read forever), too
-                large, not JSON, or not a finished run's figures (``finished_problem``).
+            MetricsFileError: not a run's metrics (``read_metrics``, the one reader, shared
+                with the report) or not a finished run's figures (``finished_problem``).
             OSError: unreadable.
         """
-        path = Path(output_dir) / METRICS_FILE
-        why = not_regular(path)
-        if why is not None:
-            raise MetricsFileError(f"the file {why}")
-        if os.path.getsize(path) > MAX_METRICS_BYTES:
-            raise MetricsFileError(f"{os.path.getsize(path):,} bytes, not a run's metrics")
-        try:
-            metrics = json.loads(path.read_text(encoding="utf-8"))
-        except (ValueError, RecursionError) as err:  # not UTF-8, not JSON, nested too deep
-            raise MetricsFileError(f"not JSON ({type(err).__name__})") from None
-        if not isinstance(metrics, dict):
-            raise MetricsFileError(f"holds a {type(metrics).__name__}, not a mapping")
+        metrics = read_metrics(Path(output_dir) / METRICS_FILE)
         problem = finished_problem(metrics)
         if problem:
             raise MetricsFileError(f"not a finished run's: {problem}")
