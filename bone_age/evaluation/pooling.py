@@ -28,6 +28,7 @@ from bone_age.evaluation.run_files import (
     FinishedRun,
     RunFileError,
     read_run,
+    unfinished_runs,
 )
 from bone_age.evaluation.run_settings import UNSET
 from bone_age.utils.console import plural
@@ -57,19 +58,29 @@ Cells = dict[CellKey, dict[int, FinishedRun]]
 BOOTSTRAP_RESAMPLES = 2000
 
 
-def collect_runs(root: Path, left_out: list[str] | None = None) -> Cells:
+def collect_runs(root: Path, left_out: list[str] | None = None,
+                 unfinished: list[str] | None = None) -> Cells:
     """Runs by (model, backbone, loss, settings), then fold; a repeated fold keeps the newest run.
 
     ``settings`` is the run's ``experiment_settings`` as canonical JSON: runs that differ in any
     of them are never pooled. A damaged run is named in a warning, added to ``left_out`` and
-    left out.
+    left out; so is a run folder that started and wrote no results (to ``unfinished``).
 
     Args:
         root: the folder searched (below it) for runs' ``metrics.json``.
         left_out: receives the folders of the damaged runs.
+        unfinished: receives the folders of the unfinished runs.
     """
     left_out = [] if left_out is None else left_out
     cells: Cells = defaultdict(dict)
+    started = unfinished_runs(root)
+    if started:  # an interrupted sweep: its table is partial, and says so
+        shown = [str(d.relative_to(root)) for d in started]
+        log.warning("%s: %s without results (interrupted, failed or still running), left out: "
+                    "%s", root, plural(len(started), "run folder"),
+                    ", ".join(shown[:8]) + (", ..." if len(shown) > 8 else ""))
+        if unfinished is not None:
+            unfinished.extend(str(d) for d in started)
     for metrics_file in sorted(root.rglob(METRICS_FILE), key=lambda p: p.stat().st_mtime):
         if not metrics_file.with_name(PREDICTIONS_FILE).exists():
             log.warning("%s: no predictions.csv beside it, left out", metrics_file.parent)

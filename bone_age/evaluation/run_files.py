@@ -29,6 +29,8 @@ METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.csv"
 # A run's metrics.json is a few kB; anything far larger is not one (and is not read whole).
 MAX_METRICS_BYTES = 16 * 2**20
+# Every run of ``python -m bone_age.run`` writes its composed config here before it starts.
+RUN_CONFIG_FILE = Path(".hydra") / "config.yaml"
 MAX_FOLD = 9999  # fold numbers a metrics.json may hold (a site fold per site at most)
 MAX_NESTING = 32  # levels of lists / objects in a metrics.json (a run writes 3 or 4)
 # metrics.json keys of the run's identity, for runs written before settings were recorded (the
@@ -208,3 +210,14 @@ def read_run(run_dir: Path) -> FinishedRun | None:
         return None
     age, pred = read_predictions(run_dir / PREDICTIONS_FILE)
     return FinishedRun(run_dir, m, age, pred, run_settings(m, run_dir))
+
+
+def unfinished_runs(root: Path) -> list[Path]:
+    """Run folders below ``root`` (``root`` included) that started and wrote no ``metrics.json``:
+    interrupted, failed or still running.
+
+    Args:
+        root: the folder searched.
+    """
+    return sorted(cfg.parent.parent for cfg in root.rglob(str(RUN_CONFIG_FILE))
+                  if not (cfg.parent.parent / METRICS_FILE).exists())

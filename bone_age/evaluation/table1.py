@@ -40,16 +40,18 @@ log = logging.getLogger(__name__)
 
 
 def report(root: str | Path, wandb_project: str | None = None,
-           left_out: list[str] | None = None) -> Path | None:
-    """Gather the runs below ``root`` into its Table 1 and figures; returns the markdown file.
+           left_out: list[str] | None = None,
+           unfinished: list[str] | None = None) -> Path | None:
+    """Gather the runs below ``root`` into its Table 1 and figures; returns the markdown file,
+    or None where no run below ``root`` finished.
 
     ``wandb_project``: also log Table 1 and the figures to that W&B project; ``left_out``
-    receives the damaged runs (named in warnings, not pooled).
+    receives the damaged runs, ``unfinished`` the run folders that wrote no results (both named
+    in warnings, not pooled).
     """
     root = Path(root)
-    cells = collect_runs(root, left_out)
-    if not cells:
-        log.warning("%s: no finished runs (metrics.json + predictions.csv) found", root)
+    cells = collect_runs(root, left_out, unfinished)
+    if not cells:  # the caller says so, once
         return None
     mixed = warn_mixed(root, cells)
     rows = summarise(cells)
@@ -78,7 +80,10 @@ class ReportCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         project = OmegaConf.select(config, "logger.wandb.project", default=None)
         md = report(config.hydra.sweep.dir, project)
-        if md is not None:
+        if md is None:
+            log.warning("%s: no finished runs (metrics.json + predictions.csv): no Table 1",
+                        config.hydra.sweep.dir)
+        else:
             print(f"\nTable 1 ({md}):\n{md.read_text()}")
 
 
@@ -92,14 +97,18 @@ def main(argv: list[str] | None = None) -> int:
     if not args.dir.is_dir():
         return fail("report", f"{args.dir}: not a folder")
     left_out: list[str] = []
-    md = report(args.dir, args.wandb, left_out)
+    unfinished: list[str] = []
+    md = report(args.dir, args.wandb, left_out, unfinished)
     if md is None:
-        print(f"bone-age report: no finished runs below {args.dir}", file=sys.stderr)
+        print(f"bone-age report: no finished runs (metrics.json + predictions.csv) below "
+              f"{args.dir}", file=sys.stderr)
         return EXIT_PARTIAL
     print(md.read_text())
-    if left_out:  # the table holds the other runs; the warnings above name these
-        print(f"bone-age report: {plural(len(left_out), 'damaged run')} left out of the table",
-              file=sys.stderr)
+    # The table holds the other runs; the warnings above name these.
+    missing = [plural(len(runs), what) for runs, what in
+               ((left_out, "damaged run"), (unfinished, "unfinished run")) if runs]
+    if missing:
+        print(f"bone-age report: {' and '.join(missing)} left out of the table", file=sys.stderr)
         return EXIT_PARTIAL
     return EXIT_OK
 

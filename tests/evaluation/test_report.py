@@ -371,3 +371,37 @@ def test_a_pooled_row_of_one_site_says_site_not_sites():
     row = {"key": "k", "model": "m", "loss": "mse", "settings": "", "n": 2, "mae": 2.0,
            "mae_sd": 0.0, "r": 1.0, "baseline_mae": 3.0}
     assert site_rows({"k": {0: fold}}, [row])[-1]["site"] == "pooled (1 site)"
+
+
+def _started_run(folder):
+    """A run folder of an interrupted sweep: its config written, no results."""
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "config.yaml").write_text("seed: 1\n")
+    (folder / "checkpoints").mkdir()
+
+
+def test_an_interrupted_sweep_says_what_is_missing_once(tmp_path, caplog, capsys):
+    from bone_age.evaluation.table1 import main
+
+    rng = np.random.default_rng(5)
+    _fake_run(tmp_path / "0_vgg16_mv_fold0", {"seed": 1}, 0, rng)
+    _started_run(tmp_path / "1_vgg16_mv_fold1")
+    _started_run(tmp_path / "2_vgg16_mv_fold2")
+    with caplog.at_level(logging.WARNING, logger="bone_age.evaluation"):
+        assert main([str(tmp_path)]) == 1  # exit 1: something was left out
+    assert "2 run folders without results" in caplog.text
+    assert "1_vgg16_mv_fold1, 2_vgg16_mv_fold2" in caplog.text
+    assert "2 unfinished runs left out of the table" in capsys.readouterr().err
+    (row,) = read_rows(tmp_path / "table1.csv")
+    assert int(row["folds"]) == 1
+
+
+def test_a_sweep_with_no_finished_run_says_so_once(tmp_path, caplog, capsys):
+    from bone_age.evaluation.table1 import main
+
+    _started_run(tmp_path / "0_vgg16_mv_fold0")
+    with caplog.at_level(logging.INFO):
+        assert main([str(tmp_path)]) == 1
+    said = caplog.text + capsys.readouterr().err
+    assert said.count("no finished runs") == 1, said
+    assert "1 run folder without results" in said
