@@ -25,7 +25,7 @@ def test_a_key_is_recorded_exactly_when_the_table_says_it_changes_results(key):
 
 def test_the_data_module_and_the_phantom_use_the_tables_rules():
     from bone_age.data.datamodule import DataError, loader_workers
-    from bone_age.data.sources import PhantomSource
+    from bone_age.phantom.source import PhantomSource
 
     with pytest.raises(DataError) as err:
         loader_workers(-1)
