@@ -7,6 +7,6 @@ Public API: :func:`measure`, :func:`decide_view`, :func:`write_report`;
 from bone_age.data.anatomy import decide_view
 
 from .measures import measure
-from .report import compare, write_report
+from .one_scan import compare, write_report
 
 __all__ = ["compare", "decide_view", "measure", "write_report"]

@@ -21,7 +21,7 @@ from bone_age.utils.errors import command
 from bone_age.utils.outputs import check_output_dir, check_outside_scan_folders
 
 from ..render import NCOLS, NROWS
-from .report import write_report
+from .one_scan import write_report
 
 CHOICES = ("auto", *VIEWS)
 
