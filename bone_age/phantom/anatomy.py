@@ -333,7 +333,8 @@ def draw_organs(cv: Canvas, g: Geometry, fx: Effects, bladder: float) -> None:
         cv.ellipse(R(z), C(x), P(0.03), P(0.017), 0.16 * fx.renal_retention, 0.72,
                    angle=-s * 12.0)  # fmt: skip
     r = P(0.02) * bladder ** (1 / 3)
-    cv.ellipse(R(0.485) - 0.3 * r, C(0), r * 0.85, r * 1.1, BLADDER_UPTAKE * bladder ** (1 / 3), 0.3)
+    cv.ellipse(R(0.485) - 0.3 * r, C(0), r * 0.85, r * 1.1, BLADDER_UPTAKE * bladder ** (1 / 3),
+               0.3)  # fmt: skip
 
 
 # Candidate degenerative sites as (z, x, f, sigma-fraction); order is the site index.
