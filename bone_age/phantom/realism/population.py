@@ -85,7 +85,10 @@ def _image_views(path: Path, given: str | None) -> list[RealView]:
             if im.mode not in EIGHT_BIT_MODES:
                 raise RealismInputError(f"an image of mode {im.mode}, not 8-bit grey or colour")
             frame = np.asarray(im.convert("L"), dtype=np.float64)
-    except (UnidentifiedImageError, OSError) as err:
+    except RealismInputError:
+        raise
+    except (UnidentifiedImageError, OSError, Exception) as err:  # a damaged or huge image
+        # Only the type: a decoder's message may quote the file's name.
         raise RealismInputError(f"not a readable image ({type(err).__name__})") from None
     if given is None:
         raise RealismInputError("no view: put it in a folder named anterior or posterior, or "
