@@ -78,7 +78,7 @@ def _checked(frame: np.ndarray) -> str | None:
 
 
 def _image_views(path: Path, given: str | None) -> list[RealView]:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with Image.open(path) as im:
@@ -87,7 +87,7 @@ def _image_views(path: Path, given: str | None) -> list[RealView]:
             frame = np.asarray(im.convert("L"), dtype=np.float64)
     except RealismInputError:
         raise
-    except (UnidentifiedImageError, OSError, Exception) as err:  # a damaged or huge image
+    except Exception as err:  # not an image, damaged, or too large to decode
         # Only the type: a decoder's message may quote the file's name.
         raise RealismInputError(f"not a readable image ({type(err).__name__})") from None
     if given is None:
