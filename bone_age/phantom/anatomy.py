@@ -32,9 +32,20 @@ GAIN = {"head": 0.85, "neck": 0.9, "trunk": 1.0, "abdomen": 1.12, "arm": 0.85, "
 # each shape measure (docs/phantom.md): soft tissue of trunk, abdomen, thighs and legs as
 # (median multiplier, log-sd); real scans hold less of their counts in the thighs and the feet
 # and more in the legs than v2.3 did.
-TISSUE_LAW = ((0.62, 0.12), (0.6, 0.45), (0.55, 0.5), (1.1, 0.45))
+# v3 tail fix: abdomen (0.65, 0.4), was (0.6, 0.45).
+TISSUE_LAW = ((0.62, 0.12), (0.65, 0.4), (0.55, 0.5), (1.1, 0.45))
 HEAD_SCALE_MEAN = -0.09  # log: real heads are a little narrower for their height than v2.3's
 FOOT_GAIN_MEAN = 0.4
+# Skull uptake beside its age effect (log-mean, log-sd). v3 tail fix: (0.1, 0.35), was
+# (-0.2, 0.55): hot skulls raise the posterior face rank, and with it the view rule's score, of
+# far more phantom posterior views than real ones (docs/phantom.md); narrower still loses the
+# real posterior views with little of their counts in the head.
+SKULL_GAIN_LAW = (0.1, 0.35)
+# v3 tail fix: the back muscles beside the T7-L2 spine (rows of the view rule's spine cue, half
+# width as a stature fraction) take the trunk's soft-tissue multiplier, not the abdomen's: a
+# person's abdominal fat and perfusion barely reach the paraspinal muscles, and a faint abdomen
+# ranked the phantom's posterior spine strip too low.
+PARASPINAL_HALF, PARASPINAL_Z = 0.04, (0.25, 0.38)
 BLADDER_UPTAKE = 3.5  # v3 (v2.3: 2.0); see nuisance.BLADDER_LOG_MEAN
 CLOUD_BLOCK, CLOUD_SD = 32, 0.12  # px, log-sd of the patchy soft-tissue concentration
 LIMB_FLAT = 0.45  # limb cross-sections are flatter-sided than ellipses: thickness = chord ** 0.45
@@ -114,7 +125,7 @@ def sample_body(rng: np.random.Generator, sex: str, person: np.random.Generator)
         head_scale=float(np.exp(person.normal(HEAD_SCALE_MEAN, 0.09))),
         tissue=tuple(float(np.exp(person.normal(np.log(m), sd)))  # type: ignore[arg-type]
                      for m, sd in TISSUE_LAW),  # fmt: skip
-        skull_gain=float(np.exp(person.normal(-0.2, 0.55))),
+        skull_gain=float(np.exp(person.normal(*SKULL_GAIN_LAW))),
         foot_gain=float(np.exp(person.normal(np.log(FOOT_GAIN_MEAN), 1.1))),
         calf_scale=float(np.exp(person.normal(-0.08, 0.2))),
     )
@@ -300,6 +311,10 @@ def draw_soft_tissue(cv: Canvas, body: Body, g: Geometry) -> None:
                                                   (abdomen, gn["abdomen"],
                                                    body.depth_ratio * 0.95)):  # fmt: skip
         cv.body_capsule(R(z0), C(x0), R(z1), C(x1), P(r0), P(r1), depth, gain)
+    r0, r1 = int(R(PARASPINAL_Z[0])), int(R(PARASPINAL_Z[1]))
+    c0, c1 = int(C(-PARASPINAL_HALF)), int(C(PARASPINAL_HALF)) + 1
+    band = cv.gain[r0:r1, c0:c1]  # (a view: written in place)
+    band[band == np.float32(gn["abdomen"])] = GAIN["abdomen"] * body.tissue[0]
     if body.sex == "M":  # penis and scrotum between the thighs (blood pool: clearly seen)
         cv.body_ellipse(R(0.51), C(0), P(0.032), P(0.017), P(0.04) * PIXEL_MM,
                         gain=gn["abdomen"])  # fmt: skip

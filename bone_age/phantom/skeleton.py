@@ -27,7 +27,7 @@ def _skull(cv: Canvas, g: Geometry, skull: float, kyphosis: float, breadth: floa
     R, C, P = g.row, g.col, g.px
     kf = 1.0 - 0.004 * max(kyphosis - 40.0, 0.0)  # flexed head looks shorter
     cv.shell(R(0.062), C(0), P(0.060) * kf, P(0.046) * breadth, 0.8 * skull, 0.5, inner=0.76)
-    cv.ellipse(R(0.098), C(0), P(0.012), P(0.04), 0.2 * skull, 0.55)  # skull base, petrous
+    cv.ellipse(R(0.098), C(0), P(0.012), P(0.04), SKULL_BASE * skull, 0.55)  # skull base, petrous
     cv.ellipse(R(0.09), C(0), P(0.022), P(0.024), 0.15 * skull, 0.1)  # maxilla, nasal bones
     cv.ellipse(R(0.112), C(0), P(0.008), P(0.021), 0.15 * skull, 0.1)  # alveolar ridge, teeth
     for s in (-1, 1):
@@ -41,12 +41,20 @@ def _skull(cv: Canvas, g: Geometry, skull: float, kyphosis: float, breadth: floa
 # v3: the vertebral bodies from T7 down take up less than v2.3 drew (x SPINE_BODY, beside the
 # age effect on the lumbar spine): real views show the lower spine less hot among the body's
 # pixels, in both views (its rank is the view rule's second cue; docs/phantom.md).
-SPINE_BODY = 0.1
+# v3 tail fix: SPINE_BODY 0.3 (was 0.1) with these bodies drawn in the deepest layer seen from
+# the front (SPINE_CUE_DEPTH; the lumbar column's share too), so the spine cue separates the
+# views more in the phantom's posterior views and less in its anterior ones; the T7-L2 arches
+# at 0.6 x v2.3's (MID_ARCH, was 0.25) and the skull base at 0.4 x the skull's (SKULL_BASE, was
+# 0.2; hotter still lifts the phantom's brightest pixels past the real NM1's): v3 put 27% of
+# its posterior views on the anterior side of the view rule (real: few).
+SPINE_BODY = 0.3
+SPINE_CUE_DEPTH = 0.9
 LUMBAR_ARCH = 2.0
-MID_ARCH = 0.25
-# v3: the sternal body (0.17 in v2.3): real anterior views rank the midline of the lower chest
-# a little higher than the phantom with v3's fainter spine.
-STERNUM = 0.22
+MID_ARCH = 0.6
+SKULL_BASE = 0.4
+# v3: the sternal body (0.17 in v2.3; v3 0.22, tail fix 0.45): real anterior views rank the
+# midline of the lower chest higher than the phantom with the deeper spine.
+STERNUM = 0.45
 
 
 def _spine(cv: Canvas, g: Geometry, fx: Effects) -> None:
@@ -62,7 +70,9 @@ def _spine(cv: Canvas, g: Geometry, fx: Effects) -> None:
         f = upper_f if 7 <= i < 14 else 0.68
         amp = a * (axial if i >= 14 else gu * (0.5 + 0.5 * fx.spine_pelvis_uptake))
         if i < 14:  # (lumbar bodies: one column, below)
-            cv.ellipse(R(z), C(0), ry, P(w), amp * (SPINE_BODY if i >= 7 else 1.0), f)
+            cue = i >= 7
+            cv.ellipse(R(z), C(0), ry, P(w), amp * (SPINE_BODY if cue else 1.0),
+                       SPINE_CUE_DEPTH if cue else f)  # fmt: skip
         # v3: the arches (spinous, facets, transverse processes) of T7-L2 at MID_ARCH x
         # v2.3's, those of L3-L5 at LUMBAR_ARCH x: real posterior views show the lower
         # thoracic spine less hot, and hold more of their counts at the lower lumbar level.
@@ -76,7 +86,7 @@ def _spine(cv: Canvas, g: Geometry, fx: Effects) -> None:
     rows, w = [R(z) for z, _, _ in levels[14:]], P(0.021)
     half = (rows[1] - rows[0]) / 2
     cv.capsule(rows[0] - half + w, C(0), rows[-1] + half - w, C(0), w, w,
-               0.7 * axial * SPINE_BODY, 0.68)
+               0.7 * axial * SPINE_BODY, SPINE_CUE_DEPTH)
     # L3-L5 at v2.3's uptake (below the cue's rows): the rest of the column's.
     cv.capsule(rows[2] - half + w, C(0), rows[-1] + half - w, C(0), w, w,
                0.7 * axial * (1 - SPINE_BODY), 0.68)

@@ -6,7 +6,9 @@ computed with the code before the speed work (commit c42eeee; recomputed for the
 change and phantom VERSION 2.1.0, which the merged speed work reproduces byte for byte; then
 for VERSION 2.2.0, whose noise sampler, blur and anatomy changed the pixels on purpose; these
 are VERSION 3.0.0's, whose anatomy, per-region uptake, bladder and background changed the pixels,
-the realised counts in truth.csv and the version in phantom_info.json on purpose); a
+the realised counts in truth.csv and the version in phantom_info.json on purpose; then
+VERSION 3.1.0's, v3's tail fix of the posterior views' view-rule scores: pixels, realised counts
+and version again, manifests unchanged); a
 change to the phantom's pixels, files or tables must recompute them on purpose
 (tests/phantom/compare_cohorts.py checks whole cohorts against a reference checkout).
 """
@@ -25,17 +27,17 @@ CASES = {
 DIGESTS = {
     "sites3": {
         "manifest": "8f7acaed10a997f971ddd2b9dd851e2cc2933c25fc2a5fd7a373f94f67d1a7fe",
-        "truth": "df2dc7df0e73f848f240396d865eb06a8c83e56b84a64e32571c288dca9f1f0b",
-        "info": "c56e85df23b2e64b9e0184b2bb8478cd679a92974049565b98a1c715938017aa",
-        "files": "de2db45f93b9393a719e05121695c86a2e0fa93c97cfa030968886b4f80d51e4",
-        "pixels": "d3d9d63d13200f1e0201b5e0d73803c69f92352f7a67911f9aeb628e70ae728e",
+        "truth": "39468fbf96d6c490ae1a327518534127fe129d43cbeed6279ca833621b923947",
+        "info": "abf2a40a686743905a0c6bb3b7ac4539fda9926e62a64457c50b667c2d9e7e17",
+        "files": "fb3e2fd22196fe237991ec808d69c6d52909cd9daf26567e223ce01a531d607e",
+        "pixels": "8cff1a26278783a713e1c4504cc0458f67204928b60761029b1b36ba6a851698",
     },
     "sites2_single_rle": {
         "manifest": "7799b6d71312202c02791f70aa9220b97b1a22d680ff12d10bec28d6349c1b92",
-        "truth": "44518833ed8c4877019f6da3ef061769249b8a2f8bc719f78e77ef6835f371f1",
-        "info": "4b7f4a6b8267700bb4c5d689e1102e8729da43237dd254fb347dcbba627dc10a",
-        "files": "59e0df49b977c4f32c76129014aebcbdb65dd78d4085d9821530eb6fe0e02ffb",
-        "pixels": "975dffdb0f6b04bbbc8c8bab994b459d5e979f6445fe3ec2f1d5cd8a548cfd9a",
+        "truth": "e1459c72237d94341fc15b7d5acfd8e71bf6f9216553ecf4c45ee838de746dac",
+        "info": "98bd8567c17af87b14746a202b4c47c5888367b1f8208da035333439c12e680f",
+        "files": "991bc8506a6b4c3307671b57052e9c9b120ab10dc66132ec6d2a6dc019568949",
+        "pixels": "893b29558e7416a06b60674a6b163234030685dfbab1c4c60f3dfac0cdb4747c",
     },
 }
 
