@@ -36,7 +36,7 @@ from .yardsticks import bayes_mae_floor, oracle_mae
 
 # Part of a cohort's options (phantom_info.json): ensure_cohort reuses a cached cohort only when
 # they match, so bump it whenever the generated pixels or truth change.
-VERSION = "2.3.0"
+VERSION = "3.1.0"
 LAYOUTS = ("two-frame", "single-frame")
 MANIFEST_COLUMNS = ["subject_id", "age", "sex", "anterior", "posterior", "study_uid"]
 # bone_age.data.manifest.SITE_COLUMN (the phantom does not import bone_age.data): multi-site only.

@@ -23,11 +23,11 @@ def _chain(cv: Canvas, g: Geometry, pts, r: float, amp: float, f: float) -> None
         cv.capsule(g.row(z0), g.col(x0), g.row(z1), g.col(x1), g.px(r), g.px(r), amp, f)
 
 
-def _skull(cv: Canvas, g: Geometry, skull: float, kyphosis: float) -> None:
+def _skull(cv: Canvas, g: Geometry, skull: float, kyphosis: float, breadth: float) -> None:
     R, C, P = g.row, g.col, g.px
     kf = 1.0 - 0.004 * max(kyphosis - 40.0, 0.0)  # flexed head looks shorter
-    cv.shell(R(0.062), C(0), P(0.060) * kf, P(0.046), 0.8 * skull, 0.5, inner=0.76)
-    cv.ellipse(R(0.098), C(0), P(0.012), P(0.04), 0.2 * skull, 0.55)  # skull base, petrous
+    cv.shell(R(0.062), C(0), P(0.060) * kf, P(0.046) * breadth, 0.8 * skull, 0.5, inner=0.76)
+    cv.ellipse(R(0.098), C(0), P(0.012), P(0.04), SKULL_BASE * skull, 0.55)  # skull base, petrous
     cv.ellipse(R(0.09), C(0), P(0.022), P(0.024), 0.15 * skull, 0.1)  # maxilla, nasal bones
     cv.ellipse(R(0.112), C(0), P(0.008), P(0.021), 0.15 * skull, 0.1)  # alveolar ridge, teeth
     for s in (-1, 1):
@@ -36,6 +36,25 @@ def _skull(cv: Canvas, g: Geometry, skull: float, kyphosis: float) -> None:
         # Mandible: ramus from the temporomandibular joint, body to the chin.
         _chain(cv, g, [(0.085, s * 0.041), (0.112, s * 0.038), (0.128, s * 0.02),
                        (0.134, 0.0)], 0.007, 0.11 * skull, 0.1)  # fmt: skip
+
+
+# v3: the vertebral bodies from T7 down take up less than v2.3 drew (x SPINE_BODY, beside the
+# age effect on the lumbar spine): real views show the lower spine less hot among the body's
+# pixels, in both views (its rank is the view rule's second cue; docs/phantom.md).
+# v3 tail fix: SPINE_BODY 0.3 (was 0.1) with these bodies drawn in the deepest layer seen from
+# the front (SPINE_CUE_DEPTH; the lumbar column's share too), so the spine cue separates the
+# views more in the phantom's posterior views and less in its anterior ones; the T7-L2 arches
+# at 0.6 x v2.3's (MID_ARCH, was 0.25) and the skull base at 0.4 x the skull's (SKULL_BASE, was
+# 0.2; hotter still lifts the phantom's brightest pixels past the real NM1's): v3 put 27% of
+# its posterior views on the anterior side of the view rule (real: few).
+SPINE_BODY = 0.3
+SPINE_CUE_DEPTH = 0.9
+LUMBAR_ARCH = 2.0
+MID_ARCH = 0.6
+SKULL_BASE = 0.4
+# v3: the sternal body (0.17 in v2.3; v3 0.22, tail fix 0.45): real anterior views rank the
+# midline of the lower chest higher than the phantom with the deeper spine.
+STERNUM = 0.45
 
 
 def _spine(cv: Canvas, g: Geometry, fx: Effects) -> None:
@@ -51,23 +70,33 @@ def _spine(cv: Canvas, g: Geometry, fx: Effects) -> None:
         f = upper_f if 7 <= i < 14 else 0.68
         amp = a * (axial if i >= 14 else gu * (0.5 + 0.5 * fx.spine_pelvis_uptake))
         if i < 14:  # (lumbar bodies: one column, below)
-            cv.ellipse(R(z), C(0), ry, P(w), amp, f)
-        cv.ellipse(R(z) + ry * 0.3, C(0), ry * 0.6, P(0.0035), 0.3 * amp, 0.92)  # spinous
+            cue = i >= 7
+            cv.ellipse(R(z), C(0), ry, P(w), amp * (SPINE_BODY if cue else 1.0),
+                       SPINE_CUE_DEPTH if cue else f)  # fmt: skip
+        # v3: the arches (spinous, facets, transverse processes) of T7-L2 at MID_ARCH x
+        # v2.3's, those of L3-L5 at LUMBAR_ARCH x: real posterior views show the lower
+        # thoracic spine less hot, and hold more of their counts at the lower lumbar level.
+        arch = amp * (LUMBAR_ARCH if i >= 16 else MID_ARCH if i >= 7 else 1.0)
+        cv.ellipse(R(z) + ry * 0.3, C(0), ry * 0.6, P(0.0035), 0.3 * arch, 0.92)  # spinous
         for s in (-1, 1):  # pedicles / facet joints, transverse processes
-            cv.ellipse(R(z), C(s * w * 0.75), ry * 0.8, P(0.005), 0.25 * amp, 0.85)
-            cv.ellipse(R(z), C(s * (w + 0.01)), ry * 0.3, P(0.006), 0.2 * amp, 0.8)
+            cv.ellipse(R(z), C(s * w * 0.75), ry * 0.8, P(0.005), 0.25 * arch, 0.85)
+            cv.ellipse(R(z), C(s * (w + 0.01)), ry * 0.3, P(0.006), 0.2 * arch, 0.8)
     # Lumbar bodies are cylinders stacked on flat end plates: one column with fainter disc
     # spaces (separate ellipses read as a chain of beads, above all in the posterior view).
     rows, w = [R(z) for z, _, _ in levels[14:]], P(0.021)
     half = (rows[1] - rows[0]) / 2
-    cv.capsule(rows[0] - half + w, C(0), rows[-1] + half - w, C(0), w, w, 0.7 * axial, 0.68)
+    cv.capsule(rows[0] - half + w, C(0), rows[-1] + half - w, C(0), w, w,
+               0.7 * axial * SPINE_BODY, SPINE_CUE_DEPTH)
+    # L3-L5 at v2.3's uptake (below the cue's rows): the rest of the column's.
+    cv.capsule(rows[2] - half + w, C(0), rows[-1] + half - w, C(0), w, w,
+               0.7 * axial * (1 - SPINE_BODY), 0.68)
     for r0, r1 in zip(rows[:-1], rows[1:], strict=True):
         cv.ellipse((r0 + r1) / 2, C(0), P(0.003), w, -0.22 * axial, 0.68)  # disc
-    cv.ellipse(R(0.462), C(0), P(0.036), P(0.03), 0.7 * axial, 0.82)  # sacrum
+    cv.ellipse(R(0.462), C(0), P(0.036), P(0.03), 0.9 * axial, 0.82)  # sacrum (v3: 0.7)
     cv.ellipse(R(0.49), C(0), P(0.01), P(0.008), 0.5 * axial, 0.85)  # coccyx
     for s in (-1, 1):  # sacroiliac joints
         cv.capsule(R(0.44), C(s * 0.03), R(0.475), C(s * 0.022), P(0.006), P(0.005),
-                   0.75 * axial, 0.8)  # fmt: skip
+                   1.0 * axial, 0.8)  # (v3: 0.75)  # fmt: skip
 
 
 def _thorax(cv: Canvas, body: Body, g: Geometry, fx: Effects) -> None:
@@ -94,7 +123,7 @@ def _thorax(cv: Canvas, body: Body, g: Geometry, fx: Effects) -> None:
                 cv.capsule(y0, x0, y1, x1, P(0.005), P(0.005), amp, f)
     sz, sv = body.shoulder_z, fx.sternal_variant
     cv.ellipse(R(0.215), C(0), P(0.017), P(0.018), 0.35 * gu, 0.08)  # manubrium
-    cv.capsule(R(0.235), C(0), R(0.31), C(0), P(0.009), P(0.006), 0.17 * gu, 0.08)
+    cv.capsule(R(0.235), C(0), R(0.31), C(0), P(0.009), P(0.006), STERNUM * gu, 0.08)
     cv.gauss(R(0.233), C(0), P(0.006), 0.8 * gu * sv, 0.1)
     for s in (-1, 1):
         cv.gauss(R(0.199), C(s * 0.016), P(0.006), 0.45 * gu * sv, 0.1)  # sternoclavicular
@@ -135,6 +164,7 @@ def _pelvis(cv: Canvas, body: Body, g: Geometry, axial: float) -> None:
 
 def _leg(cv: Canvas, body: Body, g: Geometry, s: int, gu: float, shaft: float) -> None:
     R, C, P = g.row, g.col, g.px
+    fg = gu * body.foot_gain
     (hz, hx), (kz, kx), (az, ax), (tz, tx) = leg_points(body, s)
     cv.ellipse(R(hz), C(hx), P(0.014), P(0.014), 0.35 * gu, 0.5)  # femoral head
     cv.capsule(R(hz), C(hx), R(0.49), C(s * 0.07), P(0.008), P(0.009), 0.4 * gu, 0.5)
@@ -151,13 +181,13 @@ def _leg(cv: Canvas, body: Body, g: Geometry, s: int, gu: float, shaft: float) -
     for dx in (-0.012, 0.012):  # malleoli
         cv.ellipse(R(az), C(ax + s * dx), P(0.007), P(0.006), 0.22 * gu, 0.5)
     # Foot (plantar-flexed, turned out): talus and calcaneus, metatarsals, toes.
-    cv.ellipse(R(az + 0.008), C(ax), P(0.012), P(0.013), 0.22 * gu, 0.6)
+    cv.ellipse(R(az + 0.008), C(ax), P(0.012), P(0.013), 0.22 * fg, 0.6)
     mid = (az + 0.45 * (tz - az), ax + 0.45 * (tx - ax))
-    cv.ellipse(R(mid[0]), C(mid[1]), P(0.014), P(0.015), 0.24 * gu, 0.4)  # tarsus
+    cv.ellipse(R(mid[0]), C(mid[1]), P(0.014), P(0.015), 0.24 * fg, 0.4)  # tarsus
     for k in range(3):
         d = (k - 1) * 0.006
         cv.capsule(R(mid[0]), C(mid[1] + d), R(tz), C(tx + 1.4 * d), P(0.0032), P(0.003),
-                   0.28 * gu, 0.3)  # fmt: skip
+                   0.28 * fg, 0.3)  # fmt: skip
 
 
 def _arm(cv: Canvas, body: Body, g: Geometry, s: int, gu: float, shaft: float) -> None:
@@ -189,7 +219,7 @@ def draw_skeleton(cv: Canvas, body: Body, g: Geometry, fx: Effects) -> None:
         fx: its realised age effects.
     """
     gu = fx.global_uptake
-    _skull(cv, g, gu * fx.skull_uptake, fx.kyphosis)
+    _skull(cv, g, gu * fx.skull_uptake * body.skull_gain, fx.kyphosis, body.head_scale)
     _spine(cv, g, fx)
     _thorax(cv, body, g, fx)
     _pelvis(cv, body, g, gu * fx.spine_pelvis_uptake)

@@ -109,7 +109,9 @@ def sample_subject(seed: int, index: int, sigma: float = 3.0, variability: float
     age, sex = sample_demographics(rng, site)
     b = float(age + rng.normal(0.0, sigma))
     study, birth = _dates(rng, age)
-    body = sample_body(rng, sex)
+    # v3's individual differences come from their own stream (see sample_body).
+    person = np.random.default_rng(np.random.SeedSequence([seed, index, 4]))
+    body = sample_body(rng, sex, person)
     noise = sample_noise(rng)
     nuisance = sample_nuisance(rng)
     fx = realise_effects(b, sex, noise, variability)

@@ -4,7 +4,11 @@ test_phantom_sites pins one-site cohorts (the reference camera); these pin the o
 paths (collimator scale, scatter, the 2048 x 512 matrix, single-frame RLE). The digests were
 computed with the code before the speed work (commit c42eeee; recomputed for the arm/shoulder
 change and phantom VERSION 2.1.0, which the merged speed work reproduces byte for byte; then
-for VERSION 2.2.0, whose noise sampler, blur and anatomy changed the pixels on purpose); a
+for VERSION 2.2.0, whose noise sampler, blur and anatomy changed the pixels on purpose; these
+are VERSION 3.0.0's, whose anatomy, per-region uptake, bladder and background changed the pixels,
+the realised counts in truth.csv and the version in phantom_info.json on purpose; then
+VERSION 3.1.0's, v3's tail fix of the posterior views' view-rule scores: pixels, realised counts
+and version again, manifests unchanged); a
 change to the phantom's pixels, files or tables must recompute them on purpose
 (tests/phantom/compare_cohorts.py checks whole cohorts against a reference checkout).
 """
@@ -23,17 +27,17 @@ CASES = {
 DIGESTS = {
     "sites3": {
         "manifest": "8f7acaed10a997f971ddd2b9dd851e2cc2933c25fc2a5fd7a373f94f67d1a7fe",
-        "truth": "1ab40d59faa51dc2fbd9191d652590094ed1d9194da5d5da87fb81dbcc006e24",
-        "info": "0a481b7204daaeb0e83bedb541c9d949ef38b583a289a6df98edaf9d71869ddb",
-        "files": "742bc7ab13c09a140a3bcf254b50ce437a8c6026f81440e6073f2632a64cc513",
-        "pixels": "cc128c509c09a789f50053922ac4c1647a023efd2851b56cf330e73123b6d5a3",
+        "truth": "39468fbf96d6c490ae1a327518534127fe129d43cbeed6279ca833621b923947",
+        "info": "abf2a40a686743905a0c6bb3b7ac4539fda9926e62a64457c50b667c2d9e7e17",
+        "files": "fb3e2fd22196fe237991ec808d69c6d52909cd9daf26567e223ce01a531d607e",
+        "pixels": "8cff1a26278783a713e1c4504cc0458f67204928b60761029b1b36ba6a851698",
     },
     "sites2_single_rle": {
         "manifest": "7799b6d71312202c02791f70aa9220b97b1a22d680ff12d10bec28d6349c1b92",
-        "truth": "966664997949bd16a9c44e92cf0c46c135debbc200a0c63c52774ed30fae83ff",
-        "info": "ba88057973ce103139ddf1d0d7758c86ca50783302f9536916ed772ebdf130dc",
-        "files": "95f7eee101db5b9fdb41a72b742310acd129c0c3af7e212e1f61de1d1111f3b7",
-        "pixels": "34e491df26e2e82cdb64b4e3428a9f6a0d125c2a65d3c184eb4300a580e32e1f",
+        "truth": "e1459c72237d94341fc15b7d5acfd8e71bf6f9216553ecf4c45ee838de746dac",
+        "info": "98bd8567c17af87b14746a202b4c47c5888367b1f8208da035333439c12e680f",
+        "files": "991bc8506a6b4c3307671b57052e9c9b120ab10dc66132ec6d2a6dc019568949",
+        "pixels": "893b29558e7416a06b60674a6b163234030685dfbab1c4c60f3dfac0cdb4747c",
     },
 }
 

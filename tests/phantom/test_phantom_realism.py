@@ -14,7 +14,7 @@ from scipy.ndimage import gaussian_filter
 
 from bone_age.phantom import generate_cohort
 from bone_age.phantom.realism import compare, decide_view, measure
-from bone_age.phantom.realism.report import markdown, phantom_frames
+from bone_age.phantom.realism.one_scan import markdown, phantom_frames
 from tests.conftest import SHARED_DICOM
 
 REAL = SHARED_DICOM / "NM1_UNC"

@@ -1,8 +1,10 @@
-"""CLI: python -m bone_age.phantom.realism REF.dcm [--view auto|anterior|posterior]
+"""CLI: python -m bone_age.phantom.realism REF [--view auto|anterior|posterior]
 [--subjects N] [--seed S] --out DIR.
 
-Compares N phantom scans of the reference's view with the reference on label-free measures and
-writes DIR/realism.md, DIR/realism.json and figures (see ``report``).
+REF a DICOM file: compares N phantom scans of its view with it on label-free measures and
+writes DIR/realism.md, DIR/realism.json and figures (see ``one_scan``). REF a folder of real
+views (DICOM or 8-bit images): per view and measure, the share of its views inside the
+phantom's 1-99% range (see ``population``).
 """
 
 from __future__ import annotations
@@ -21,19 +23,24 @@ from bone_age.utils.errors import command
 from bone_age.utils.outputs import check_output_dir, check_outside_scan_folders
 
 from ..render import NCOLS, NROWS
-from .report import write_report
+from .one_scan import write_report
+from .population import RealismInputError, compare_folder, read_folder, write_folder_report
 
 CHOICES = ("auto", *VIEWS)
+SUBJECTS = {"file": 100, "folder": 200}  # --subjects' defaults: 1-99% of a folder needs more
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="python -m bone_age.phantom.realism",
                 description="Compare phantom scans with a real whole-body scan.")  # fmt: skip
-    p.add_argument("ref", type=Path, help="real scan (DICOM)")
+    p.add_argument("ref", type=Path, help="real scan (DICOM), or a folder of real views (DICOM "
+                   "or 8-bit images; a view per file, or per folder named anterior/posterior)")
     p.add_argument("--view", type=str.lower, choices=CHOICES, default="auto",
-                   help="view of the reference (auto: from its header, else its anatomy)")
-    p.add_argument("--subjects", type=count(MAX_REALISM_SUBJECTS), default=100,
-                   help=f"phantom subjects (1..{MAX_REALISM_SUBJECTS:,})")
+                   help="view of the reference (auto: from its header, else its anatomy); for "
+                        "a folder, the view of files whose header and folders name none")
+    p.add_argument("--subjects", type=count(MAX_REALISM_SUBJECTS), default=None,
+                   help=f"phantom subjects (1..{MAX_REALISM_SUBJECTS:,}; default "
+                        f"{SUBJECTS['file']} for a file, {SUBJECTS['folder']} for a folder)")
     p.add_argument("--seed", type=int, default=0, help="phantom cohort seed")
     p.add_argument("--out", type=Path, required=True, help="output folder (created)")
     return p  # fmt: skip
@@ -102,13 +109,42 @@ def load_reference(path: Path, view: str = "auto") -> tuple[np.ndarray, ViewDeci
 @command("phantom.realism")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.ref.is_dir():
+        return folder_main(args)
     check_output_dir(args.out, "realism report")
     check_outside_scan_folders(args.out, "realism report", [args.ref])  # the scan's folder
+    args.subjects = args.subjects or SUBJECTS["file"]
     img, decision, how, source = load_reference(args.ref, args.view)
     rows = write_report(args.out, img, decision, how, args.subjects, args.seed, source)
     n_in = sum(r["inside"] for r in rows)
     print(f"{decision.view} view ({how}); {n_in} of {len(rows)} measures inside the phantom's "
           f"5-95% range; wrote {args.out}/realism.md", file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def folder_main(args: argparse.Namespace) -> int:
+    """A folder of real views: the coverage report (``population``)."""
+    check_output_dir(args.out, "realism report")
+    check_outside_scan_folders(args.out, "realism report", [args.ref / "x"])  # the folder
+    found = read_folder(args.ref, None if args.view == "auto" else args.view)
+    if not found.views:
+        why = "; ".join(sorted({r for _, r in found.skipped})[:3]) or "it holds no files"
+        raise RealismInputError(f"{args.ref}: no real view to compare ({found.files} files "
+                                f"looked at; {why})")  # fmt: skip
+    report = compare_folder(found, args.subjects or SUBJECTS["folder"], args.seed)
+    write_folder_report(args.out, report)
+    for view, v in report["views"].items():
+        rows = [r for r in v["measures"] if r["shape"]]
+        worst = min(rows, key=lambda r: r["share"])
+        print(f"{view}: {v['real_views']} real views; inside the phantom's 1-99% range on all "
+              f"{len(rows)} shape measures: {v['inside_all_shape_measures']}; lowest share "
+              f"{worst['share']:.0%} ({worst['measure']}); anatomy score median real "
+              f"{v['anatomy_score']['real_median']:+.2f}, phantom "
+              f"{v['anatomy_score']['phantom_median']:+.2f}", file=sys.stderr)  # fmt: skip
+    if found.skipped:
+        print(f"skipped {len(found.skipped)} of {found.files} files (see realism.md)",
+              file=sys.stderr)
+    print(f"wrote {args.out}/realism.md", file=sys.stderr)
     return 0
 
 

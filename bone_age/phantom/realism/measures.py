@@ -28,6 +28,11 @@ BANDS: tuple[tuple[str, float, float], ...] = (
 )
 WIDTH_LEVELS = (0.07, 0.16, 0.25, 0.38, 0.49, 0.62, 0.82, 0.97)  # mid-height of each band
 QUANTILES = (50, 90, 99)
+# The shape of the body and where its counts lie along the height (issue 32's 17 shape measures):
+# unlike the count statistics, contrast, spectrum and edge, an increasing display processing
+# of an 8-bit render changes these little, so real renders can be compared on them.
+SHAPE_MEASURES: tuple[str, ...] = (*(f"width_{b[0]}_over_height" for b in BANDS),
+                                   *(f"counts_{b[0]}" for b in BANDS), "left_right_symmetry")
 
 
 def _band_rows(body: Body, lo: float, hi: float) -> slice:

@@ -1,4 +1,5 @@
-"""Realism report: a real frame's measures against the phantom's 5-95% range of the same view."""
+"""One real scan against the phantom: its measures inside the phantom's 5-95% range of the
+same view."""
 
 from __future__ import annotations
 
