@@ -26,7 +26,7 @@ from bone_age.utils.errors import BoneAgeError, quiet_on_ctrl_c, workers_startin
 from bone_age.utils.outputs import remove_stale_temps, temp_path, write_text_atomic
 from bone_age.utils.tables import write_csv
 
-from .anatomy import drawn_arm_abduction
+from .body_plan import drawn_arm_abduction
 from .dicom_writer import TRANSFER_SYNTAXES, write_study
 from .effects import Effects
 from .render import NCOLS, NROWS

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .anatomy import Body, Geometry, arm_points
+from .body_plan import Body, Geometry, arm_points
 from .render import Canvas
 
 P_METASTATIC = 0.25

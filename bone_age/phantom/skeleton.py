@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .anatomy import Z_L5, Z_T1, Z_T12, Body, Geometry, arm_points, leg_points
+from .body_plan import Z_L5, Z_T1, Z_T12, Body, Geometry, arm_points, leg_points
 from .effects import Effects
 from .render import Canvas
 

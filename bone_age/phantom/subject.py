@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .anatomy import (
+from .body_plan import (
     Body,
     Geometry,
     cloudy_gain,

@@ -15,7 +15,7 @@ import pydicom
 import pytest
 
 from bone_age.phantom import ensure_cohort, generate_cohort
-from bone_age.phantom.anatomy import (
+from bone_age.phantom.body_plan import (
     ARM_MAX_ABDUCTION,
     CLOUD_SD,
     Geometry,
