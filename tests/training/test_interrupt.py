@@ -19,6 +19,9 @@ _SCRIPT = textwrap.dedent("""
 
     GROUP = os.getpgid(0)
     assert GROUP == os.getpid(), "not a session of its own"
+    # As in a terminal: a process started in the background of a non-interactive shell (a CI
+    # job's `make test &`) inherits SIGINT ignored, and Python then leaves it ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def ctrl_c(job):
         assert os.getpgid(0) == GROUP
