@@ -10,6 +10,7 @@ import multiprocessing as mp
 import numbers
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from bone_age.utils.arguments import MAX_SITES
 from bone_age.utils.console import heartbeat, say, size_text
 from bone_age.utils.console import progress as progress_display
 from bone_age.utils.cores import usable_cores
-from bone_age.utils.errors import BoneAgeError, quiet_on_ctrl_c, workers_starting
+from bone_age.utils.errors import BoneAgeError, workers_starting
 from bone_age.utils.outputs import remove_stale_temps, temp_path, write_text_atomic
 from bone_age.utils.tables import write_csv
 
@@ -56,9 +57,15 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
 
 def _start_worker() -> None:
-    """A worker process: memory kept for reuse, and Ctrl-C ends it without a traceback."""
+    """A worker process: memory kept for reuse, and Ctrl-C left to the parent, which ends the
+    pool (no worker traceback).
+
+    A worker that ended itself on Ctrl-C could die holding the pool's task-queue lock (an idle
+    worker holds it while it waits for work), and ``Pool.terminate`` then waits for that lock
+    forever: seen as a hung Ctrl-C test under load.
+    """
     keep_freed_memory()
-    quiet_on_ctrl_c()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def keep_freed_memory() -> None:
