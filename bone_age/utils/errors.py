@@ -46,7 +46,8 @@ def quiet_on_ctrl_c() -> None:
 @contextlib.contextmanager
 def workers_starting() -> Iterator[None]:
     """Around the start of worker processes: they inherit SIGINT ignored (across exec too)
-    until their initializer runs ``quiet_on_ctrl_c``, so a Ctrl-C while they start prints no
+    until their initializer says otherwise (the cache's runs ``quiet_on_ctrl_c``; the phantom's
+    keeps it ignored and leaves Ctrl-C to the parent), so a Ctrl-C while they start prints no
     traceback either. The parent's own handler is back before any work is handed out."""
     if threading.current_thread() is not threading.main_thread():
         yield  # only the main thread may change signal handlers
